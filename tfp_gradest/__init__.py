@@ -1,0 +1,10 @@
+"""tfp_gradest: lower-variance gradient estimators for TensorFlow Probability.
+
+import tfp_gradest as tge
+tge.vi.fit_surrogate_posterior(..., gradient_estimator="stl")
+"""
+
+from tfp_gradest import diagnostics, estimators, vi
+
+__version__ = "0.1.0"
+__all__ = ["diagnostics", "estimators", "vi"]

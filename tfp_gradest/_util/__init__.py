@@ -1,0 +1,1 @@
+"""Internal helpers: calling targets with structured samples, building log-weights."""
