@@ -62,7 +62,12 @@ def pathwise_log_weights(
 
 
 def log_weight_terms(
-    target_log_prob_fn, surrogate_posterior, samples, sample_size, importance_sample_size
+    target_log_prob_fn,
+    surrogate_posterior,
+    samples,
+    sample_size,
+    importance_sample_size,
+    with_path=True,
 ):
     """Splits `log w` into direct and path parts (see `LogWeightTerms`).
 
@@ -74,24 +79,34 @@ def log_weight_terms(
     The inner gradient is of `Σ_k log w_k`; it equals the per-sample gradients
     because each `log w_k` depends on its own `z_k` only: the target must treat
     the leading sample axis as independent draws, as `tfp.vi` also assumes.
+
+    With `with_path=False` no inner gradient is taken and `path_log_weights` is
+    zeros: for estimators that need no path term (RWS), which also work on
+    discrete samples.
     """
     stopped = structure.stop_gradient(samples)
     flat_stopped = tf.nest.flatten(stopped)
     with tf.GradientTape(watch_accessed_variables=False) as tape:
-        tape.watch(flat_stopped)
+        if with_path:
+            tape.watch(flat_stopped)
         target_lp = structure.call_target(target_log_prob_fn, stopped)
         surrogate_lp = surrogate_posterior.log_prob(stopped)
         log_weights = target_lp - surrogate_lp
-    grads = tape.gradient(
-        log_weights, flat_stopped, unconnected_gradients=tf.UnconnectedGradients.ZERO
-    )
-    sample_rank = log_weights.shape.rank
-    path = tf.add_n(
-        [
-            structure.reduce_event(tf.stop_gradient(g) * (z - z_bar), sample_rank)
-            for g, z, z_bar in zip(grads, tf.nest.flatten(samples), flat_stopped)
-        ]
-    )
+    if with_path:
+        grads = tape.gradient(
+            log_weights, flat_stopped, unconnected_gradients=tf.UnconnectedGradients.ZERO
+        )
+        sample_rank = log_weights.shape.rank
+        path = tf.add_n(
+            [
+                # A sample with log w = -inf can have a non-finite gradient; its
+                # weight is zero, and zeroing here keeps 0 * inf out of the sums.
+                structure.reduce_event(_finite_or_zero(g) * (z - z_bar), sample_rank)
+                for g, z, z_bar in zip(grads, tf.nest.flatten(samples), flat_stopped)
+            ]
+        )
+    else:
+        path = tf.zeros_like(log_weights)
 
     def split(t):
         return structure.reshape_leading(t, sample_size, importance_sample_size)
@@ -102,3 +117,97 @@ def log_weight_terms(
         surrogate_log_prob=split(surrogate_lp),
         path_log_weights=split(path),
     )
+
+
+def _finite_or_zero(gradient):
+    gradient = tf.stop_gradient(gradient)
+    return tf.where(tf.math.is_finite(gradient), gradient, tf.zeros_like(gradient))
+
+
+def path_weighted_surrogate(
+    target_log_prob_fn,
+    surrogate_posterior,
+    samples,
+    sample_size,
+    importance_sample_size,
+    coefficients_fn,
+):
+    """A surrogate with gradient `Σ_k c_k ∇log p̃_k + a_k ∇log ŵ_k`, in ONE backward pass through the target.
+
+    `coefficients_fn(log_w) -> (c, a)` maps stopped log-weights `[S, K] + batch`
+    to stopped coefficients of the same shape, with `a = 0` wherever `c = 0`.
+    Estimators of the form `Σ w̃ log p̃ + a(w̃) log ŵ` (IWAE-DReG, RWS-DReG,
+    DReG(α), IWAE-STL, and STL with `c = a = 1`) use `c = w̃`.
+
+    Why one pass suffices: a single vector-Jacobian product of `log p(x, z)` with
+    cotangent `c` gives `Σ c_k ∇θ log p_k` for the model's variables and
+    `c_k ∇z log p_k` for each sample; the path term needs `a_k ∇z log p_k`, which
+    is that times `a_k / c_k`. The surrogate's `∇z log q` is a second, cheap
+    product through `log q` only. `q`'s parameters get no direct gradient (the
+    doubly-reparameterised estimators drop that score term) and reach the
+    gradient through `z = g_φ(ε)`, outside this function. Compared with
+    `log_weight_terms`, this saves one backward pass through a decoder.
+
+    Returns:
+      log_weights: `[S, K] + batch`, no gradient.
+      surrogate: `[S] + batch`.
+    """
+    flat_samples = tf.nest.flatten(samples)
+    num_parts = len(flat_samples)
+
+    def split(t):
+        return structure.reshape_leading(t, sample_size, importance_sample_size)
+
+    def merge(t):
+        return tf.reshape(t, tf.concat([[-1], tf.shape(t)[2:]], 0))
+
+    @tf.custom_gradient
+    def surrogate_fn(*flat_z):
+        # Fresh tensors: TFP caches bijector inverses by tensor identity, so
+        # `q.log_prob` of the very tensor `q.sample` returned would reuse the
+        # cached noise `ε` and report `∂ log q / ∂z = 0`.
+        flat_z = [tf.identity(t) for t in flat_z]
+        z = tf.nest.pack_sequence_as(samples, flat_z)
+        with tf.GradientTape(persistent=True, watch_accessed_variables=True) as tape:
+            tape.watch(flat_z)
+            target_lp = structure.call_target(target_log_prob_fn, z)
+            surrogate_lp = surrogate_posterior.log_prob(z)
+        log_w = tf.stop_gradient(split(target_lp - surrogate_lp))
+        c, a = coefficients_fn(log_w)
+        value = _weighted_sum_over_samples(c, log_w)
+        sample_rank = target_lp.shape.rank
+
+        def grad_fn(upstream, unused_log_w_upstream, variables=None):
+            # The log-weights output is returned stopped, so its upstream is ignored.
+            variables = list(variables or [])
+            c_up, a_up = merge(c * upstream[:, tf.newaxis]), merge(a * upstream[:, tf.newaxis])
+            grads = tape.gradient(
+                target_lp,
+                list(flat_z) + variables,
+                output_gradients=c_up,
+                unconnected_gradients=tf.UnconnectedGradients.ZERO,
+            )
+            from_q = tape.gradient(
+                surrogate_lp,
+                list(flat_z),
+                output_gradients=a_up,
+                unconnected_gradients=tf.UnconnectedGradients.ZERO,
+            )
+            ratio = merge(tf.math.divide_no_nan(a, c))
+            z_grads = []
+            for from_p, q_part in zip(grads[:num_parts], from_q):
+                event_rank = from_p.shape.rank - sample_rank
+                scale = tf.reshape(
+                    ratio, tf.concat([tf.shape(ratio), tf.ones([event_rank], tf.int32)], 0)
+                )
+                z_grads.append(_finite_or_zero(scale * from_p - q_part))
+            return z_grads, grads[num_parts:]
+
+        return (value, log_w), grad_fn
+
+    surrogate, log_weights = surrogate_fn(*flat_samples)
+    return tf.stop_gradient(log_weights), surrogate
+
+
+def _weighted_sum_over_samples(c, log_w):
+    return tf.reduce_sum(tf.where(c != 0, c * log_w, tf.zeros_like(log_w)), axis=1)

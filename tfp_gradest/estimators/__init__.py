@@ -1,18 +1,46 @@
 """Gradient estimators as value-preserving surrogate losses.
 
-est = tge.estimators.get("stl")
-loss = est.loss(target_log_prob_fn, surrogate_posterior, sample_size=8, seed=0)
+est = tge.estimators.get("iwae_dreg")
+loss = est.loss(target_log_prob_fn, surrogate_posterior,
+                sample_size=4, importance_sample_size=16, seed=0)
 """
 
-from tfp_gradest.estimators.base import GradientEstimator, get, names, register, surrogate_objective
+from tfp_gradest.estimators.base import (
+    GradientEstimator,
+    get,
+    names,
+    register,
+    surrogate_objective,
+)
 from tfp_gradest.estimators.elbo import STL, Reparameterization
+from tfp_gradest.estimators.jackknife import JVI, JVIDReG
+from tfp_gradest.estimators.multisample import (
+    IWAE,
+    IWAESTL,
+    RWS,
+    DReG,
+    ImportanceWeightedEstimator,
+    IWAEDReG,
+    RWSDReG,
+)
 from tfp_gradest.estimators.score_function import ScoreFunction
+from tfp_gradest.estimators.vimco import VIMCO
 
 __all__ = [
+    "DReG",
     "GradientEstimator",
+    "IWAE",
+    "IWAEDReG",
+    "IWAESTL",
+    "ImportanceWeightedEstimator",
+    "JVI",
+    "JVIDReG",
+    "RWS",
+    "RWSDReG",
     "Reparameterization",
     "STL",
     "ScoreFunction",
+    "VIMCO",
     "get",
     "names",
     "register",

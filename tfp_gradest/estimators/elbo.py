@@ -114,9 +114,10 @@ class STL(GradientEstimator):
     in `z`. Only valid for the reverse KL (the dropped score has zero mean only
     under `q`'s own expectation of `log w`'s gradient there).
 
-    The model parameters `θ` keep their ordinary gradient: the path term is
-    attached as `stop(∂ log w/∂z) · (z - z̄)` rather than by stopping the
-    surrogate's parameters, so a decoder inside the target is handled too.
+    The model parameters `θ` keep their ordinary gradient, and only `q`'s direct
+    (score) term is dropped, so a decoder inside the target is handled too; the
+    gradient takes one backward pass through the target
+    (`tfp_gradest._util.log_weights.path_weighted_surrogate`).
 
     #### References
 

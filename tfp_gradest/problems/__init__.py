@@ -6,12 +6,14 @@ Each problem has `target_log_prob`, a trainable `surrogate`, its `variables`, an
 
 from tfp_gradest.problems.gaussian import CorrelatedGaussian
 from tfp_gradest.problems.linear_regression import BayesianLinearRegression
+from tfp_gradest.problems.toy_gaussian import ToyGaussian
 
-__all__ = ["BayesianLinearRegression", "CorrelatedGaussian", "get", "names"]
+__all__ = ["BayesianLinearRegression", "CorrelatedGaussian", "ToyGaussian", "get", "names"]
 
 _PROBLEMS = {
     CorrelatedGaussian.name: CorrelatedGaussian,
     BayesianLinearRegression.name: BayesianLinearRegression,
+    ToyGaussian.name: ToyGaussian,
 }
 
 

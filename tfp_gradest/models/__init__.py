@@ -1,0 +1,5 @@
+"""Keras 3 models for amortised variational inference, trained with `model.fit`."""
+
+from tfp_gradest.models.variational_autoencoder import VariationalAutoencoder
+
+__all__ = ["VariationalAutoencoder"]

@@ -1,0 +1,72 @@
+"""The toy Gaussian of Rainforth et al. (2018) and Tucker et al. (2019, §6.1)."""
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+tfd = tfp.distributions
+
+__all__ = ["ToyGaussian"]
+
+
+class ToyGaussian:
+    """`z ~ N(μ, I_D)`, `x | z ~ N(z, I_D)`, and `q(z | x) = N(a ⊙ x + b, σ_q² I_D)`.
+
+    ```none
+    p(z | x) = N((μ + x)/2, I/2),   log p(x) = log N(x; μ, 2 I)
+    optimum of the IWAE bound (σ_q² = 2/3 fixed): a = 1/2, b = μ/2
+    ```
+
+    With `q_scale = sqrt(1/2)` the surrogate family contains the exact
+    posterior, where every log-weight equals `log p(x)`.
+
+    Variables: `a`, `b` (the surrogate's, `variables`) and `mu` (the model's,
+    `model_variables`; it makes the target trainable, for testing that model
+    parameters get the right gradient).
+
+    Args:
+      dim: Python `int`, `D`. Default value: `20`.
+      perturbation: standard deviation of the Gaussian noise added to the
+        optimal `a` and `b` (the papers use 0.01). Default value: `0.01`.
+      q_scale: Python `float`, `σ_q`. Default value: `None`, meaning `sqrt(2/3)`.
+      dtype: float dtype. Default value: `tf.float32`.
+      seed: numpy seed for `μ`, the observation `x ~ p(x)` and the perturbation.
+        Default value: `0`.
+    """
+
+    name = "toy_gaussian"
+
+    def __init__(self, dim=20, perturbation=0.01, q_scale=None, dtype=tf.float32, seed=0):
+        q_scale = np.sqrt(2.0 / 3.0) if q_scale is None else q_scale
+        rng = np.random.default_rng(seed)
+        np_dtype = tf.as_dtype(dtype).as_numpy_dtype
+        self.dtype, self.dim = dtype, dim
+        mu = rng.normal(size=dim)
+        self.x = (mu + np.sqrt(2.0) * rng.normal(size=dim)).astype(np_dtype)
+        self.mu = tf.Variable(mu.astype(np_dtype), name="mu")
+        self.a = tf.Variable((0.5 + perturbation * rng.normal(size=dim)).astype(np_dtype), name="a")
+        self.b = tf.Variable(
+            (mu / 2 + perturbation * rng.normal(size=dim)).astype(np_dtype), name="b"
+        )
+        loc = tfp.util.DeferredTensor(self.b, lambda b: self.a * self.x + b)
+        self.surrogate = tfd.MultivariateNormalDiag(loc, tf.fill([dim], tf.cast(q_scale, dtype)))
+
+    @property
+    def variables(self):
+        return [self.a, self.b]
+
+    @property
+    def model_variables(self):
+        return [self.mu]
+
+    def target_log_prob(self, z):
+        """`log p(x, z) = log N(z; μ, I) + log N(x; z, I)`, vectorised over leading axes."""
+        prior = tfd.Normal(self.mu, tf.cast(1.0, self.dtype)).log_prob(z)
+        likelihood = tfd.Normal(z, tf.cast(1.0, self.dtype)).log_prob(self.x)
+        return tf.reduce_sum(prior + likelihood, axis=-1)
+
+    def log_marginal(self):
+        """`log p(x) = log N(x; μ, 2I)`."""
+        return tf.reduce_sum(
+            tfd.Normal(self.mu, tf.cast(np.sqrt(2.0), self.dtype)).log_prob(self.x)
+        )
