@@ -36,8 +36,9 @@ class VariationalAutoencoder(keras.Model):
     Args:
       encoder: Keras layer or model, `x -> [B, 2 * latent_dim]`: the means and
         pre-softplus standard deviations of a diagonal Normal.
-      decoder: Keras layer or model, `z -> [..., B] + event`: Bernoulli logits or
-        Normal means (unit scale), depending on `likelihood`.
+      decoder: Keras layer or model, `z -> [N] + event` for a flat batch of
+        latents `[N, latent_dim]`: Bernoulli logits or Normal means (unit
+        scale), depending on `likelihood`.
       latent_dim: Python `int`.
       gradient_estimator: registered name of an estimator. Default value:
         `"iwae_dreg"`.
@@ -90,6 +91,11 @@ class VariationalAutoencoder(keras.Model):
         self.estimator.validate(tfd.Normal(0.0, 1.0), sample_size, importance_sample_size)
         self.seed_generator = keras.random.SeedGenerator(seed)
 
+    def build(self, input_shape):
+        self.encoder.build(input_shape)
+        self.decoder.build((None, self.latent_dim))
+        self.built = True
+
     def surrogate_posterior(self, x):
         """`q_φ(z | x)`: a diagonal Normal with batch shape `[B]`."""
         params = self.encoder(x)
@@ -101,7 +107,11 @@ class VariationalAutoencoder(keras.Model):
 
         def target_log_prob(z):
             prior = tfd.MultivariateNormalDiag(tf.zeros(self.latent_dim, z.dtype))
-            output = self.decoder(z)
+            # The decoder sees a flat batch [S*K*B, latent_dim], as it was built for.
+            flat_output = self.decoder(tf.reshape(z, [-1, self.latent_dim]))
+            output = tf.reshape(
+                flat_output, tf.concat([tf.shape(z)[:-1], tf.shape(flat_output)[1:]], 0)
+            )
             if self.likelihood == "bernoulli":
                 likelihood = tfd.Bernoulli(logits=output, dtype=output.dtype)
             else:

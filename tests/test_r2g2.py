@@ -1,0 +1,196 @@
+"""The R2-G2 primitive: exact identities first, then unbiasedness with power, then the solver."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tfp_gradest as tge
+from tfp_gradest import r2g2
+
+from .conftest import Z_THRESHOLD
+
+RNG = np.random.default_rng(0)
+
+
+def _dense_case(batch=8, d_in=50, units=3):
+    x = tf.constant(RNG.normal(size=(batch, d_in)))
+    loc = tf.constant(0.1 * RNG.normal(size=(d_in, units)))
+    scale = tf.constant(np.exp(RNG.normal(size=(d_in, units)) - 2))
+    bias_loc, bias_scale = (
+        tf.constant(0.1 * RNG.normal(size=units)),
+        tf.constant(np.linspace(0.1, 0.3, units)),
+    )
+    return x, loc, scale, bias_loc, bias_scale
+
+
+def _loss_grads(
+    x, loc, scale, noise, linear_map, bias=None, conditioning="per_example", use_r2g2=True
+):
+    """Gradients of a non-linear per-example loss, `Σ sin(h)`, w.r.t. (loc, scale[, bias_loc, bias_scale])."""
+    variables = [loc, scale] + (list(bias[:2]) if bias else [])
+    with tf.GradientTape() as tape:
+        tape.watch(variables)
+        if use_r2g2:
+            h = r2g2.gaussian_linear(
+                x,
+                loc,
+                scale,
+                noise,
+                linear_map,
+                *(bias or ()),
+                conditioning=conditioning,
+                cg_iterations=200,
+                cg_tolerance=1e-12,
+            )
+        else:
+            h = linear_map.apply(x, loc + scale * noise)
+            if bias:
+                h = h + bias[0] + bias[1] * bias[2]
+        loss = tf.reduce_sum(tf.sin(h))
+    return [g.numpy() for g in tape.gradient(loss, variables)]
+
+
+def test_forward_is_the_reparameterized_sample():
+    x, loc, scale, bl, bs = _dense_case()
+    noise, bias_noise = tf.constant(RNG.normal(size=loc.shape)), tf.constant(RNG.normal(size=3))
+    h = r2g2.gaussian_linear(x, loc, scale, noise, r2g2.DenseMap(), bl, bs, bias_noise)
+    np.testing.assert_allclose(h, x @ (loc + scale * noise) + bl + bs * bias_noise, rtol=1e-12)
+
+
+def test_dense_per_example_equals_the_local_reparameterization_backward_formula():
+    x, loc, scale, bl, bs = _dense_case()
+    noise, bias_noise = tf.constant(RNG.normal(size=loc.shape)), tf.constant(RNG.normal(size=3))
+    with tf.GradientTape() as tape:
+        tape.watch([loc, scale, bl, bs])
+        h = r2g2.gaussian_linear(x, loc, scale, noise, r2g2.DenseMap(), bl, bs, bias_noise)
+        loss = tf.reduce_sum(tf.sin(h))
+    grads = tape.gradient(loss, [loc, scale, bl, bs])
+    # LRT: h = m + sqrt(v) ζ, so ∂h_bj/∂σ_ij = x_bi² σ_ij (h_bj - m_bj) / v_bj (bias: input 1).
+    g = np.cos(h.numpy())
+    xa = np.c_[x.numpy(), np.ones(len(x))]
+    sa, ma = np.r_[scale.numpy(), bs.numpy()[None]], np.r_[loc.numpy(), bl.numpy()[None]]
+    lrt = sa * ((xa**2).T @ (g * (h.numpy() - xa @ ma) / ((xa**2) @ sa**2)))
+    np.testing.assert_allclose(np.r_[grads[1].numpy(), grads[3].numpy()[None]], lrt, rtol=1e-10)
+    # Means and inputs keep the ordinary gradients.
+    np.testing.assert_allclose(grads[0], x.numpy().T @ g, rtol=1e-10)
+
+
+@pytest.mark.parametrize("conditioning", ["per_example", "whole_batch"])
+def test_conv_equals_rt_exactly_when_the_solve_is_skipped(conditioning):
+    # 8x8 input, 3x3 kernel, 2 channels: P = 36 positions >= k = 19 weights.
+    conv = r2g2.ConvolutionMap(2, (3, 3), (1, 1), "valid", (1, 1))
+    x = tf.constant(RNG.normal(size=(4, 8, 8, 2)))
+    loc, scale = (
+        tf.constant(RNG.normal(size=(3, 3, 2, 5))),
+        tf.constant(np.exp(RNG.normal(size=(3, 3, 2, 5)) - 1)),
+    )
+    bias = (
+        tf.constant(RNG.normal(size=5)),
+        tf.constant(np.full(5, 0.2)),
+        tf.constant(RNG.normal(size=5)),
+    )
+    noise = tf.constant(RNG.normal(size=loc.shape))
+    assert r2g2.solve_is_skipped(conditioning, 4, 36, 19)
+    ours = _loss_grads(x, loc, scale, noise, conv, bias, conditioning)
+    rt = _loss_grads(x, loc, scale, noise, conv, bias, use_r2g2=False)
+    for a, b in zip(ours, rt):
+        # Equal up to the order of floating-point operations.
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("conditioning", ["per_example", "whole_batch"])
+def test_conjugate_gradient_residual_is_below_tolerance(conditioning):
+    # 4x4 input, 3x3 kernel, 4 channels: P = 4 positions (B·P = 8) < k = 36: a real solve.
+    conv = r2g2.ConvolutionMap(2, (3, 3), (1, 1), "valid", (1, 1))
+    patches = conv.patches(tf.constant(RNG.normal(size=(2, 4, 4, 4))))
+    scale = tf.constant(np.exp(RNG.normal(size=(36, 3)) - 1))
+    noise = tf.constant(RNG.normal(size=(36, 3)))
+    expected, residual = r2g2.conditional_noise(
+        patches, scale, noise, conditioning, cg_iterations=100, cg_tolerance=1e-8
+    )
+    assert float(residual) < 1e-8
+    # The conditional mean reproduces the observation: P (σ ⊙ E[ε|h]) = P (σ ⊙ ε).
+    observed = tf.einsum("bpk,kf->bpf", patches, scale * noise)
+    if conditioning == "per_example":
+        reproduced = tf.einsum("bpk,bkf->bpf", patches, scale * expected)
+    else:
+        reproduced = tf.einsum("bpk,kf->bpf", patches, scale * expected)
+    np.testing.assert_allclose(reproduced, observed, rtol=1e-6, atol=1e-9)
+    # And it is a projection: never longer than ε.
+    assert np.all(
+        np.linalg.norm(expected.numpy(), axis=-2) <= np.linalg.norm(noise.numpy(), axis=0) + 1e-9
+    )
+
+
+def _unbiasedness_z(linear_map, x, loc, scale, conditioning, num_draws, wrong=False):
+    """Max |z| of the paired difference R2-G2 - RT in the scale gradient, and the variance ratio RT / R2-G2.
+
+    Both estimators see the same noise in each draw; the mean paired difference
+    is zero under unbiasedness and its standard error comes from the draws.
+    """
+    loc_v, scale_v = tf.Variable(loc), tf.Variable(scale)
+
+    def loss_fn(use_r2g2):
+        def loss(seed):
+            noise = tf.random.stateless_normal(loc.shape, seed, dtype=loc.dtype)
+            if use_r2g2:
+                h = r2g2.gaussian_linear(
+                    x,
+                    loc_v,
+                    scale_v,
+                    noise,
+                    linear_map,
+                    conditioning=conditioning,
+                    cg_iterations=100,
+                    cg_tolerance=1e-10,
+                )
+            else:
+                h = linear_map.apply(x, loc_v + scale_v * noise)
+            return tf.reduce_sum(tf.sin(h))
+
+        return loss
+
+    ours, rt = (
+        tge.diagnostics.gradient_draws(loss_fn(flag), [loc_v, scale_v], num_draws, seed=7)[
+            1
+        ].numpy()
+        for flag in (True, False)
+    )
+    if wrong:
+        ours = 1.5 * ours  # a deliberately mis-scaled scale gradient
+    difference = ours - rt
+    z = np.abs(difference.mean(0)) / (difference.std(0, ddof=1) / np.sqrt(num_draws))
+    return float(np.max(z)), float(np.mean(rt.var(0)) / np.mean(ours.var(0)))
+
+
+@pytest.mark.parametrize("conditioning", ["per_example", "whole_batch"])
+def test_dense_r2g2_is_unbiased_and_lower_variance(conditioning):
+    x, loc, scale, _, _ = _dense_case(batch=4, d_in=20, units=2)
+    z, ratio = _unbiasedness_z(r2g2.DenseMap(), x, loc, scale, conditioning, 4000)
+    print(f"dense {conditioning}: max |z| {z:.2f}, RT/R2-G2 variance {ratio:.1f}")
+    assert z < Z_THRESHOLD and ratio > 1.5
+
+
+@pytest.mark.parametrize("conditioning", ["per_example", "whole_batch"])
+def test_conv_r2g2_is_unbiased_and_lower_variance(conditioning):
+    conv = r2g2.ConvolutionMap(2, (3, 3), (1, 1), "valid", (1, 1))
+    x = tf.constant(RNG.normal(size=(2, 4, 4, 3)))
+    loc, scale = (
+        tf.constant(0.3 * RNG.normal(size=(3, 3, 3, 2))),
+        tf.constant(np.exp(RNG.normal(size=(3, 3, 3, 2)) - 1)),
+    )
+    z, ratio = _unbiasedness_z(conv, x, loc, scale, conditioning, 2000)
+    print(f"conv {conditioning}: max |z| {z:.2f}, RT/R2-G2 variance {ratio:.1f}")
+    assert z < Z_THRESHOLD and ratio > 1.5
+
+
+def test_power_the_unbiasedness_test_rejects_a_mis_scaled_gradient():
+    x, loc, scale, _, _ = _dense_case(batch=4, d_in=20, units=2)
+    z, _ = _unbiasedness_z(r2g2.DenseMap(), x, loc, scale, "per_example", 4000, wrong=True)
+    assert z > Z_THRESHOLD
+
+
+def test_bad_conditioning_is_named():
+    x, loc, scale, _, _ = _dense_case()
+    with pytest.raises(ValueError, match="conditioning"):
+        r2g2.gaussian_linear(x, loc, scale, scale, r2g2.DenseMap(), conditioning="batch")

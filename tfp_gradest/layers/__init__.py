@@ -1,0 +1,20 @@
+"""Bayesian Keras 3 layers whose backward pass can be Rao-Blackwellised (R2-G2)."""
+
+from tfp_gradest.layers.base import GRADIENT_ESTIMATORS, BayesianLayer
+from tfp_gradest.layers.convolutional import (
+    BayesianConv,
+    Conv1DReparameterization,
+    Conv2DReparameterization,
+    Conv3DReparameterization,
+)
+from tfp_gradest.layers.dense import DenseReparameterization
+
+__all__ = [
+    "GRADIENT_ESTIMATORS",
+    "BayesianConv",
+    "BayesianLayer",
+    "Conv1DReparameterization",
+    "Conv2DReparameterization",
+    "Conv3DReparameterization",
+    "DenseReparameterization",
+]

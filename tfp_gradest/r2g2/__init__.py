@@ -1,0 +1,17 @@
+"""R2-G2: Rao-Blackwellised reparameterisation gradients for Gaussian weights behind linear maps."""
+
+from tfp_gradest.r2g2.conditioning import conditional_noise, scale_gradient, solve_is_skipped
+from tfp_gradest.r2g2.conjugate_gradient import CGResult, conjugate_gradient
+from tfp_gradest.r2g2.gaussian_linear import gaussian_linear
+from tfp_gradest.r2g2.linear_maps import ConvolutionMap, DenseMap
+
+__all__ = [
+    "CGResult",
+    "ConvolutionMap",
+    "DenseMap",
+    "conditional_noise",
+    "conjugate_gradient",
+    "gaussian_linear",
+    "scale_gradient",
+    "solve_is_skipped",
+]

@@ -1,0 +1,110 @@
+"""The R2-G2 primitive: a Gaussian weight sample seen through a linear map, with a Rao-Blackwellised backward pass."""
+
+import tensorflow as tf
+
+from tfp_gradest.r2g2 import conditioning as conditioning_lib
+
+__all__ = ["gaussian_linear"]
+
+
+def gaussian_linear(
+    inputs,
+    kernel_loc,
+    kernel_scale,
+    kernel_noise,
+    linear_map,
+    bias_loc=None,
+    bias_scale=None,
+    bias_noise=None,
+    conditioning="per_example",
+    cg_iterations=50,
+    cg_tolerance=1e-6,
+):
+    """`h = map(x, μ + σ ⊙ ε) + (μ_b + σ_b ⊙ ε_b)`, differentiated with R2-G2.
+
+    The forward pass is the ordinary reparameterised sample (the same outputs
+    as the reparameterisation trick for the same noise). The backward pass gives
+    the reparameterisation gradient for the inputs and the means, and for the
+    scales the Rao-Blackwellised gradient
+
+    ```none
+    ∂f/∂σ = E[(Pᵀ g) ⊙ ε | h]      (see `tfp_gradest.r2g2.conditioning`)
+    ```
+
+    The bias is treated as one more weight row with a constant input of 1, so
+    it is conditioned jointly with the kernel.
+
+    Args:
+      inputs: the layer's input, `[B, ...]`.
+      kernel_loc, kernel_scale, kernel_noise: kernel-shaped Tensors `μ, σ, ε`.
+      linear_map: `tfp_gradest.r2g2.DenseMap` or `ConvolutionMap`.
+      bias_loc, bias_scale, bias_noise: `[F]` Tensors, or `None` for no bias.
+      conditioning: `"per_example"` (default) or `"whole_batch"`.
+      cg_iterations: Python `int`, conjugate-gradient iteration budget.
+      cg_tolerance: Python `float`, relative residual tolerance.
+
+    Returns:
+      The pre-activations `h`.
+
+    #### References
+
+    [1] Lam, Bui, Deligiannidis & Teh. Rao-Blackwellised Reparameterisation
+        Gradients. 2024. https://arxiv.org/abs/2506.07687
+    """
+    if conditioning not in conditioning_lib.CONDITIONINGS:
+        raise ValueError(
+            f"`conditioning` must be one of {conditioning_lib.CONDITIONINGS}. "
+            f"Received: conditioning={conditioning!r}"
+        )
+    use_bias = bias_loc is not None
+    kernel_noise = tf.stop_gradient(kernel_noise)
+    bias_noise = tf.stop_gradient(bias_noise) if use_bias else None
+
+    @tf.custom_gradient
+    def sample(inputs, kernel_loc, kernel_scale, *bias):
+        kernel = kernel_loc + kernel_scale * kernel_noise
+        with tf.GradientTape() as tape:
+            tape.watch([inputs, kernel])
+            linear_outputs = linear_map.apply(inputs, kernel)
+        outputs = linear_outputs + (bias[0] + bias[1] * bias_noise) if use_bias else linear_outputs
+
+        def grad_fn(upstream):
+            # Inputs and means: the ordinary backward, from the forward pass's tape.
+            d_inputs, d_kernel = tape.gradient(
+                linear_outputs, [inputs, kernel], output_gradients=upstream
+            )
+            positions = linear_map.to_positions(upstream)
+            d_scale = _scale_gradient(inputs, kernel_scale, positions, d_kernel)
+            grads = [d_inputs, d_kernel, d_scale[0]]
+            if use_bias:
+                grads += [tf.reduce_sum(positions, axis=[0, 1]), d_scale[1]]
+            return grads
+
+        return outputs, grad_fn
+
+    def _scale_gradient(inputs, kernel_scale, positions, d_kernel):
+        flat_scale = linear_map.flat_kernel(kernel_scale)
+        flat_noise = linear_map.flat_kernel(kernel_noise)
+        num_weights = flat_scale.shape[0] + int(use_bias)
+        batch, num_positions = inputs.shape[0] or 0, positions.shape[1]
+        if conditioning_lib.solve_is_skipped(conditioning, batch, num_positions, num_weights):
+            # Identity projection: R2-G2 is the reparameterisation gradient.
+            rt = [d_kernel * kernel_noise]
+            if use_bias:
+                rt.append(tf.reduce_sum(positions, axis=[0, 1]) * bias_noise)
+            return rt
+        patches = linear_map.patches(inputs)
+        if use_bias:
+            patches = tf.concat([patches, tf.ones_like(patches[..., :1])], axis=-1)
+            flat_scale = tf.concat([flat_scale, bias_scale[tf.newaxis]], axis=0)
+            flat_noise = tf.concat([flat_noise, bias_noise[tf.newaxis]], axis=0)
+        flat_grad = conditioning_lib.scale_gradient(
+            patches, flat_scale, flat_noise, positions, conditioning, cg_iterations, cg_tolerance
+        )
+        kernel_grad = linear_map.unflatten_kernel(
+            flat_grad[: flat_grad.shape[0] - int(use_bias)], kernel_scale.shape
+        )
+        return [kernel_grad, flat_grad[-1]] if use_bias else [kernel_grad]
+
+    args = [inputs, kernel_loc, kernel_scale] + ([bias_loc, bias_scale] if use_bias else [])
+    return sample(*args)

@@ -1,0 +1,102 @@
+"""Linear maps from a weight matrix to pre-activations, as patches: `h[b, p, f] = Σ_k P[b, p, k] β[k, f]`.
+
+A dense layer is the case `P = 1` (one "position" per example, the patch is the
+input row); a convolution's patches are its im2col rows. The kernel is used
+flattened to `[k, F]`; a bias is one more weight row whose input is a constant 1.
+"""
+
+import tensorflow as tf
+
+__all__ = ["DenseMap", "ConvolutionMap"]
+
+
+class DenseMap:
+    """`h = x @ β` for `x` of shape `[B, D_in]` and `β` of shape `[D_in, F]`."""
+
+    rank = 0
+
+    def apply(self, inputs, kernel):
+        return tf.matmul(inputs, kernel)
+
+    def patches(self, inputs):
+        """`[B, 1, D_in]`."""
+        return inputs[:, tf.newaxis, :]
+
+    def flat_kernel(self, kernel):
+        return kernel
+
+    def unflatten_kernel(self, flat, kernel_shape):
+        return tf.reshape(flat, kernel_shape)
+
+    def to_positions(self, outputs):
+        """`[B, F]` -> `[B, 1, F]`."""
+        return outputs[:, tf.newaxis, :]
+
+    def from_positions(self, outputs, output_shape):
+        return tf.reshape(outputs, output_shape)
+
+
+class ConvolutionMap:
+    """`h = conv(x, β)` for channels-last `x` of rank 1, 2 or 3 (spatial), `β` of shape `kernel_size + [C_in, F]`.
+
+    Args:
+      rank: Python `int` in {1, 2, 3}.
+      kernel_size, strides, dilation_rate: tuples of length `rank`.
+      padding: `"valid"` or `"same"`.
+    """
+
+    def __init__(self, rank, kernel_size, strides, padding, dilation_rate):
+        if rank not in (1, 2, 3):
+            raise ValueError(f"`rank` must be 1, 2 or 3. Received: rank={rank}")
+        self.rank = rank
+        self.kernel_size, self.strides = tuple(kernel_size), tuple(strides)
+        self.padding, self.dilation_rate = padding.upper(), tuple(dilation_rate)
+        if rank == 3 and any(d != 1 for d in self.dilation_rate):
+            raise ValueError(
+                "R2-G2 for 3-d convolutions needs `dilation_rate=1` (TensorFlow's volume "
+                f"patches have no dilation). Received: dilation_rate={dilation_rate}"
+            )
+
+    def apply(self, inputs, kernel):
+        return tf.nn.convolution(
+            inputs, kernel, strides=self.strides, padding=self.padding, dilations=self.dilation_rate
+        )
+
+    def patches(self, inputs):
+        """im2col: `[B, P, prod(kernel_size) * C_in]`, ordered like the kernel flattened row-major."""
+        if self.rank == 1:
+            patches = tf.image.extract_patches(
+                inputs[:, tf.newaxis],
+                sizes=[1, 1, self.kernel_size[0], 1],
+                strides=[1, 1, self.strides[0], 1],
+                rates=[1, 1, self.dilation_rate[0], 1],
+                padding=self.padding,
+            )
+        elif self.rank == 2:
+            patches = tf.image.extract_patches(
+                inputs,
+                sizes=[1, *self.kernel_size, 1],
+                strides=[1, *self.strides, 1],
+                rates=[1, *self.dilation_rate, 1],
+                padding=self.padding,
+            )
+        else:
+            patches = tf.extract_volume_patches(
+                inputs,
+                ksizes=[1, *self.kernel_size, 1],
+                strides=[1, *self.strides, 1],
+                padding=self.padding,
+            )
+        return tf.reshape(patches, [tf.shape(patches)[0], -1, patches.shape[-1]])
+
+    def flat_kernel(self, kernel):
+        return tf.reshape(kernel, [-1, kernel.shape[-1]])
+
+    def unflatten_kernel(self, flat, kernel_shape):
+        return tf.reshape(flat, kernel_shape)
+
+    def to_positions(self, outputs):
+        return tf.reshape(outputs, [tf.shape(outputs)[0], -1, outputs.shape[-1]])
+
+    def from_positions(self, outputs, output_shape):
+        return tf.reshape(outputs, output_shape)
