@@ -49,7 +49,6 @@ def gradient_samples(problem, name, k, draws, seed):
 
 
 def summarise(samples, reference_mean, signal_samples=None):
-    n = samples.shape[0]
     mean, var = samples.mean(0), samples.var(0, ddof=1)
     signal = samples if signal_samples is None else signal_samples
     signal_mean, signal_var = signal.mean(0), signal.var(0, ddof=1)

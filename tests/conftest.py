@@ -8,6 +8,13 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+# Two logical CPU devices, so that tf.distribute.MirroredStrategy runs two
+# replicas here; this must happen before TensorFlow initialises its devices.
+_cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(
+    _cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
+)
+
 import tfp_gradest as tge  # noqa: E402
 
 # |z| < 4 per element: under an unbiased estimator each z-score is ~N(0, 1), so a

@@ -132,15 +132,21 @@ class BayesianLayer(keras.layers.Layer):
 
     # --- forward ---------------------------------------------------------------------
 
+    def _seed(self):
+        return tf.cast(self.seed_generator.next(), tf.int32)
+
+    # The seed state is the layer's Keras SeedGenerator; the draws use TF's stateless
+    # Philox generator, which XLA compiles to fast code. (Measured on CPU under XLA for
+    # 313,600 normals: keras.random.normal 150 ms, this 0.3 ms.)
+
     def _noise(self, shape, dtype):
-        return keras.random.normal(shape, dtype=dtype, seed=self.seed_generator)
+        return tf.random.stateless_normal(shape, self._seed(), dtype=dtype, alg="philox")
 
     def _random_signs(self, shape, dtype):
-        return tf.sign(
-            keras.random.uniform(
-                shape, minval=-1.0, maxval=1.0, dtype=dtype, seed=self.seed_generator
-            )
+        bits = tf.random.stateless_uniform(
+            shape, self._seed(), minval=0, maxval=2, dtype=tf.int32, alg="philox"
         )
+        return tf.cast(2 * bits - 1, dtype)
 
     def call(self, inputs, training=None):
         inputs = tf.convert_to_tensor(inputs, self.compute_dtype)

@@ -5,6 +5,7 @@ input row); a convolution's patches are its im2col rows. The kernel is used
 flattened to `[k, F]`; a bias is one more weight row whose input is a constant 1.
 """
 
+import numpy as np
 import tensorflow as tf
 
 __all__ = ["DenseMap", "ConvolutionMap"]
@@ -51,11 +52,6 @@ class ConvolutionMap:
         self.rank = rank
         self.kernel_size, self.strides = tuple(kernel_size), tuple(strides)
         self.padding, self.dilation_rate = padding.upper(), tuple(dilation_rate)
-        if rank == 3 and any(d != 1 for d in self.dilation_rate):
-            raise ValueError(
-                "R2-G2 for 3-d convolutions needs `dilation_rate=1` (TensorFlow's volume "
-                f"patches have no dilation). Received: dilation_rate={dilation_rate}"
-            )
 
     def apply(self, inputs, kernel):
         return tf.nn.convolution(
@@ -63,31 +59,18 @@ class ConvolutionMap:
         )
 
     def patches(self, inputs):
-        """im2col: `[B, P, prod(kernel_size) * C_in]`, ordered like the kernel flattened row-major."""
-        if self.rank == 1:
-            patches = tf.image.extract_patches(
-                inputs[:, tf.newaxis],
-                sizes=[1, 1, self.kernel_size[0], 1],
-                strides=[1, 1, self.strides[0], 1],
-                rates=[1, 1, self.dilation_rate[0], 1],
-                padding=self.padding,
-            )
-        elif self.rank == 2:
-            patches = tf.image.extract_patches(
-                inputs,
-                sizes=[1, *self.kernel_size, 1],
-                strides=[1, *self.strides, 1],
-                rates=[1, *self.dilation_rate, 1],
-                padding=self.padding,
-            )
-        else:
-            patches = tf.extract_volume_patches(
-                inputs,
-                ksizes=[1, *self.kernel_size, 1],
-                strides=[1, *self.strides, 1],
-                padding=self.padding,
-            )
-        return tf.reshape(patches, [tf.shape(patches)[0], -1, patches.shape[-1]])
+        """im2col: `[B, P, prod(kernel_size) * C_in]`, ordered like the kernel flattened row-major.
+
+        Computed as a convolution with a one-hot kernel (output channel `j`
+        copies the `j`-th entry of the flattened receptive field): exact, any
+        rank, strides and dilation, and compilable by XLA (TensorFlow's
+        `extract_volume_patches` is not).
+        """
+        channels = inputs.shape[-1]
+        size = channels * int(np.prod(self.kernel_size))
+        one_hot = tf.reshape(tf.eye(size, dtype=inputs.dtype), [*self.kernel_size, channels, size])
+        patches = self.apply(inputs, one_hot)
+        return tf.reshape(patches, [tf.shape(patches)[0], -1, size])
 
     def flat_kernel(self, kernel):
         return tf.reshape(kernel, [-1, kernel.shape[-1]])
