@@ -199,17 +199,7 @@ def main():
     rows = []
     for i in range(4):
         layer = models[0].layers[i]
-        positions = int(
-            np.prod(
-                layer.compute_output_shape(
-                    (None, 16, 16, 1)
-                    if i == 0
-                    else models[0].layers[i - 1].compute_output_shape((None, 16, 16, 1))
-                    if i == 1
-                    else (None,) + tuple(models[0].layers[i - 1].output.shape[1:])
-                )[1:-1]
-            )
-        )
+        positions = int(np.prod(layer.output.shape[1:-1]))
         weights = int(np.prod(layer.kernel_size)) * int(layer.kernel_loc.shape[-2]) + 1
         v_rt = scale_gradient_variance(models[0], *cnn_data, layer_index=i)
         v_r2 = scale_gradient_variance(models[i + 1], *cnn_data, layer_index=i)

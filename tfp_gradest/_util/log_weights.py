@@ -174,7 +174,7 @@ def path_weighted_surrogate(
             surrogate_lp = surrogate_posterior.log_prob(z)
         log_w = tf.stop_gradient(split(target_lp - surrogate_lp))
         c, a = coefficients_fn(log_w)
-        value = _weighted_sum_over_samples(c, log_w)
+        value = weighted_sum(c, log_w)
         sample_rank = target_lp.shape.rank
 
         def grad_fn(upstream, unused_log_w_upstream, variables=None):
@@ -209,5 +209,11 @@ def path_weighted_surrogate(
     return tf.stop_gradient(log_weights), surrogate
 
 
-def _weighted_sum_over_samples(c, log_w):
-    return tf.reduce_sum(tf.where(c != 0, c * log_w, tf.zeros_like(log_w)), axis=1)
+def weighted_sum(coefficients, terms, axis=1):
+    """`Σ_k c_k t_k` over `axis`, where a zero coefficient contributes exactly 0.
+
+    A sample with `log w = -inf` has weight 0 but may have `t = -inf`; plain
+    multiplication would give `0 * inf = NaN` in the value and the gradient.
+    """
+    products = tf.where(coefficients != 0, coefficients * terms, tf.zeros_like(terms))
+    return tf.reduce_sum(products, axis=axis)

@@ -2,6 +2,8 @@
 
 import tensorflow as tf
 
+from tfp_gradest._util.log_weights import weighted_sum
+
 __all__ = ["leave_one_out_log_weights", "log_mean_exp", "normalized_weights", "weighted_sum"]
 
 
@@ -14,16 +16,6 @@ def log_mean_exp(log_weights, axis=1):
 def normalized_weights(log_weights, axis=1):
     """`w̃ = stop(softmax(log w))`: self-normalised importance weights, gradient stopped."""
     return tf.stop_gradient(tf.nn.softmax(log_weights, axis=axis))
-
-
-def weighted_sum(coefficients, terms, axis=1):
-    """`Σ_k c_k t_k` over `axis`, where a zero coefficient contributes exactly 0.
-
-    A sample with `log w = -inf` has weight 0 but may have `t = -inf`; plain
-    multiplication would give `0 * inf = NaN` in the value and the gradient.
-    """
-    products = tf.where(coefficients != 0, coefficients * terms, tf.zeros_like(terms))
-    return tf.reduce_sum(products, axis=axis)
 
 
 def leave_one_out_log_weights(log_weights, fill=None):

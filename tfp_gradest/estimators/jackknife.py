@@ -14,6 +14,15 @@ from tfp_gradest.estimators.importance_weights import (
 __all__ = ["JVI", "JVIDReG"]
 
 
+def _leave_one_out_bounds(held_out_log_weights):
+    """`L_{K-1}^{(-i)} = log (1/(K-1)) Σ_{j≠i} w_j` for each row `i` of `leave_one_out_log_weights`.
+
+    The `-inf` entry of row `i` adds nothing to the sum, so only the divisor changes.
+    """
+    k = tf.cast(tf.shape(held_out_log_weights)[2], held_out_log_weights.dtype)
+    return tf.reduce_logsumexp(held_out_log_weights, axis=2) - tf.math.log(k - 1.0)
+
+
 def _jackknife(full, leave_one_out_terms, k):
     """`K · L_K - (K-1)/K · Σ_i L_{K-1}^{(-i)}` from the full and leave-one-out parts."""
     k = tf.cast(k, full.dtype)
@@ -65,11 +74,7 @@ class JVI(_JackknifeBase):
         _, log_weights = lw.pathwise_log_weights(
             target_log_prob_fn, surrogate_posterior, sample_size, importance_sample_size, seed
         )
-        held_out = (
-            log_mean_exp(leave_one_out_log_weights(log_weights), axis=2)
-            + tf.math.log(tf.cast(importance_sample_size, log_weights.dtype))
-            - tf.math.log(tf.cast(importance_sample_size - 1, log_weights.dtype))
-        )
+        held_out = _leave_one_out_bounds(leave_one_out_log_weights(log_weights))
         value = _jackknife(log_mean_exp(log_weights), held_out, importance_sample_size)
         return value, value
 
@@ -111,12 +116,7 @@ class JVIDReG(_JackknifeBase):
             )
 
         held_out_log_w = leave_one_out_log_weights(log_w)
-        log_k_ratio = tf.math.log(tf.cast(k, log_w.dtype)) - tf.math.log(
-            tf.cast(k - 1, log_w.dtype)
-        )
-        value = _jackknife(
-            log_mean_exp(log_w), log_mean_exp(held_out_log_w, axis=2) + log_k_ratio, k
-        )
+        value = _jackknife(log_mean_exp(log_w), _leave_one_out_bounds(held_out_log_w), k)
         surrogate = _jackknife(
             dreg_surrogate(normalized_weights(log_w), axis=1),
             dreg_surrogate(normalized_weights(held_out_log_w, axis=2), axis=2),

@@ -74,15 +74,16 @@ def gaussian_linear(
                 linear_outputs, [inputs, kernel], output_gradients=upstream
             )
             positions = linear_map.to_positions(upstream)
-            d_scale = _scale_gradient(inputs, kernel_scale, positions, d_kernel)
+            d_bias = tf.reduce_sum(positions, axis=[0, 1]) if use_bias else None
+            d_scale = _scale_gradient(inputs, kernel_scale, positions, d_kernel, d_bias)
             grads = [d_inputs, d_kernel, d_scale[0]]
             if use_bias:
-                grads += [tf.reduce_sum(positions, axis=[0, 1]), d_scale[1]]
+                grads += [d_bias, d_scale[1]]
             return grads
 
         return outputs, grad_fn
 
-    def _scale_gradient(inputs, kernel_scale, positions, d_kernel):
+    def _scale_gradient(inputs, kernel_scale, positions, d_kernel, d_bias):
         flat_scale = linear_map.flat_kernel(kernel_scale)
         flat_noise = linear_map.flat_kernel(kernel_noise)
         num_weights = flat_scale.shape[0] + int(use_bias)
@@ -91,7 +92,7 @@ def gaussian_linear(
             # Identity projection: R2-G2 is the reparameterisation gradient.
             rt = [d_kernel * kernel_noise]
             if use_bias:
-                rt.append(tf.reduce_sum(positions, axis=[0, 1]) * bias_noise)
+                rt.append(d_bias * bias_noise)
             return rt
         patches = linear_map.patches(inputs)
         if use_bias:
