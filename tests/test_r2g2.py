@@ -229,3 +229,142 @@ def test_patches_reproduce_the_convolution(rank, padding, strides, dilation):
     np.testing.assert_allclose(
         via_patches, conv.to_positions(conv.apply(x, kernel)), rtol=1e-10, atol=1e-12
     )
+
+
+# --- automatic fallback to whole-batch conditioning ------------------------------------
+
+
+def test_per_example_falls_back_to_whole_batch_over_the_memory_limit():
+    conv = r2g2.ConvolutionMap(2, (3, 3), (1, 1), "valid", (1, 1))
+    rng = np.random.default_rng(3)
+    x = tf.constant(rng.normal(size=(2, 4, 4, 3)))
+    loc, scale = tf.constant(rng.normal(size=(3, 3, 3, 2))), tf.constant(np.full((3, 3, 3, 2), 0.5))
+    noise = tf.constant(rng.normal(size=(3, 3, 3, 2)))
+
+    def scale_grad(conditioning, limit):
+        with tf.GradientTape() as tape:
+            tape.watch(scale)
+            h = r2g2.gaussian_linear(
+                x, loc, scale, noise, conv, conditioning=conditioning,
+                cg_iterations=100, cg_tolerance=1e-12, per_example_memory_limit=limit,
+            )  # fmt: skip
+            loss = tf.reduce_sum(tf.sin(h))
+        return tape.gradient(loss, scale).numpy()
+
+    with pytest.warns(UserWarning, match="whole-batch"):
+        fallen_back = scale_grad("per_example", 100)  # 2 × 27 × 2 doubles > 100 bytes
+    np.testing.assert_allclose(fallen_back, scale_grad("whole_batch", None), rtol=1e-8)
+    # Within the limit, per-example conditioning is kept (and differs).
+    assert not np.allclose(scale_grad("per_example", 10**6), fallen_back)
+
+
+# --- a Gaussian latent before a decoder's first dense layer ----------------------------
+
+
+def _latent_case(num=4, latent=12, units=3, seed=0):
+    rng = np.random.default_rng(seed)
+    return (
+        tf.constant(rng.normal(size=(num, latent))),
+        tf.constant(np.exp(rng.normal(size=(num, latent)) - 1)),
+        tf.constant(rng.normal(size=(latent, units)) / np.sqrt(latent)),
+        tf.constant(0.1 * rng.normal(size=units)),
+    )
+
+
+def _latent_grads(loc, scale, kernel, bias, noise, use_r2g2=True):
+    variables = [loc, scale, kernel, bias]
+    with tf.GradientTape() as tape:
+        tape.watch(variables)
+        if use_r2g2:
+            h = r2g2.gaussian_latent_dense(
+                loc, scale, noise, kernel, bias, cg_iterations=100, cg_tolerance=1e-12
+            )
+        else:
+            h = (loc + scale * noise) @ kernel + bias
+        loss = tf.reduce_sum(tf.sin(h))
+    return h, tape.gradient(loss, variables)
+
+
+def test_latent_dense_forward_is_the_sample_and_equals_rt_when_injective():
+    loc, scale, kernel, bias = _latent_case(latent=3, units=5)  # units >= latent: skip
+    noise = tf.constant(RNG.normal(size=loc.shape))
+    (h, ours), (h_rt, rt) = (_latent_grads(loc, scale, kernel, bias, noise, f) for f in (1, 0))
+    np.testing.assert_allclose(h, h_rt, rtol=1e-12)
+    for a, b in zip(ours, rt):
+        np.testing.assert_allclose(a, b, rtol=1e-12)
+
+
+def test_latent_dense_conditional_noise_reproduces_the_pre_activations():
+    loc, scale, kernel, bias = _latent_case()
+    noise = tf.constant(RNG.normal(size=loc.shape))
+    (h, ours), (_, rt) = (_latent_grads(loc, scale, kernel, bias, noise, f) for f in (1, 0))
+    for a, b in zip([ours[0], ours[2], ours[3]], [rt[0], rt[2], rt[3]]):
+        np.testing.assert_allclose(a, b, rtol=1e-12)  # loc, kernel, bias: ordinary gradients
+    # E[ε|h] = ours_σ / (W g); it must generate the same h as ε does.
+    d_z = np.cos(h.numpy()) @ kernel.numpy().T
+    expected_noise = ours[1].numpy() / d_z
+    np.testing.assert_allclose(
+        (scale.numpy() * expected_noise) @ kernel.numpy(),
+        (scale.numpy() * noise.numpy()) @ kernel.numpy(),
+        rtol=1e-8,
+    )
+
+
+def _latent_unbiasedness_z(num_draws, wrong=False):
+    loc, scale, kernel, bias = (tf.Variable(v) for v in _latent_case())
+
+    def loss_fn(use_r2g2):
+        def loss(seed):
+            noise = tf.random.stateless_normal(loc.shape, seed, dtype=loc.dtype)
+            if use_r2g2:
+                h = r2g2.gaussian_latent_dense(loc, scale, noise, kernel, bias, 100, 1e-10)
+            else:
+                h = (loc + scale * noise) @ kernel + bias
+            return tf.reduce_sum(tf.sin(h))
+
+        return loss
+
+    ours, rt = (
+        tge.diagnostics.gradient_draws(loss_fn(flag), [scale], num_draws, seed=5)[0].numpy()
+        for flag in (True, False)
+    )
+    if wrong:
+        ours = 1.5 * ours
+    difference = (ours - rt).reshape(num_draws, -1)
+    z = np.abs(difference.mean(0)) / (difference.std(0, ddof=1) / np.sqrt(num_draws))
+    return float(z.max()), float(rt.var(0).mean() / ours.var(0).mean())
+
+
+def test_latent_dense_r2g2_is_unbiased_and_lower_variance():
+    z, ratio = _latent_unbiasedness_z(4000)
+    print(f"latent dense: max |z| {z:.2f}, RT/R2-G2 variance of σ-gradient {ratio:.1f}")
+    assert z < Z_THRESHOLD and ratio > 1.5
+
+
+def test_power_the_latent_unbiasedness_test_rejects_a_mis_scaled_gradient():
+    z, _ = _latent_unbiasedness_z(4000, wrong=True)
+    assert z > Z_THRESHOLD
+
+
+def test_latent_dense_compiles_with_xla_in_float32():
+    loc, scale, kernel, bias = (tf.cast(v, tf.float32) for v in _latent_case())
+
+    @tf.function(jit_compile=True)
+    def grads(seed):
+        noise = tf.random.stateless_normal(loc.shape, seed)
+        with tf.GradientTape() as tape:
+            tape.watch(scale)
+            h = r2g2.gaussian_latent_dense(loc, scale, noise, kernel, bias)
+            loss = tf.reduce_sum(tf.sin(h))
+        return tape.gradient(loss, scale)
+
+    g = grads(tf.constant([1, 2]))
+    assert g.dtype == tf.float32 and np.all(np.isfinite(g.numpy()))
+
+
+def test_latent_dense_bad_shapes_are_named():
+    loc, scale, kernel, _ = _latent_case()
+    with pytest.raises(ValueError, match="kernel"):
+        r2g2.gaussian_latent_dense(loc, scale, scale, tf.transpose(kernel))
+    with pytest.raises(ValueError, match="noise"):
+        r2g2.gaussian_latent_dense(loc, scale, scale[:2], kernel)

@@ -51,6 +51,7 @@ class BayesianLayer(keras.layers.Layer):
         conditioning="per_example",
         cg_iterations=50,
         cg_tolerance=1e-6,
+        per_example_memory_limit=conditioning_lib.DEFAULT_PER_EXAMPLE_MEMORY_LIMIT,
         inference_mode="sample",
         seed=None,
         **kwargs,
@@ -94,6 +95,9 @@ class BayesianLayer(keras.layers.Layer):
         self.prior_scale, self.kl_weight = float(prior_scale), float(kl_weight)
         self.conditioning = conditioning
         self.cg_iterations, self.cg_tolerance = int(cg_iterations), float(cg_tolerance)
+        self.per_example_memory_limit = (
+            None if per_example_memory_limit is None else int(per_example_memory_limit)
+        )
         self.inference_mode = inference_mode
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
@@ -180,6 +184,7 @@ class BayesianLayer(keras.layers.Layer):
                 conditioning=self.conditioning,
                 cg_iterations=self.cg_iterations,
                 cg_tolerance=self.cg_tolerance,
+                per_example_memory_limit=self.per_example_memory_limit,
             )
         bias = bias_loc + bias_scale * bias_noise if self.use_bias else 0.0
         if estimator == "reparameterization":
@@ -215,6 +220,7 @@ class BayesianLayer(keras.layers.Layer):
             "conditioning": self.conditioning,
             "cg_iterations": self.cg_iterations,
             "cg_tolerance": self.cg_tolerance,
+            "per_example_memory_limit": self.per_example_memory_limit,
             "inference_mode": self.inference_mode,
             "seed": self.seed,
         }

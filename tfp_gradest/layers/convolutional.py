@@ -32,9 +32,10 @@ class BayesianConv(BayesianLayer):
     weights per filter, the bias included). Per-example conditioning solves
     `P × P` systems per example and filter by conjugate gradients and holds
     `B × k × F` per-example products; `conditioning="whole_batch"` avoids that
-    memory. When the conditioning rows reach `k` the projection is the identity
-    and R2-G2 equals the reparameterisation gradient: the solve is skipped, so
-    early layers with large outputs cost nothing extra. The gain is in deep
+    memory, and the layer switches to it by itself (with a warning) when the
+    products would exceed `per_example_memory_limit` bytes. When the
+    conditioning rows reach `k` the projection is the identity and R2-G2
+    equals the reparameterisation gradient: the solve is skipped, so early layers with large outputs cost nothing extra. The gain is in deep
     layers with small spatial outputs.
 
     Args:

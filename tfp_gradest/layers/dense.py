@@ -39,6 +39,9 @@ class DenseReparameterization(BayesianLayer):
         `"per_example"`.
       cg_iterations, cg_tolerance: R2-G2 solver budget (unused by the dense
         per-example closed form).
+      per_example_memory_limit: bytes of per-example products above which a
+        convolution's R2-G2 falls back to whole-batch conditioning (with a
+        warning); `None` never falls back. Default value: 256 MiB.
       inference_mode: `"sample"` or `"mean"`. Default value: `"sample"`.
       seed: Python `int` for the layer's `SeedGenerator`. Default value: `None`.
 

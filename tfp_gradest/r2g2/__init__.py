@@ -1,8 +1,14 @@
 """R2-G2: Rao-Blackwellised reparameterisation gradients for Gaussian weights behind linear maps."""
 
-from tfp_gradest.r2g2.conditioning import conditional_noise, scale_gradient, solve_is_skipped
+from tfp_gradest.r2g2.conditioning import (
+    conditional_noise,
+    fit_to_memory,
+    scale_gradient,
+    solve_is_skipped,
+)
 from tfp_gradest.r2g2.conjugate_gradient import CGResult, conjugate_gradient
 from tfp_gradest.r2g2.gaussian_linear import gaussian_linear
+from tfp_gradest.r2g2.latent_linear import gaussian_latent_dense
 from tfp_gradest.r2g2.linear_maps import ConvolutionMap, DenseMap
 
 __all__ = [
@@ -10,7 +16,9 @@ __all__ = [
     "ConvolutionMap",
     "DenseMap",
     "conditional_noise",
+    "fit_to_memory",
     "conjugate_gradient",
+    "gaussian_latent_dense",
     "gaussian_linear",
     "scale_gradient",
     "solve_is_skipped",

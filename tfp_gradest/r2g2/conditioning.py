@@ -26,13 +26,51 @@ skipped; skipping is unbiased even when the rank is deficient (it is then
 just the reparameterisation gradient).
 """
 
+import warnings
+
 import tensorflow as tf
 
 from tfp_gradest.r2g2.conjugate_gradient import conjugate_gradient
 
-__all__ = ["CONDITIONINGS", "conditional_noise", "scale_gradient", "solve_is_skipped"]
+__all__ = [
+    "CONDITIONINGS",
+    "DEFAULT_PER_EXAMPLE_MEMORY_LIMIT",
+    "conditional_noise",
+    "fit_to_memory",
+    "scale_gradient",
+    "solve_is_skipped",
+]
 
 CONDITIONINGS = ("per_example", "whole_batch")
+
+# Per-example conditioning's largest intermediate, `B × k × F` numbers, above which
+# we fall back to whole-batch conditioning (a few times this is live at once).
+DEFAULT_PER_EXAMPLE_MEMORY_LIMIT = 2**28
+
+
+def fit_to_memory(conditioning, patches_shape, num_filters, dtype, memory_limit):
+    """The conditioning to use: `"whole_batch"` if per-example products would exceed `memory_limit` bytes.
+
+    Decided from static shapes at trace time; with an unknown batch size, or
+    `memory_limit=None`, the requested conditioning is kept. Both
+    conditionings give unbiased gradients, so the fallback only trades some
+    variance reduction for memory; it warns so that it is never silent.
+    """
+    batch, positions, weights = patches_shape
+    if conditioning != "per_example" or positions == 1 or memory_limit is None or batch is None:
+        return conditioning
+    needed = batch * weights * num_filters * tf.as_dtype(dtype).size
+    if needed <= memory_limit:
+        return conditioning
+    warnings.warn(
+        f"R2-G2: per-example conditioning would hold {needed / 2**20:.0f} MiB "
+        f"(batch {batch} × {weights} weights × {num_filters} filters), over "
+        f"per_example_memory_limit={memory_limit}; using whole-batch conditioning "
+        "(also unbiased, less variance reduction). Raise the limit or pass "
+        'conditioning="whole_batch" to silence this.',
+        stacklevel=2,
+    )
+    return "whole_batch"
 
 
 def solve_is_skipped(conditioning, batch_size, num_positions, num_weights):

@@ -19,6 +19,7 @@ def gaussian_linear(
     conditioning="per_example",
     cg_iterations=50,
     cg_tolerance=1e-6,
+    per_example_memory_limit=conditioning_lib.DEFAULT_PER_EXAMPLE_MEMORY_LIMIT,
 ):
     """`h = map(x, μ + σ ⊙ ε) + (μ_b + σ_b ⊙ ε_b)`, differentiated with R2-G2.
 
@@ -42,6 +43,11 @@ def gaussian_linear(
       conditioning: `"per_example"` (default) or `"whole_batch"`.
       cg_iterations: Python `int`, conjugate-gradient iteration budget.
       cg_tolerance: Python `float`, relative residual tolerance.
+      per_example_memory_limit: Python `int`, bytes. Per-example conditioning
+        of a convolution holds `B × k × F` products; when that exceeds the
+        limit (static shapes, decided at trace time) the backward pass falls
+        back to whole-batch conditioning, which is also unbiased, with a
+        warning. `None` never falls back. Default value: 256 MiB.
 
     Returns:
       The pre-activations `h`.
@@ -95,12 +101,19 @@ def gaussian_linear(
                 rt.append(d_bias * bias_noise)
             return rt
         patches = linear_map.patches(inputs)
+        effective = conditioning_lib.fit_to_memory(
+            conditioning,
+            patches.shape,
+            flat_scale.shape[-1],
+            kernel_scale.dtype,
+            per_example_memory_limit,
+        )
         if use_bias:
             patches = tf.concat([patches, tf.ones_like(patches[..., :1])], axis=-1)
             flat_scale = tf.concat([flat_scale, bias_scale[tf.newaxis]], axis=0)
             flat_noise = tf.concat([flat_noise, bias_noise[tf.newaxis]], axis=0)
         flat_grad = conditioning_lib.scale_gradient(
-            patches, flat_scale, flat_noise, positions, conditioning, cg_iterations, cg_tolerance
+            patches, flat_scale, flat_noise, positions, effective, cg_iterations, cg_tolerance
         )
         kernel_grad = linear_map.unflatten_kernel(
             flat_grad[: flat_grad.shape[0] - int(use_bias)], kernel_scale.shape
