@@ -22,7 +22,16 @@ setuptools.setup(
     extras_require={
         # What the comparison command, the benchmarks and the notebooks need beyond the core.
         "extras": ["scikit-learn", "matplotlib"],
-        "test": ["pytest", "scikit-learn", "matplotlib", "ruff"],
+        "test": [
+            "pytest",
+            "scikit-learn",
+            "matplotlib",
+            "ruff",
+            "tensorboard",  # the monitor's TensorBoard scalars
+            "nbclient",  # the notebooks run in CI
+            "nbformat",
+            "ipykernel",
+        ],
     },
     entry_points={"console_scripts": ["tfp-gradest=tfp_gradest.cli:main"]},
 )

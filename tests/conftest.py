@@ -39,6 +39,17 @@ def exact_gradient(objective_fn, variables):
     return [g.numpy() for g in tape.gradient(loss, variables)]
 
 
+@pytest.fixture(scope="session")
+def mirrored_strategy():
+    """One `MirroredStrategy` over the two logical CPUs for the whole run.
+
+    Several strategy objects in one process reuse collective-op instance keys and
+    then fail with "Shape mismatch in the collective instance"; one shared
+    object does not.
+    """
+    return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+
+
 @pytest.fixture(params=DTYPES, ids=lambda d: d.name)
 def dtype(request):
     return request.param

@@ -192,8 +192,8 @@ def test_conv_layer_round_trips_through_get_config():
     assert clone.get_config() == layer.get_config()
 
 
-def test_trains_under_mirrored_strategy_on_two_devices(digits):
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+def test_trains_under_mirrored_strategy_on_two_devices(digits, mirrored_strategy):
+    strategy = mirrored_strategy
     assert strategy.num_replicas_in_sync == 2
     with strategy.scope():
         model = _bnn("r2g2", kl_weight=1.0 / len(digits[0]), hidden=32)

@@ -35,11 +35,18 @@ def _parser():
     )
     compare.add_argument("--sample-size", type=int, default=4, help="S, objectives averaged")
     compare.add_argument(
-        "--importance-sample-size", type=int, default=1, help="K, samples per objective"
+        "-K",
+        "--importance-sample-size",
+        type=int,
+        default=1,
+        help="K, samples per objective (multi-sample estimators: iwae, iwae_dreg, ...)",
     )
     compare.add_argument("--draws", type=int, default=1000, help="gradient draws per estimator")
     compare.add_argument("--seed", type=int, default=0)
-    compare.add_argument("--output-dir", default="compare_output", help="where the CSV and JSON go")
+    compare.add_argument(
+        "--output-dir", default="compare_output", help="where the CSV, JSON and PNG go"
+    )
+    compare.add_argument("--no-plot", action="store_true", help="skip the PNG (no matplotlib)")
     return parser
 
 
@@ -65,19 +72,28 @@ def compare(args):
     names = [n.strip() for n in args.estimators.split(",") if n.strip()]
     try:
         problem = problems.get(args.problem)
-        for name in names:
-            estimators.get(name)
-    except ValueError as error:
+        for name in names:  # every name and size checked before anything runs
+            estimators.get(name).validate(
+                problem.surrogate,
+                args.sample_size,
+                args.importance_sample_size,
+                target_log_prob_fn=problem.target_log_prob,
+            )
+        if args.draws < 2:
+            raise ValueError(f"--draws must be at least 2. Received: {args.draws}")
+        if not names:
+            raise ValueError("--estimators is empty.")
+        reports = compare_estimators(
+            problem,
+            names,
+            sample_size=args.sample_size,
+            importance_sample_size=args.importance_sample_size,
+            num_draws=args.draws,
+            seed=args.seed,
+            progress=_progress,
+        )
+    except ValueError as error:  # bad names or sizes: a message, not a traceback
         raise SystemExit(f"error: {error}") from None
-    reports = compare_estimators(
-        problem,
-        names,
-        sample_size=args.sample_size,
-        importance_sample_size=args.importance_sample_size,
-        num_draws=args.draws,
-        seed=args.seed,
-        progress=_progress,
-    )
     _progress(len(names), len(names), "done")
     sys.stderr.write("\n")
     print(
@@ -93,7 +109,17 @@ def compare(args):
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
-    print(f"wrote {args.output_dir}/compare.csv and compare.json")
+    written = ["compare.csv", "compare.json"]
+    if not args.no_plot:
+        from tfp_gradest.diagnostics.plotting import plot_comparison
+
+        plot_comparison(
+            reports,
+            os.path.join(args.output_dir, "compare.png"),
+            title=f"{args.problem}, S={args.sample_size}, K={args.importance_sample_size}",
+        )
+        written.append("compare.png")
+    print(f"wrote {', '.join(os.path.join(args.output_dir, w) for w in written)}")
     return reports
 
 

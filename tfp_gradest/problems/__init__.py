@@ -4,16 +4,28 @@ Each problem has `target_log_prob`, a trainable `surrogate`, its `variables`, an
 (where the answer is closed form) `exact_objective()`. `get(name)` builds one.
 """
 
+from tfp_gradest.problems.bnn_digits import BayesianNeuralNetworkDigits
 from tfp_gradest.problems.gaussian import CorrelatedGaussian
 from tfp_gradest.problems.linear_regression import BayesianLinearRegression
+from tfp_gradest.problems.logistic_regression import BayesianLogisticRegression
 from tfp_gradest.problems.toy_gaussian import ToyGaussian
 
-__all__ = ["BayesianLinearRegression", "CorrelatedGaussian", "ToyGaussian", "get", "names"]
+__all__ = [
+    "BayesianLinearRegression",
+    "BayesianLogisticRegression",
+    "BayesianNeuralNetworkDigits",
+    "CorrelatedGaussian",
+    "ToyGaussian",
+    "get",
+    "names",
+]
 
 _PROBLEMS = {
     CorrelatedGaussian.name: CorrelatedGaussian,
     BayesianLinearRegression.name: BayesianLinearRegression,
     ToyGaussian.name: ToyGaussian,
+    BayesianLogisticRegression.name: BayesianLogisticRegression,
+    BayesianNeuralNetworkDigits.name: BayesianNeuralNetworkDigits,
 }
 
 

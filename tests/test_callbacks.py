@@ -1,0 +1,291 @@
+"""GradientVarianceMonitor: its numbers against a direct computation, History, TensorBoard, plots, strategies."""
+
+import glob
+import math
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tfp_gradest as tge
+from tfp_gradest.callbacks import gradient_variance_monitor as monitor_lib
+
+
+def _data(n=96, d=6, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d)).astype("float32")
+    return x, (x[:, 0] + 0.5 * x[:, 1] > 0).astype("int32")
+
+
+def _bnn(estimator="r2g2", jit_compile=True, optimizer="adam"):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((6,)),
+            tge.layers.DenseReparameterization(8, activation="tanh", gradient_estimator=estimator, kl_weight=1 / 96, seed=1, name="hidden"),
+            tge.layers.DenseReparameterization(2, gradient_estimator=estimator, kl_weight=1 / 96, seed=2, name="top"),
+        ],
+        name="bnn",
+    )  # fmt: skip
+    model.compile(
+        optimizer,
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        jit_compile=jit_compile,
+    )
+    return model
+
+
+def _direct_probe(model, x, y, seed, epoch, num_draws, jit_compile):
+    """One draw per call, numpy moments: what the monitor documents it computes.
+
+    Each draw is compiled like the model (XLA's normal sampler maps Philox bits
+    to normals differently from TensorFlow's kernels, so the noise depends on it).
+    """
+
+    @tf.function(jit_compile=jit_compile)
+    def one_draw():
+        with tf.GradientTape() as tape:
+            loss = model.compute_loss(x=x, y=y, y_pred=model(x, training=True))
+        return tape.gradient(loss, model.trainable_weights)
+
+    generators = monitor_lib._seed_generators(model)
+    saved = [g.state.numpy() for g in generators]
+    for i, g in enumerate(generators):
+        g.state.assign(np.array([seed * 2**20 + i, (epoch + 1) * 2**32], np.int64))
+    draws = []
+    for _ in range(num_draws):
+        draws.append([g.numpy() for g in one_draw()])
+    for g, state in zip(generators, saved):
+        g.state.assign(state)
+    per_variable = [np.stack(d) for d in zip(*draws)]
+    return [d.mean(0) for d in per_variable], [d.var(0, ddof=1) for d in per_variable]
+
+
+@pytest.mark.parametrize("jit_compile", [True, False], ids=["xla", "graph"])
+def test_probe_numbers_equal_a_direct_computation_on_the_same_seeds(jit_compile):
+    x, y = _data()
+    model = _bnn(jit_compile=jit_compile)
+    monitor = tge.callbacks.GradientVarianceMonitor((x[:32], y[:32]), num_draws=8, seed=3)
+    history = model.fit(x, y, epochs=2, batch_size=32, verbose=0, callbacks=[monitor])
+    # After the last epoch the weights are the ones the monitor saw at epoch 1.
+    mean, variance = _direct_probe(
+        model, x[:32], y[:32], seed=3, epoch=1, num_draws=8, jit_compile=jit_compile
+    )
+    groups = monitor.groups()
+    assert list(groups) == ["hidden", "top"]
+    for group, indices in groups.items():
+        var = np.concatenate([variance[i].ravel() for i in indices])
+        avg = np.concatenate([mean[i].ravel() for i in indices])
+        np.testing.assert_allclose(
+            history.history[f"grad_log10_variance/{group}"][-1], math.log10(var.mean()), atol=1e-4
+        )
+        snr = np.mean(np.abs(avg[var > 0]) / np.sqrt(var[var > 0]))
+        np.testing.assert_allclose(history.history[f"grad_snr/{group}"][-1], snr, rtol=1e-3)
+
+
+def test_monitoring_does_not_change_the_training_run():
+    x, y = _data()
+    plain = _bnn().fit(x, y, epochs=2, batch_size=32, verbose=0, shuffle=False)
+    monitor = tge.callbacks.GradientVarianceMonitor((x[:32], y[:32]), num_draws=4)
+    monitored = _bnn().fit(
+        x, y, epochs=2, batch_size=32, verbose=0, shuffle=False, callbacks=[monitor]
+    )
+    np.testing.assert_allclose(monitored.history["loss"], plain.history["loss"], rtol=1e-6)
+
+
+def test_history_has_one_entry_per_epoch_and_nan_between_recordings(tmp_path):
+    x, y = _data()
+    monitor = tge.callbacks.GradientVarianceMonitor(
+        (x[:32], y[:32]), num_draws=4, every_n_epochs=2, group_by="variable", log_dir=str(tmp_path)
+    )
+    history = _bnn().fit(x, y, epochs=4, batch_size=32, verbose=0, callbacks=[monitor])
+    key = "grad_log10_variance/top/kernel_scale_raw"
+    assert set(monitor.keys()) <= set(history.history)
+    assert len(monitor.keys()) == 2 * 8  # 2 layers x 4 variables x (variance, SNR)
+    values = history.history[key]
+    assert len(values) == 4 and np.isnan(values[0]) and np.isnan(values[2])
+    assert np.isfinite(values[1]) and np.isfinite(values[3])
+    assert [epoch for epoch, _ in monitor.history[key]] == [1, 3]
+    assert glob.glob(str(tmp_path / "events.out.tfevents.*")), "no TensorBoard event file"
+
+
+def test_every_n_steps_records_per_step():
+    x, y = _data()
+    monitor = tge.callbacks.GradientVarianceMonitor((x[:32], y[:32]), num_draws=4, every_n_steps=2)
+    history = _bnn().fit(x, y, epochs=2, batch_size=32, verbose=0, callbacks=[monitor])
+    steps = [s for s, _ in monitor.history["grad_log10_variance/hidden"]]
+    assert steps == [2, 4, 6]
+    assert np.all(np.isfinite(history.history["grad_snr/hidden"]))
+
+
+def test_r2g2_monitor_sees_lower_top_layer_variance_than_rt():
+    x, y = _data()
+    logs = {}
+    for estimator in ("reparameterization", "r2g2"):
+        monitor = tge.callbacks.GradientVarianceMonitor(
+            (x[:64], y[:64]), num_draws=32, group_by="variable"
+        )
+        history = _bnn(estimator).fit(x, y, epochs=1, batch_size=32, verbose=0, callbacks=[monitor])
+        logs[estimator] = history.history
+    key = "grad_log10_variance/{}/kernel_scale_raw"
+    for layer in ("hidden", "top"):
+        assert logs["r2g2"][key.format(layer)][0] < logs["reparameterization"][key.format(layer)][0]
+
+
+def test_plot_writes_a_png(tmp_path):
+    x, y = _data()
+    monitors = {}
+    for estimator in ("reparameterization", "r2g2"):
+        monitors[estimator] = tge.callbacks.GradientVarianceMonitor((x[:32], y[:32]), num_draws=4)
+        _bnn(estimator).fit(
+            x, y, epochs=2, batch_size=32, verbose=0, callbacks=[monitors[estimator]]
+        )
+    path = tmp_path / "variance.png"
+    ax = tge.callbacks.plot_gradient_variance(monitors, path=str(path))
+    assert path.stat().st_size > 1000 and len(ax.lines) == 4
+    single = tmp_path / "one.png"
+    monitors["r2g2"].plot(str(single), groups=["top"])
+    assert single.stat().st_size > 1000
+
+
+def _plain_model(optimizer):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((6,)),
+            keras.layers.Dense(4, activation="tanh", name="first"),
+            keras.layers.Dense(2, name="second"),
+        ],
+        name="plain",
+    )
+    model.compile(optimizer, keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
+def test_streaming_moments_are_those_of_the_training_gradients():
+    # A deterministic model with a zero learning rate: the training gradients are
+    # the per-minibatch gradients at fixed weights, which we can compute directly.
+    x, y = _data()
+    model = _plain_model(keras.optimizers.SGD(0.0))
+    monitor = tge.callbacks.GradientVarianceMonitor(mode="streaming")
+    history = model.fit(
+        x, y, epochs=1, batch_size=16, shuffle=False, verbose=0, callbacks=[monitor]
+    )
+    draws = []
+    for start in range(0, 96, 16):
+        xb, yb = x[start : start + 16], y[start : start + 16]
+        with tf.GradientTape() as tape:
+            loss = model.compute_loss(x=xb, y=yb, y_pred=model(xb))
+        draws.append(
+            np.concatenate(
+                [g.numpy().ravel() for g in tape.gradient(loss, model.trainable_weights[:2])]
+            )
+        )
+    expected = math.log10(np.stack(draws).var(0, ddof=1).mean())
+    np.testing.assert_allclose(
+        history.history["grad_streaming_log10_variance/first"][0], expected, atol=1e-4
+    )
+    # fit() leaves the optimizer as it found it.
+    assert "apply" not in vars(model.optimizer)
+
+
+def test_streaming_under_mirrored_strategy_sums_the_replicas(mirrored_strategy):
+    x, y = _data()
+    plain = _plain_model(keras.optimizers.SGD(0.0))
+    expected = plain.fit(
+        x, y, epochs=1, batch_size=16, shuffle=False, verbose=0,
+        callbacks=[tge.callbacks.GradientVarianceMonitor(mode="streaming")],
+    ).history  # fmt: skip
+    with mirrored_strategy.scope():
+        model = _plain_model(keras.optimizers.SGD(0.0))
+    probe = tge.callbacks.GradientVarianceMonitor((x[:32], y[:32]), num_draws=2)
+    streaming = tge.callbacks.GradientVarianceMonitor(mode="streaming")
+    history = model.fit(
+        x, y, epochs=1, batch_size=16, shuffle=False, verbose=0, callbacks=[probe, streaming]
+    ).history
+    key = "grad_streaming_log10_variance/second"
+    np.testing.assert_allclose(history[key], expected[key], atol=1e-4)
+    # A deterministic model has no estimator noise at all.
+    assert history["grad_log10_variance/first"][0] == -np.inf
+
+
+def test_bnn_under_mirrored_strategy(mirrored_strategy):
+    x, y = _data()
+    with mirrored_strategy.scope():
+        model = _bnn(jit_compile=False)
+    monitor = tge.callbacks.GradientVarianceMonitor((x[:32], y[:32]), num_draws=4)
+    history = model.fit(x, y, epochs=2, batch_size=32, verbose=0, callbacks=[monitor])
+    assert np.all(np.isfinite(history.history["grad_log10_variance/top"]))
+
+
+class CustomStepModel(keras.Model):
+    """A model whose train_step computes its own loss: the monitor needs `loss_fn`."""
+
+    def __init__(self):
+        super().__init__()
+        self.layer = tge.layers.DenseReparameterization(2, kl_weight=1 / 96, seed=4)
+
+    def call(self, x, training=False):
+        return self.layer(x, training=training)
+
+    def own_loss(self, x, y):
+        logits = self(x, training=True)
+        nll = keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
+        return tf.reduce_mean(nll) + tf.add_n(self.losses)
+
+    def train_step(self, data):
+        x, y = data
+        with tf.GradientTape() as tape:
+            loss = self.own_loss(x, y)
+        self.optimizer.apply_gradients(
+            zip(tape.gradient(loss, self.trainable_weights), self.trainable_weights)
+        )
+        return {"loss": loss}
+
+
+def test_custom_train_step_model_with_loss_fn():
+    x, y = _data()
+    model = CustomStepModel()
+    model(x[:1])  # streaming mode needs the weights before fit
+    model.compile("adam")
+    probe = tge.callbacks.GradientVarianceMonitor(
+        (x[:32], y[:32]), num_draws=4, loss_fn=lambda m, x, y, w: m.own_loss(x, y)
+    )
+    streaming = tge.callbacks.GradientVarianceMonitor(mode="streaming")
+    history = model.fit(x, y, epochs=2, batch_size=32, verbose=0, callbacks=[probe, streaming])
+    for key in probe.keys() + streaming.keys():
+        assert np.all(np.isfinite(history.history[key])), key
+
+
+def test_vae_with_its_own_compute_loss(tmp_path):
+    from sklearn.datasets import load_digits
+
+    data = (load_digits().data[:200] / 16.0 > 0.5).astype("float32")
+    keras.utils.set_random_seed(0)
+    model = tge.models.VariationalAutoencoder(
+        keras.Sequential([keras.layers.Dense(16, activation="tanh"), keras.layers.Dense(8)]),
+        keras.Sequential([keras.layers.Dense(16, activation="tanh"), keras.layers.Dense(64)]),
+        latent_dim=4, gradient_estimator="iwae_dreg", importance_sample_size=4, seed=0,
+    )  # fmt: skip
+    model.compile(keras.optimizers.Adam(1e-3), jit_compile=True)
+    monitor = tge.callbacks.GradientVarianceMonitor(data[:50], num_draws=4)
+    history = model.fit(data, epochs=1, batch_size=50, verbose=0, callbacks=[monitor])
+    assert monitor.keys() and set(monitor.keys()) <= set(history.history)
+    assert all(np.isfinite(history.history[key][0]) for key in monitor.keys())
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(), "probe_data"),
+        (dict(probe_data=(1, 2), num_draws=1), "num_draws"),
+        (dict(probe_data=(1, 2), mode="fast"), "mode"),
+        (dict(probe_data=(1, 2), group_by="module"), "group_by"),
+        (dict(probe_data=(1, 2), every_n_epochs=0), "every_n_epochs"),
+        (dict(mode="streaming", every_n_steps=3), "every_n_steps"),
+    ],
+)
+def test_bad_arguments_are_named(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        tge.callbacks.GradientVarianceMonitor(**kwargs)
