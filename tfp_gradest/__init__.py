@@ -4,7 +4,27 @@ import tfp_gradest as tge
 tge.vi.fit_surrogate_posterior(..., gradient_estimator="stl")
 """
 
-from tfp_gradest import callbacks, diagnostics, estimators, layers, models, problems, r2g2, vi
+from tfp_gradest import (
+    callbacks,
+    diagnostics,
+    estimators,
+    layers,
+    models,
+    problems,
+    r2g2,
+    reuse,
+    vi,
+)
 
 __version__ = "0.1.0"
-__all__ = ["callbacks", "diagnostics", "estimators", "layers", "models", "problems", "r2g2", "vi"]
+__all__ = [
+    "callbacks",
+    "diagnostics",
+    "estimators",
+    "layers",
+    "models",
+    "problems",
+    "r2g2",
+    "reuse",
+    "vi",
+]

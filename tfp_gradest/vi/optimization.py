@@ -30,6 +30,8 @@ def fit_surrogate_posterior(
     name="fit_surrogate_posterior",
     *,
     gradient_estimator=None,
+    gradient_reuse=None,
+    num_batches=None,
 ):
     """Fits a surrogate posterior, as `tfp.vi.fit_surrogate_posterior`, with any estimator.
 
@@ -62,6 +64,12 @@ def fit_surrogate_posterior(
       gradient_estimator: registered name or `GradientEstimator`.
         Default value: `None` (`"reparameterization"`, or `"iwae"` for
         `importance_sample_size > 1`: what `tfp.vi` does).
+      gradient_reuse: `None`, or a `tge.reuse.ISAG` for minibatched VI. Then
+        `target_log_prob_fn(theta, batch_index)` returns the batch's term
+        `log p_b(θ)` (with `Σ_b log p_b = log p(x, θ)`) for `theta` of shape
+        `[sample_size, D]`, step `t` visits batch `t mod num_batches`, and the
+        surrogate must be `tfd.MultivariateNormalDiag` or `...TriL`.
+      num_batches: Python `int`, required with `gradient_reuse`.
 
     Returns:
       The trace, as `tfp.vi.fit_surrogate_posterior` returns it.
@@ -76,6 +84,30 @@ def fit_surrogate_posterior(
         gradient_estimator="stl", jit_compile=True, seed=0)
     ```
     """
+    if gradient_reuse is not None:
+        return _fit_with_reuse(
+            target_log_prob_fn,
+            surrogate_posterior,
+            optimizer,
+            num_steps,
+            convergence_criterion,
+            trace_fn,
+            discrepancy_fn,
+            sample_size,
+            importance_sample_size,
+            trainable_variables,
+            jit_compile,
+            seed,
+            name,
+            gradient_estimator,
+            gradient_reuse,
+            num_batches,
+        )
+    if num_batches is not None:
+        raise ValueError(
+            "`num_batches` is used with `gradient_reuse` (e.g. tge.reuse.ISAG(...)); "
+            "without it the target is the full-data log density."
+        )
     estimator = resolve_estimator(gradient_estimator, importance_sample_size)
     sample_size, importance_sample_size = estimator.validate(
         surrogate_posterior, sample_size, importance_sample_size, discrepancy_fn, target_log_prob_fn
@@ -98,6 +130,66 @@ def fit_surrogate_posterior(
         optimizer=optimizer,
         convergence_criterion=convergence_criterion,
         trainable_variables=trainable_variables,
+        trace_fn=trace_fn,
+        jit_compile=jit_compile,
+        seed=None if seed is None else sanitize_seed(seed),
+        name=name,
+    )
+
+
+def _fit_with_reuse(
+    target_log_prob_fn,
+    surrogate_posterior,
+    optimizer,
+    num_steps,
+    convergence_criterion,
+    trace_fn,
+    discrepancy_fn,
+    sample_size,
+    importance_sample_size,
+    trainable_variables,
+    jit_compile,
+    seed,
+    name,
+    gradient_estimator,
+    gradient_reuse,
+    num_batches,
+):
+    from tfp_gradest.reuse import ISAG
+
+    if not isinstance(gradient_reuse, ISAG):
+        raise TypeError(
+            "`gradient_reuse` must be a tge.reuse.ISAG instance. "
+            f"Received: {type(gradient_reuse).__name__}"
+        )
+    if num_batches is None:
+        raise ValueError("`num_batches` is required with `gradient_reuse`.")
+    if gradient_estimator not in (None, "reparameterization"):
+        raise ValueError(
+            "I-SAG re-uses reparameterisation gradients; `gradient_estimator` must be None or "
+            f"'reparameterization' with `gradient_reuse`. Received: {gradient_estimator!r}"
+        )
+    if importance_sample_size != 1 or discrepancy_fn is not tfp.vi.kl_reverse:
+        raise ValueError(
+            "I-SAG fits the ELBO: use `importance_sample_size=1` and "
+            "`discrepancy_fn=tfp.vi.kl_reverse` with `gradient_reuse`."
+        )
+    if trainable_variables is not None:
+        raise ValueError(
+            "With `gradient_reuse` the surrogate's own variables are fitted; "
+            "leave `trainable_variables=None`."
+        )
+    isag = gradient_reuse.build(surrogate_posterior, num_batches, sample_size)
+
+    def loss_fn(seed=None):
+        return isag.loss(target_log_prob_fn, seed=seed)
+
+    return tfp.math.minimize(
+        loss_fn,
+        num_steps=num_steps,
+        optimizer=optimizer,
+        convergence_criterion=convergence_criterion,
+        trainable_variables=isag.variables,
         trace_fn=trace_fn,
         jit_compile=jit_compile,
         seed=None if seed is None else sanitize_seed(seed),

@@ -1,0 +1,218 @@
+"""I-SAG: exact reductions to SGD and SAG, exact re-use at λ₀, unbiasedness of importance re-use, XLA."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+import tfp_gradest as tge
+from tfp_gradest.reuse import importance
+
+from .conftest import Z_THRESHOLD
+
+tfd, tfb = tfp.distributions, tfp.bijectors
+
+NUM_BATCHES, BATCH, DIM, M = 4, 8, 3, 2
+
+
+def _regression(dtype=tf.float64, seed=0):
+    rng = np.random.default_rng(seed)
+    np_dtype = tf.as_dtype(dtype).as_numpy_dtype
+    x = rng.normal(size=(NUM_BATCHES, BATCH, DIM)).astype(np_dtype)
+    y = (x @ rng.normal(size=DIM) + rng.normal(size=(NUM_BATCHES, BATCH))).astype(np_dtype)
+
+    def target(theta, batch):
+        prior = tf.reduce_sum(tfd.Normal(tf.cast(0, dtype), 1.0).log_prob(theta), -1)
+        mean = tf.einsum("nd,md->mn", tf.gather(x, batch), theta)
+        likelihood = tfd.Normal(mean, tf.cast(1, dtype)).log_prob(tf.gather(y, batch))
+        return prior / NUM_BATCHES + tf.reduce_sum(likelihood, -1)
+
+    return target
+
+
+def _surrogate(full_rank, dtype=tf.float64):
+    loc = tf.Variable(tf.cast([0.1, -0.2, 0.3], dtype))
+    if full_rank:
+        scale = tfp.util.TransformedVariable(
+            tf.cast([[0.5, 0, 0], [0.1, 0.4, 0], [0, -0.1, 0.6]], dtype),
+            tfb.FillScaleTriL(diag_shift=tf.cast(1e-5, dtype)),
+        )
+        return tfd.MultivariateNormalTriL(loc, scale)
+    scale = tfp.util.TransformedVariable(tf.cast([0.5, 0.4, 0.6], dtype), tfb.Softplus())
+    return tfd.MultivariateNormalDiag(loc, scale)
+
+
+def _step_gradients(isag, target, seed):
+    with tf.GradientTape() as tape:
+        loss = isag.loss(target, seed=seed)
+    return loss, tape.gradient(loss, isag.variables)
+
+
+def _minibatch_sgd_gradient(q, target, batch, seed):
+    """Plain minibatch reparameterisation gradient of -ELBO with the documented noise."""
+    noise_seed = tfp.random.split_seed(seed, 2)[1]
+    noise = tf.random.stateless_normal([M, DIM], noise_seed, dtype=q.dtype, alg="philox")
+    with tf.GradientTape() as tape:
+        theta = q.loc + q.scale.matvec(noise)
+        data = NUM_BATCHES * tf.reduce_mean(target(theta, batch))
+        loss = -(data + q.entropy())
+    return tape.gradient(loss, q.trainable_variables)
+
+
+@pytest.mark.parametrize("full_rank", [False, True], ids=["mean_field", "full_rank"])
+def test_rho_0_alpha_0_is_plain_minibatch_sgd(full_rank):
+    target, q = _regression(), _surrogate(full_rank)
+    isag = tge.reuse.ISAG(rho=0.0, alpha=0.0).build(q, NUM_BATCHES, M)
+    optimizer = keras.optimizers.SGD(0.01)
+    for step in range(2 * NUM_BATCHES + 1):
+        seed = tf.constant([3, step])
+        expected = _minibatch_sgd_gradient(q, target, step % NUM_BATCHES, seed)
+        _, grads = _step_gradients(isag, target, seed)
+        for g, e in zip(grads, expected):
+            np.testing.assert_allclose(g, e, rtol=1e-10, atol=1e-12)
+        optimizer.apply_gradients(zip(grads, isag.variables))
+
+
+def test_rho_0_alpha_1_is_sag():
+    target, q = _regression(), _surrogate(False)
+    isag = tge.reuse.ISAG(rho=0.0, alpha=1.0).build(q, NUM_BATCHES, M)
+    optimizer = keras.optimizers.SGD(0.01)
+    stored = {}
+    for step in range(2 * NUM_BATCHES + 1):
+        seed, batch = tf.constant([5, step]), step % NUM_BATCHES
+        with tf.GradientTape() as tape:
+            entropy = -q.entropy()
+        entropy_grads = tape.gradient(
+            entropy, q.trainable_variables, unconnected_gradients=tf.UnconnectedGradients.ZERO
+        )
+        sgd = _minibatch_sgd_gradient(q, target, batch, seed)
+        # The batch's data-term gradient G_b (as -N G_b) and SAG's average over the batches seen.
+        stored[batch] = [s - e for s, e in zip(sgd, entropy_grads)]
+        expected = [
+            np.mean([stored[b][i] for b in stored], axis=0) + entropy_grads[i]
+            for i in range(len(sgd))
+        ]
+        _, grads = _step_gradients(isag, target, seed)
+        for g, e in zip(grads, expected):
+            np.testing.assert_allclose(g, e, rtol=1e-10, atol=1e-12)
+        optimizer.apply_gradients(zip(grads, isag.variables))
+
+
+@pytest.mark.parametrize("weighting", importance.WEIGHTINGS)
+@pytest.mark.parametrize("full_rank", [False, True], ids=["mean_field", "full_rank"])
+def test_reuse_at_the_same_parameters_returns_the_stored_gradient(weighting, full_rank):
+    target, q = _regression(), _surrogate(full_rank)
+    isag = tge.reuse.ISAG(rho=1.0, alpha=0.0, weighting=weighting).build(q, NUM_BATCHES, M)
+    first = [_step_gradients(isag, target, tf.constant([7, t])) for t in range(NUM_BATCHES)]
+    again = [_step_gradients(isag, target, tf.constant([8, t])) for t in range(NUM_BATCHES)]
+    assert int(isag.num_reused.numpy()) == NUM_BATCHES  # the second pass re-used every batch
+    for (loss_a, grads_a), (loss_b, grads_b) in zip(first, again):
+        np.testing.assert_allclose(loss_b, loss_a, rtol=1e-12)
+        for a, b in zip(grads_a, grads_b):
+            np.testing.assert_allclose(b, a, rtol=1e-10, atol=1e-12)
+
+
+def test_stale_samples_are_redrawn():
+    target, q = _regression(), _surrogate(False)
+    isag = tge.reuse.ISAG(rho=1.0, alpha=0.0, max_log_ratio=0.5).build(q, NUM_BATCHES, M)
+    _step_gradients(isag, target, tf.constant([1, 1]))
+    q.loc.assign_add(tf.constant([3.0, 3.0, 3.0], tf.float64))  # far from where θ was drawn
+    isag.step.assign(0)
+    _step_gradients(isag, target, tf.constant([1, 2]))
+    assert int(isag.num_reused.numpy()) == 0
+
+
+# --- re-use under new parameters: a Gaussian target with a closed-form gradient -------------
+
+_A = np.array([[2.0, 0.5, 0.0], [0.5, 1.0, 0.3], [0.0, 0.3, 1.5]])
+_MEAN = np.array([1.0, -1.0, 0.5])
+
+
+def _reuse_bias_z(weighting, num_samples, replicates=20000):
+    """z-scores of the re-used gradient at λ against the exact ∇_λ E_q(λ)[log p], from draws at λ₀.
+
+    `log p(θ) = -½ (θ - m)ᵀ A (θ - m)`, so with `θ = μ + σ ⊙ ε`:
+    `∇_μ E = -A (μ - m)` and `∇_σ E = -diag(A) ⊙ σ`.
+    """
+    loc0, scale0 = np.array([0.2, -0.3, 0.1]), np.array([0.8, 0.9, 0.7])
+    loc, scale = tf.Variable(loc0 + [0.3, -0.2, 0.25]), tf.Variable(scale0 * [1.15, 0.9, 1.1])
+    q, q0 = tfd.MultivariateNormalDiag(loc, scale), tfd.MultivariateNormalDiag(loc0, scale0)
+
+    @tf.function(jit_compile=True)
+    def one(seed):
+        theta = q0.sample(num_samples, seed=seed)
+        grads = -tf.linalg.matvec(_A, theta - _MEAN)
+        weights = importance.reuse_weights(
+            q, theta, q0.log_prob(theta), tfd.Normal(q0.loc, q0.stddev()).log_prob(theta), weighting
+        )
+        weights = tf.broadcast_to(weights, tf.shape(theta))
+        with tf.GradientTape() as tape:
+            objective = importance.linearized_objective(q, theta, grads, weights)
+        return tf.concat(tape.gradient(objective, [loc, scale]), 0)
+
+    seeds = tf.stack([tf.fill([replicates], 11), tf.range(replicates)], axis=1)
+    draws = tf.map_fn(one, seeds, fn_output_signature=tf.float64).numpy()
+    exact = np.r_[-_A @ (loc.numpy() - _MEAN), -np.diag(_A) * scale.numpy()]
+    z = (draws.mean(0) - exact) / (draws.std(0, ddof=1) / np.sqrt(replicates))
+    return np.abs(z), np.abs(draws.mean(0) - exact)
+
+
+def test_importance_weighted_reuse_is_unbiased():
+    z, _ = _reuse_bias_z("importance", 4)
+    print(f"importance re-use: max |z| {z.max():.2f}")
+    assert z.max() < Z_THRESHOLD
+
+
+def test_power_unweighted_reuse_is_detectably_biased():
+    z, _ = _reuse_bias_z("none", 4)
+    assert z.max() > Z_THRESHOLD
+
+
+def test_self_normalized_reuse_has_a_visible_bias_that_shrinks_with_m():
+    z2, bias2 = _reuse_bias_z("global", 2)
+    _, bias32 = _reuse_bias_z("global", 32)
+    print(f"self-normalised bias: M=2 {bias2.max():.3f}, M=32 {bias32.max():.3f}")
+    assert z2.max() > Z_THRESHOLD  # visible
+    assert bias32.max() < 0.5 * bias2.max()  # O(1/M)
+
+
+# --- the fit API, XLA, errors ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("full_rank", [False, True], ids=["mean_field", "full_rank"])
+def test_fit_surrogate_posterior_with_isag_under_xla(full_rank):
+    target, q = _regression(tf.float32), _surrogate(full_rank, tf.float32)
+    isag = tge.reuse.ISAG(rho=0.5, alpha=1.0, weighting="per_element")
+    losses = tge.vi.fit_surrogate_posterior(
+        target, q, keras.optimizers.SGD(2e-3), num_steps=400, sample_size=M,
+        jit_compile=True, seed=0, gradient_reuse=isag, num_batches=NUM_BATCHES,
+    )  # fmt: skip
+    assert losses.shape == [400] and np.all(np.isfinite(losses.numpy()))
+    assert np.mean(losses[-50:]) < np.mean(losses[:50])
+    assert int(isag.num_reused.numpy()) > 0
+
+
+@pytest.mark.parametrize(
+    "kwargs,error,match",
+    [
+        (dict(gradient_reuse=tge.reuse.ISAG()), ValueError, "num_batches"),
+        (dict(num_batches=4), ValueError, "gradient_reuse"),
+        (dict(gradient_reuse=tge.reuse.ISAG(), num_batches=4, gradient_estimator="stl"), ValueError, "gradient_estimator"),
+        (dict(gradient_reuse=tge.reuse.ISAG(), num_batches=0), ValueError, "num_batches"),
+        (dict(gradient_reuse="isag", num_batches=4), TypeError, "gradient_reuse"),
+    ],
+)  # fmt: skip
+def test_bad_fit_arguments_are_named(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        tge.vi.fit_surrogate_posterior(
+            _regression(), _surrogate(False), keras.optimizers.SGD(0.1), 2, **kwargs
+        )
+
+
+def test_non_gaussian_surrogates_and_bad_settings_are_refused():
+    with pytest.raises(TypeError, match="surrogate_posterior"):
+        tge.reuse.ISAG().build(tfd.Normal(tf.Variable(0.0), 1.0), 2, 1)
+    for kwargs, match in [(dict(rho=1.5), "rho"), (dict(alpha=-1), "alpha"), (dict(weighting="x"), "weighting"), (dict(max_log_ratio=0), "max_log_ratio")]:  # fmt: skip
+        with pytest.raises(ValueError, match=match):
+            tge.reuse.ISAG(**kwargs)
