@@ -204,3 +204,18 @@ def test_trains_under_mirrored_strategy_on_two_devices(digits, mirrored_strategy
     history = model.fit(digits[0], digits[1], epochs=3, batch_size=64, verbose=0)
     losses = history.history["loss"]
     assert np.all(np.isfinite(losses)) and losses[-1] < losses[0]
+
+
+def test_conv_r2g2_traces_with_an_unknown_batch_size():
+    # Keras relaxes the batch dimension to None for a partial last batch.
+    layer = tge.layers.Conv2DReparameterization(4, 3, strides=2, seed=0)
+    layer.build((None, 8, 8, 1))
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 8, 8, 1], tf.float32)])
+    def grads(x):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(tf.square(layer(x, training=True)))
+        return tape.gradient(loss, layer.trainable_weights)
+
+    values = grads(tf.ones([5, 8, 8, 1]))
+    assert all(np.all(np.isfinite(g.numpy())) for g in values)

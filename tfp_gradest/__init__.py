@@ -6,6 +6,7 @@ tge.vi.fit_surrogate_posterior(..., gradient_estimator="stl")
 
 from tfp_gradest import (
     callbacks,
+    datasets,
     diagnostics,
     estimators,
     layers,
@@ -19,6 +20,7 @@ from tfp_gradest import (
 __version__ = "0.1.0"
 __all__ = [
     "callbacks",
+    "datasets",
     "diagnostics",
     "estimators",
     "layers",

@@ -70,7 +70,7 @@ class ConvolutionMap:
         size = channels * int(np.prod(self.kernel_size))
         one_hot = tf.reshape(tf.eye(size, dtype=inputs.dtype), [*self.kernel_size, channels, size])
         patches = self.apply(inputs, one_hot)
-        return tf.reshape(patches, [tf.shape(patches)[0], -1, size])
+        return tf.reshape(patches, [tf.shape(patches)[0], _num_positions(patches), size])
 
     def flat_kernel(self, kernel):
         return tf.reshape(kernel, [-1, kernel.shape[-1]])
@@ -79,7 +79,19 @@ class ConvolutionMap:
         return tf.reshape(flat, kernel_shape)
 
     def to_positions(self, outputs):
-        return tf.reshape(outputs, [tf.shape(outputs)[0], -1, outputs.shape[-1]])
+        return tf.reshape(
+            outputs, [tf.shape(outputs)[0], _num_positions(outputs), outputs.shape[-1]]
+        )
 
     def from_positions(self, outputs, output_shape):
         return tf.reshape(outputs, output_shape)
+
+
+def _num_positions(outputs):
+    """The number of output positions, static whenever the spatial shape is (even with an unknown batch).
+
+    R2-G2 decides statically whether to solve, so it must not be lost when
+    Keras relaxes the batch dimension to `None` (e.g. for a partial last batch).
+    """
+    spatial = outputs.shape[1:-1]
+    return int(np.prod(spatial)) if all(d is not None for d in spatial) else -1

@@ -1,0 +1,236 @@
+"""I-SAG vs SGD and SAG: a Gaussian mixture fitted by minibatched VI on digits (the poster's experiment).
+
+Model: `C` isotropic unit-variance components with equal weights in the
+first `D` principal components of scikit-learn's digits (standardised),
+means `μ_c ~ N(0, 3² I)`; the assignments are summed out, so
+`log p_b(θ) = log p(θ)/N + Σ_{n∈b} logsumexp_c [log N(x_n; μ_c, I) - log C]`.
+Surrogate: mean-field Normal over all `C·D` means. Plain SGD on every method.
+
+For each of `--inits` random initialisations every method runs `--steps`
+steps in one XLA-compiled loop; the full-data ELBO (64 fixed draws) is
+recorded every `--eval-every` steps. An init's target is 99% of the way from
+its initial ELBO to the best ELBO any method reached from it; a method's cost
+is the first recorded step at or above the target (the step budget if never),
+and seconds are steps × that method's measured seconds per step. Prints the
+median steps and seconds per method and the median ratio I-SAG / SGD;
+writes benchmarks/results/isag_gmm.csv and .png.
+
+    python benchmarks/isag_gmm.py                  # 50 inits, ~5 min on 2 cores
+"""
+
+import argparse
+import csv
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+import tensorflow_probability as tfp  # noqa: E402
+from _common import print_table  # noqa: E402
+from sklearn.datasets import load_digits  # noqa: E402
+from sklearn.decomposition import PCA  # noqa: E402
+
+import tfp_gradest as tge  # noqa: E402
+
+tfd, tfb = tfp.distributions, tfp.bijectors
+
+
+def methods(rho, alpha):
+    return {
+        "SGD": dict(rho=0.0, alpha=0.0),
+        "SAG": dict(rho=0.0, alpha=alpha),
+        "I-SAG none": dict(rho=rho, alpha=alpha, weighting="none"),
+        "I-SAG global": dict(rho=rho, alpha=alpha, weighting="global"),
+        "I-SAG per-element": dict(rho=rho, alpha=alpha, weighting="per_element"),
+    }
+
+
+def make_problem(num_components, dim, num_batches):
+    x = PCA(dim, random_state=0).fit_transform(load_digits().data)
+    x = (x - x.mean(0)) / x.std(0)
+    x = x[: (len(x) // num_batches) * num_batches].astype("float32")
+    batches = tf.constant(x.reshape(num_batches, -1, dim))
+    data = tf.constant(x)
+
+    def log_likelihood(points, theta):  # theta [M, C*D] -> [M]
+        means = tf.reshape(theta, [-1, 1, num_components, dim])
+        sq = tf.reduce_sum(tf.square(points[tf.newaxis, :, tf.newaxis, :] - means), -1)
+        per_point = (
+            tf.reduce_logsumexp(-0.5 * sq, -1)
+            - np.log(num_components)
+            - 0.5 * dim * np.log(2 * np.pi)
+        )
+        return tf.reduce_sum(per_point, -1)
+
+    def log_prior(theta):
+        return tf.reduce_sum(tfd.Normal(0.0, 3.0).log_prob(theta), -1)
+
+    def target(theta, batch):
+        return log_prior(theta) / num_batches + log_likelihood(tf.gather(batches, batch), theta)
+
+    def full_log_joint(theta):
+        return log_prior(theta) + log_likelihood(data, theta)
+
+    return target, full_log_joint, len(x)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--inits", type=int, default=50)
+    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--eval-every", type=int, default=10)
+    parser.add_argument("--components", type=int, default=8)
+    parser.add_argument("--dim", type=int, default=4)
+    parser.add_argument("--batches", type=int, default=20)
+    parser.add_argument("--sample-size", type=int, default=2)
+    parser.add_argument("--learning-rate", type=float, default=2e-4)
+    parser.add_argument("--rho", type=float, default=0.5, help="I-SAG re-use probability")
+    parser.add_argument("--alpha", type=float, default=1.0, help="SAG decay of other batches")
+    parser.add_argument("--output-dir", default=os.path.join(os.path.dirname(__file__), "results"))
+    args = parser.parse_args(argv)
+    METHODS = methods(args.rho, args.alpha)  # noqa: N806
+
+    target, full_log_joint, num_points = make_problem(args.components, args.dim, args.batches)
+    size = args.components * args.dim
+    loc = tf.Variable(tf.zeros(size))
+    scale = tfp.util.TransformedVariable(tf.fill([size], 0.1), tfb.Softplus())
+    q = tfd.MultivariateNormalDiag(loc, scale)
+    eval_noise = tf.random.stateless_normal([64, size], [0, 1])
+
+    def full_elbo():
+        theta = q.loc + q.scale.matvec(eval_noise)
+        return tf.reduce_mean(full_log_joint(theta)) + q.entropy()
+
+    num_evals = args.steps // args.eval_every
+    loops = {}
+    for name, config in METHODS.items():
+        isag = tge.reuse.ISAG(**config).build(q, args.batches, args.sample_size)
+
+        @tf.function(jit_compile=True, autograph=False)
+        def run(seed, isag=isag):
+            def body(i, trace):
+                with tf.GradientTape() as tape:
+                    loss = isag.loss(target, seed=tf.random.experimental.stateless_fold_in(seed, i))
+                grads = tape.gradient(loss, isag.variables)
+                with tf.control_dependencies(
+                    [v.assign_sub(args.learning_rate * g) for v, g in zip(isag.variables, grads)]
+                ):
+                    trace = tf.cond(
+                        (i + 1) % args.eval_every == 0,
+                        lambda: tf.tensor_scatter_nd_update(
+                            trace, [[(i + 1) // args.eval_every - 1]], [full_elbo()]
+                        ),
+                        lambda: tf.identity(trace),
+                    )
+                    return i + 1, trace
+
+            trace = tf.zeros([num_evals])
+            return tf.while_loop(lambda i, _: i < args.steps, body, (tf.constant(0), trace))[1]
+
+        loops[name] = (isag, run)
+
+    rng = np.random.default_rng(0)
+    traces = {name: [] for name in METHODS}
+    seconds = {name: [] for name in METHODS}
+    initial = []
+    for init in range(args.inits):
+        start_loc = rng.normal(size=size).astype("float32")
+        for name, (isag, run) in loops.items():
+            loc.assign(start_loc)
+            scale.assign(tf.fill([size], 0.1))
+            isag.reset()
+            if not traces[name]:
+                run(tf.constant([init, 0]))  # compile once, outside the timing
+                loc.assign(start_loc)
+                scale.assign(tf.fill([size], 0.1))
+                isag.reset()
+            if name == "SGD":
+                initial.append(float(full_elbo()))
+            began = time.perf_counter()
+            trace = run(tf.constant([init, 0])).numpy()
+            seconds[name].append((time.perf_counter() - began) / args.steps)
+            traces[name].append(trace)
+        sys.stderr.write(f"\rinit {init + 1}/{args.inits}")
+    sys.stderr.write("\n")
+
+    traces = {name: np.array(t) for name, t in traces.items()}
+    best = np.max([t.max(1) for t in traces.values()], axis=0)
+    goal = np.array(initial) + 0.99 * (best - np.array(initial))
+    steps_to = {}
+    for name, t in traces.items():
+        reached = t >= goal[:, None]
+        first = np.where(reached.any(1), reached.argmax(1), num_evals - 1)
+        steps_to[name] = (first + 1) * args.eval_every
+    rows = []
+    for name in METHODS:
+        per_step = float(np.median(seconds[name]))
+        med_steps = float(np.median(steps_to[name]))
+        ratio = float(np.median(steps_to[name] / steps_to["SGD"]))
+        sec_ratio = float(
+            np.median(
+                steps_to[name]
+                * np.array(seconds[name])
+                / (steps_to["SGD"] * np.array(seconds["SGD"]))
+            )
+        )
+        reached = float(np.mean(traces[name].max(1) >= goal))
+        rows.append(
+            [
+                name,
+                f"{med_steps:.0f}",
+                f"{1e3 * per_step:.3f}",
+                f"{ratio:.2f}",
+                f"{sec_ratio:.2f}",
+                f"{reached:.0%}",
+            ]
+        )
+    print_table(
+        f"GMM by minibatched VI on digits ({args.components} components, {args.dim}-d PCA, {num_points} points, "
+        f"{args.batches} batches, M={args.sample_size}, SGD lr {args.learning_rate}, "
+        f"rho={args.rho}, alpha={args.alpha}, {args.inits} inits)",
+        rows,
+        [
+            "method",
+            "median steps to target",
+            "ms / step",
+            "median steps ratio / SGD",
+            "median seconds ratio / SGD",
+            "reached",
+        ],
+    )
+    os.makedirs(args.output_dir, exist_ok=True)
+    with open(os.path.join(args.output_dir, "isag_gmm.csv"), "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["init", "method", "steps_to_target", "seconds_per_step"])
+        for name in METHODS:
+            for i, (s, t) in enumerate(zip(steps_to[name], seconds[name])):
+                writer.writerow([i, name, int(s), t])
+    _plot(traces, steps_to, args, os.path.join(args.output_dir, "isag_gmm.png"))
+
+
+def _plot(traces, steps_to, args, path):  # noqa: D103
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    steps = np.arange(1, traces["SGD"].shape[1] + 1) * args.eval_every
+    for i, (name, t) in enumerate(traces.items()):
+        left.plot(steps, np.median(t, 0), color=f"C{i}", label=name)
+    left.set_xlabel("step")
+    left.set_ylabel("full-data ELBO (median over inits)")
+    low = np.percentile(np.concatenate([t[:, -1] for t in traces.values()]), 5)
+    left.set_ylim(bottom=low - 0.2 * abs(low))
+    left.legend(fontsize="small")
+    right.boxplot(list(steps_to.values()), tick_labels=list(steps_to))
+    right.set_ylabel("steps to 99% of the best ELBO")
+    right.tick_params(axis="x", labelrotation=25, labelsize="small")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+
+
+if __name__ == "__main__":
+    main()
