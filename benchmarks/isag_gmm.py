@@ -15,7 +15,7 @@ and seconds are steps × that method's measured seconds per step. Prints the
 median steps and seconds per method and the median ratio I-SAG / SGD;
 writes benchmarks/results/isag_gmm.csv and .png.
 
-    python benchmarks/isag_gmm.py                  # 50 inits, ~5 min on 2 cores
+    python benchmarks/isag_gmm.py     # 50 inits x 5 methods
 """
 
 import argparse
@@ -79,15 +79,15 @@ def make_problem(num_components, dim, num_batches):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--inits", type=int, default=50)
-    parser.add_argument("--steps", type=int, default=600)
-    parser.add_argument("--eval-every", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--eval-every", type=int, default=5)
     parser.add_argument("--components", type=int, default=8)
     parser.add_argument("--dim", type=int, default=4)
     parser.add_argument("--batches", type=int, default=20)
     parser.add_argument("--sample-size", type=int, default=2)
-    parser.add_argument("--learning-rate", type=float, default=2e-4)
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--rho", type=float, default=0.5, help="I-SAG re-use probability")
-    parser.add_argument("--alpha", type=float, default=1.0, help="SAG decay of other batches")
+    parser.add_argument("--alpha", type=float, default=0.9, help="SAG decay of other batches")
     parser.add_argument("--output-dir", default=os.path.join(os.path.dirname(__file__), "results"))
     args = parser.parse_args(argv)
     METHODS = methods(args.rho, args.alpha)  # noqa: N806
@@ -107,29 +107,11 @@ def main(argv=None):
     loops = {}
     for name, config in METHODS.items():
         isag = tge.reuse.ISAG(**config).build(q, args.batches, args.sample_size)
-
-        @tf.function(jit_compile=True, autograph=False)
-        def run(seed, isag=isag):
-            def body(i, trace):
-                with tf.GradientTape() as tape:
-                    loss = isag.loss(target, seed=tf.random.experimental.stateless_fold_in(seed, i))
-                grads = tape.gradient(loss, isag.variables)
-                with tf.control_dependencies(
-                    [v.assign_sub(args.learning_rate * g) for v, g in zip(isag.variables, grads)]
-                ):
-                    trace = tf.cond(
-                        (i + 1) % args.eval_every == 0,
-                        lambda: tf.tensor_scatter_nd_update(
-                            trace, [[(i + 1) // args.eval_every - 1]], [full_elbo()]
-                        ),
-                        lambda: tf.identity(trace),
-                    )
-                    return i + 1, trace
-
-            trace = tf.zeros([num_evals])
-            return tf.while_loop(lambda i, _: i < args.steps, body, (tf.constant(0), trace))[1]
-
-        loops[name] = (isag, run)
+        loops[name] = (
+            isag,
+            _loop(isag, target, full_elbo, args, True),
+            _loop(isag, target, full_elbo, args, False),
+        )
 
     rng = np.random.default_rng(0)
     traces = {name: [] for name in METHODS}
@@ -137,21 +119,22 @@ def main(argv=None):
     initial = []
     for init in range(args.inits):
         start_loc = rng.normal(size=size).astype("float32")
-        for name, (isag, run) in loops.items():
-            loc.assign(start_loc)
-            scale.assign(tf.fill([size], 0.1))
-            isag.reset()
-            if not traces[name]:
-                run(tf.constant([init, 0]))  # compile once, outside the timing
-                loc.assign(start_loc)
-                scale.assign(tf.fill([size], 0.1))
-                isag.reset()
-            if name == "SGD":
-                initial.append(float(full_elbo()))
-            began = time.perf_counter()
-            trace = run(tf.constant([init, 0])).numpy()
-            seconds[name].append((time.perf_counter() - began) / args.steps)
-            traces[name].append(trace)
+        for name, (isag, run, run_untraced) in loops.items():
+            for fit, record in [(run_untraced, False), (run, True)]:
+                # The same fit twice: timed without ELBO evaluations, then traced.
+                if not traces[name] and not record:
+                    _restart(isag, loc, scale, start_loc)
+                    fit(tf.constant([init, 0]))  # compile outside the timing
+                _restart(isag, loc, scale, start_loc)
+                if name == "SGD" and record:
+                    initial.append(float(full_elbo()))
+                began = time.perf_counter()
+                result = fit(tf.constant([init, 0]))
+                if record:
+                    traces[name].append(result.numpy())
+                else:
+                    result.numpy()
+                    seconds[name].append((time.perf_counter() - began) / args.steps)
         sys.stderr.write(f"\rinit {init + 1}/{args.inits}")
     sys.stderr.write("\n")
 
@@ -210,6 +193,42 @@ def main(argv=None):
     _plot(traces, steps_to, args, os.path.join(args.output_dir, "isag_gmm.png"))
 
 
+def _restart(isag, loc, scale, start_loc):
+    loc.assign(start_loc)
+    scale.assign(tf.fill(scale.shape, 0.1))
+    isag.reset()
+
+
+def _loop(isag, target, full_elbo, args, record):
+    """`args.steps` plain-SGD steps in one XLA loop; the full ELBO every `eval_every` steps if `record`."""
+    num_evals = args.steps // args.eval_every
+
+    @tf.function(jit_compile=True, autograph=False)
+    def run(seed):
+        def body(i, trace):
+            with tf.GradientTape() as tape:
+                loss = isag.loss(target, seed=tf.random.experimental.stateless_fold_in(seed, i))
+            grads = tape.gradient(loss, isag.variables)
+            with tf.control_dependencies(
+                [v.assign_sub(args.learning_rate * g) for v, g in zip(isag.variables, grads)]
+            ):
+                if not record:
+                    return i + 1, tf.identity(trace)
+                evaluate = (i + 1) % args.eval_every == 0
+                index = [[(i + 1) // args.eval_every - 1]]
+                trace = tf.cond(
+                    evaluate,
+                    lambda: tf.tensor_scatter_nd_update(trace, index, [full_elbo()]),
+                    lambda: tf.identity(trace),
+                )
+                return i + 1, trace
+
+        trace = tf.zeros([num_evals])
+        return tf.while_loop(lambda i, _: i < args.steps, body, (tf.constant(0), trace))[1]
+
+    return run
+
+
 def _plot(traces, steps_to, args, path):  # noqa: D103
     import matplotlib
 
@@ -218,12 +237,11 @@ def _plot(traces, steps_to, args, path):  # noqa: D103
 
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     steps = np.arange(1, traces["SGD"].shape[1] + 1) * args.eval_every
+    best = np.max([t.max(1) for t in traces.values()], axis=0)[:, None]
     for i, (name, t) in enumerate(traces.items()):
-        left.plot(steps, np.median(t, 0), color=f"C{i}", label=name)
+        left.semilogy(steps, np.median(best - t, 0) + 1e-3, color=f"C{i}", label=name)
     left.set_xlabel("step")
-    left.set_ylabel("full-data ELBO (median over inits)")
-    low = np.percentile(np.concatenate([t[:, -1] for t in traces.values()]), 5)
-    left.set_ylim(bottom=low - 0.2 * abs(low))
+    left.set_ylabel("best ELBO − ELBO (median over inits)")
     left.legend(fontsize="small")
     right.boxplot(list(steps_to.values()), tick_labels=list(steps_to))
     right.set_ylabel("steps to 99% of the best ELBO")

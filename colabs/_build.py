@@ -65,7 +65,7 @@ FIGURE_DIR = None  # a folder to save the figures in, or None""",
         IMPORTS
         + """
 
-NUM_STEPS = 150 if SMALL else 1500
+NUM_STEPS = 100 if SMALL else 1500
 NUM_DRAWS = 100 if SMALL else 1000""",
     ),
     ("md", "## Three estimators on a real model"),
@@ -210,7 +210,8 @@ FIGURE_DIR = None""",
 
 EPOCHS = 2 if SMALL else 20
 K = 8 if SMALL else 32
-NUM_TRAIN = 600 if SMALL else None""",
+NUM_TRAIN = 400 if SMALL else None
+NUM_DRAWS = 4 if SMALL else 16""",
     ),
     (
         "code",
@@ -235,7 +236,7 @@ monitors, test_bounds = {}, {}
 for estimator in ["iwae", "iwae_dreg", "rws_dreg"]:
     model = make_vae(estimator)
     model.compile(keras.optimizers.Adam(1e-3), jit_compile=True)
-    monitors[estimator] = tge.callbacks.GradientVarianceMonitor(x_train[:128], num_draws=16)
+    monitors[estimator] = tge.callbacks.GradientVarianceMonitor(x_train[:128], num_draws=NUM_DRAWS)
     model.fit(x_train, epochs=EPOCHS, batch_size=100, verbose=0, callbacks=[monitors[estimator]])
     test_bounds[estimator] = -model.evaluate(x_test, verbose=0)
     print(f"{estimator:>10}: test IWAE bound (K={K}) {test_bounds[estimator]:.2f} nats")""",
@@ -277,7 +278,8 @@ FIGURE_DIR = None""",
         + """
 
 EPOCHS = 2 if SMALL else 15
-NUM_TRAIN = 500 if SMALL else None""",
+NUM_TRAIN = 300 if SMALL else None
+NUM_DRAWS = 4 if SMALL else 16  # gradient draws per monitored epoch""",
     ),
     (
         "code",
@@ -304,7 +306,7 @@ probe = (x_train[:256], y_train[:256])""",
 monitors, accuracy = {}, {}
 for estimator in ["reparameterization", "local_reparameterization", "flipout", "r2g2"]:
     model = mlp(estimator)
-    monitors[estimator] = tge.callbacks.GradientVarianceMonitor(probe, num_draws=16, group_by="variable")
+    monitors[estimator] = tge.callbacks.GradientVarianceMonitor(probe, num_draws=NUM_DRAWS, group_by="variable")
     model.fit(x_train, y_train, epochs=EPOCHS, batch_size=64, verbose=0, callbacks=[monitors[estimator]])
     for layer in model.layers:
         layer.inference_mode = "mean"
@@ -351,9 +353,9 @@ def cnn(estimator):
     return model
 
 cnn_monitors = {}
-for estimator in ["reparameterization", "flipout", "r2g2"]:
+for estimator in ["reparameterization", "r2g2"] + ([] if SMALL else ["flipout"]):
     cnn_monitors[estimator] = tge.callbacks.GradientVarianceMonitor(
-        (images[:128], y_train[:128]), num_draws=16, group_by="variable")
+        (images[:128], y_train[:128]), num_draws=NUM_DRAWS, group_by="variable")
     cnn(estimator).fit(images, y_train, epochs=EPOCHS, batch_size=64, verbose=0,
                        callbacks=[cnn_monitors[estimator]])
 
@@ -389,7 +391,7 @@ FIGURE_DIR = None""",
 from sklearn.datasets import load_digits
 from sklearn.decomposition import PCA
 
-NUM_INITS = 2 if SMALL else 10
+NUM_INITS = 1 if SMALL else 10
 NUM_STEPS = 200 if SMALL else 1000
 COMPONENTS, DIM, NUM_BATCHES = 8, 4, 20""",
     ),
