@@ -192,16 +192,13 @@ class ISAG:
             lambda: self._stored(batch),
             lambda: self._fresh(target_log_prob_fn, batch, noise_seed),
         )
-        weights = tf.broadcast_to(
-            tf.cond(
-                reuse,
-                lambda: tf.broadcast_to(
-                    importance.reuse_weights(q, theta, log_q0, marginal_log_q0, self.weighting),
-                    tf.shape(theta),
-                ),
-                lambda: tf.fill(tf.shape(theta), 1.0 / tf.cast(self.sample_size, q.dtype)),
+        weights = tf.cond(  # [M, D]; fresh samples are plain Monte Carlo, 1/M each
+            reuse,
+            lambda: tf.broadcast_to(
+                importance.reuse_weights(q, theta, log_q0, marginal_log_q0, self.weighting),
+                tf.shape(theta),
             ),
-            tf.shape(theta),
+            lambda: tf.fill(tf.shape(theta), 1.0 / tf.cast(self.sample_size, q.dtype)),
         )
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(self.variables)
@@ -210,7 +207,7 @@ class ISAG:
         updates = self._remember(batch, theta, target_grads, log_q0, marginal_log_q0, log_p, grads)
         updates.append(self.num_reused.assign_add(tf.cast(reuse, tf.int64)))
         with tf.control_dependencies(updates):
-            direction = self._sag_direction(batch)
+            direction = self._sag_direction()
             data_value = tf.cast(n, q.dtype) * tf.reduce_sum(
                 tf.reduce_mean(weights, axis=-1) * log_p
             )
@@ -274,7 +271,7 @@ class ISAG:
         )
         return updates
 
-    def _sag_direction(self, batch):
+    def _sag_direction(self):
         weights = self.batch_weights.read_value()
         scale = tf.cast(self.num_batches, weights.dtype) / tf.reduce_sum(weights)
         return [
