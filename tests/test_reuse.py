@@ -129,7 +129,7 @@ _A = np.array([[2.0, 0.5, 0.0], [0.5, 1.0, 0.3], [0.0, 0.3, 1.5]])
 _MEAN = np.array([1.0, -1.0, 0.5])
 
 
-def _reuse_bias_z(weighting, num_samples, replicates=20000):
+def _reuse_bias_z(weighting, num_samples, replicates=8000):
     """z-scores of the re-used gradient at λ against the exact ∇_λ E_q(λ)[log p], from draws at λ₀.
 
     `log p(θ) = -½ (θ - m)ᵀ A (θ - m)`, so with `θ = μ + σ ⊙ ε`:

@@ -11,7 +11,9 @@ def plot_gradient_variance(monitors, path=None, groups=None, ax=None):
     Args:
       monitors: `{label: GradientVarianceMonitor}`.
       path: optional PNG file to write.
-      groups: group names to draw (default: every group of every monitor).
+      groups: group names to draw (default: every group of every monitor). A
+        name also selects groups whose path ends with it, e.g. `"top"` selects
+        `"sequential/top"`.
       ax: optional matplotlib `Axes`.
 
     Returns:
@@ -33,7 +35,7 @@ def plot_gradient_variance(monitors, path=None, groups=None, ax=None):
         prefix = VARIANCE_KEY.format(_PREFIXES[monitor.mode], "")
         for key, points in monitor.history.items():
             group = key[len(prefix) :] if key.startswith(prefix) else None
-            if group is None or (groups is not None and group not in groups):
+            if group is None or (groups is not None and not _selected(group, groups)):
                 continue
             x, y = zip(*points)
             ax.plot(x, y, marker="o", markersize=3, label=f"{label} {group}".strip())
@@ -46,3 +48,7 @@ def plot_gradient_variance(monitors, path=None, groups=None, ax=None):
         ax.figure.tight_layout()
         ax.figure.savefig(path, dpi=120)
     return ax
+
+
+def _selected(group, groups):
+    return any(group == g or group.endswith("/" + g) for g in groups)
