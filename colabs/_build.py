@@ -23,6 +23,10 @@ if importlib.util.find_spec("tfp_gradest") is None:
         check=True,
     )"""
 
+# Papermill-style parameters: CI runs every notebook with SMALL = True.
+PARAMETERS = """SMALL = False      # CI runs the notebook with SMALL = True
+FIGURE_DIR = None  # a folder to save the figures in, or None"""
+
 IMPORTS = """import os
 
 import keras
@@ -55,11 +59,7 @@ the optimum its gradient variance goes to zero while the reparameterisation
 gradient's does not (Roeder et al., 2017).""",
     ),
     ("code", INSTALL),
-    (
-        "params",
-        """SMALL = False      # CI runs the notebook with SMALL = True
-FIGURE_DIR = None  # a folder to save the figures in, or None""",
-    ),
+    ("params", PARAMETERS),
     (
         "code",
         IMPORTS
@@ -137,11 +137,7 @@ gradient's signal-to-noise ratio for the inference network falls like `K^-1/2`
 variance but is biased for `K > 1`.""",
     ),
     ("code", INSTALL),
-    (
-        "params",
-        """SMALL = False
-FIGURE_DIR = None""",
-    ),
+    ("params", PARAMETERS),
     (
         "code",
         IMPORTS
@@ -201,11 +197,7 @@ sub-network on a fixed probe batch every epoch; DReG's encoder gradients are far
 less noisy at the same `K`.""",
     ),
     ("code", INSTALL),
-    (
-        "params",
-        """SMALL = False
-FIGURE_DIR = None""",
-    ),
+    ("params", PARAMETERS),
     (
         "code",
         IMPORTS
@@ -272,11 +264,7 @@ posterior-scale parameters every epoch (the paper's Figures 1 and 3), the
 accuracy, and a Bayesian CNN's deepest-layer variance (Figures 4–5).""",
     ),
     ("code", INSTALL),
-    (
-        "params",
-        """SMALL = False
-FIGURE_DIR = None""",
-    ),
+    ("params", PARAMETERS),
     (
         "code",
         IMPORTS
@@ -384,11 +372,7 @@ re-weighted to the current parameters. `benchmarks/isag_gmm.py` runs the full
 experiment (50 initialisations, steps and seconds to a target ELBO).""",
     ),
     ("code", INSTALL),
-    (
-        "params",
-        """SMALL = False
-FIGURE_DIR = None""",
-    ),
+    ("params", PARAMETERS),
     (
         "code",
         IMPORTS

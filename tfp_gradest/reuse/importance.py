@@ -58,7 +58,8 @@ def check_gaussian(surrogate_posterior):
         )
 
 
-def _marginal_log_prob(surrogate, theta):
+def marginal_log_prob(surrogate, theta):
+    """`log q_j(θ_mj | λ)`, `[M, D]`: each coordinate under its Normal marginal."""
     return tfd.Normal(surrogate.loc, surrogate.stddev()).log_prob(theta)
 
 
@@ -76,7 +77,7 @@ def reuse_weights(surrogate, theta, log_q0, marginal_log_q0, weighting):
     if weighting == "none":
         return tf.fill([tf.shape(theta)[0], 1], 1.0 / num)
     if weighting == "per_element":
-        log_ratio = _marginal_log_prob(surrogate, theta) - marginal_log_q0
+        log_ratio = marginal_log_prob(surrogate, theta) - marginal_log_q0
         return tf.math.softmax(log_ratio, axis=0)
     log_ratio = (surrogate.log_prob(theta) - log_q0)[:, tf.newaxis]
     if weighting == "global":
@@ -94,8 +95,3 @@ def linearized_objective(surrogate, theta, target_grads, weights):
     noise = tf.stop_gradient(surrogate.scale.solvevec(theta - surrogate.loc))
     resampled = surrogate.loc + surrogate.scale.matvec(noise)
     return tf.reduce_sum(weights * tf.stop_gradient(target_grads) * resampled)
-
-
-def marginal_log_prob(surrogate, theta):
-    """`log q_j(θ_mj | λ)`, `[M, D]`."""
-    return _marginal_log_prob(surrogate, theta)

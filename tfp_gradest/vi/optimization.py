@@ -85,29 +85,53 @@ def fit_surrogate_posterior(
     ```
     """
     if gradient_reuse is not None:
-        return _fit_with_reuse(
+        loss_fn, trainable_variables = _reuse_loss(
             target_log_prob_fn,
             surrogate_posterior,
-            optimizer,
-            num_steps,
-            convergence_criterion,
-            trace_fn,
             discrepancy_fn,
             sample_size,
             importance_sample_size,
             trainable_variables,
-            jit_compile,
-            seed,
-            name,
             gradient_estimator,
             gradient_reuse,
             num_batches,
         )
-    if num_batches is not None:
-        raise ValueError(
-            "`num_batches` is used with `gradient_reuse` (e.g. tge.reuse.ISAG(...)); "
-            "without it the target is the full-data log density."
+    else:
+        if num_batches is not None:
+            raise ValueError(
+                "`num_batches` is used with `gradient_reuse` (e.g. tge.reuse.ISAG(...)); "
+                "without it the target is the full-data log density."
+            )
+        loss_fn = _estimator_loss(
+            target_log_prob_fn,
+            surrogate_posterior,
+            discrepancy_fn,
+            sample_size,
+            importance_sample_size,
+            gradient_estimator,
         )
+    return tfp.math.minimize(
+        loss_fn,
+        num_steps=num_steps,
+        optimizer=optimizer,
+        convergence_criterion=convergence_criterion,
+        trainable_variables=trainable_variables,
+        trace_fn=trace_fn,
+        jit_compile=jit_compile,
+        seed=None if seed is None else sanitize_seed(seed),
+        name=name,
+    )
+
+
+def _estimator_loss(
+    target_log_prob_fn,
+    surrogate_posterior,
+    discrepancy_fn,
+    sample_size,
+    importance_sample_size,
+    gradient_estimator,
+):
+    """`seed -> loss` of a gradient estimator, validated before anything is traced."""
     estimator = resolve_estimator(gradient_estimator, importance_sample_size)
     sample_size, importance_sample_size = estimator.validate(
         surrogate_posterior, sample_size, importance_sample_size, discrepancy_fn, target_log_prob_fn
@@ -124,37 +148,21 @@ def fit_surrogate_posterior(
     def loss_fn(seed=None):
         return loss(seed=seed)
 
-    return tfp.math.minimize(
-        loss_fn,
-        num_steps=num_steps,
-        optimizer=optimizer,
-        convergence_criterion=convergence_criterion,
-        trainable_variables=trainable_variables,
-        trace_fn=trace_fn,
-        jit_compile=jit_compile,
-        seed=None if seed is None else sanitize_seed(seed),
-        name=name,
-    )
+    return loss_fn
 
 
-def _fit_with_reuse(
+def _reuse_loss(
     target_log_prob_fn,
     surrogate_posterior,
-    optimizer,
-    num_steps,
-    convergence_criterion,
-    trace_fn,
     discrepancy_fn,
     sample_size,
     importance_sample_size,
     trainable_variables,
-    jit_compile,
-    seed,
-    name,
     gradient_estimator,
     gradient_reuse,
     num_batches,
 ):
+    """`(seed -> I-SAG step loss, the surrogate's variables)`, after checking the combination applies."""
     from tfp_gradest.reuse import ISAG
 
     if not isinstance(gradient_reuse, ISAG):
@@ -184,14 +192,4 @@ def _fit_with_reuse(
     def loss_fn(seed=None):
         return isag.loss(target_log_prob_fn, seed=seed)
 
-    return tfp.math.minimize(
-        loss_fn,
-        num_steps=num_steps,
-        optimizer=optimizer,
-        convergence_criterion=convergence_criterion,
-        trainable_variables=isag.variables,
-        trace_fn=trace_fn,
-        jit_compile=jit_compile,
-        seed=None if seed is None else sanitize_seed(seed),
-        name=name,
-    )
+    return loss_fn, isag.variables
