@@ -5,15 +5,16 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from tfp_gradest.layers import estimators as layer_estimators
+from tfp_gradest.layers import settings
 from tfp_gradest.r2g2 import conditioning as conditioning_lib
-from tfp_gradest.r2g2 import gaussian_linear
 
 tfd = tfp.distributions
 
 __all__ = ["BayesianLayer", "GRADIENT_ESTIMATORS"]
 
-GRADIENT_ESTIMATORS = ("reparameterization", "local_reparameterization", "flipout", "r2g2")
-_INFERENCE_MODES = ("sample", "mean")
+# The registered layer gradient estimators (`tfp_gradest.layers.estimators`), by name.
+GRADIENT_ESTIMATORS = layer_estimators.names()
 
 
 def _inverse_softplus(x):
@@ -26,18 +27,13 @@ class BayesianLayer(keras.layers.Layer):
     Subclasses supply the linear map (`_linear_map`) and the shapes; this class
     owns the variables, the KL term (added with `add_loss`, analytic, times
     `kl_weight`), the noise (from a `keras.random.SeedGenerator`), and the
-    dispatch over gradient estimators:
-
-    * `"reparameterization"`: one weight sample per call, shared by the batch.
-    * `"local_reparameterization"`: samples the pre-activations per example
-      (Kingma et al. 2015); dense layers only.
-    * `"flipout"`: pseudo-independent weights per example by random sign flips
-      (Wen et al. 2018).
-    * `"r2g2"`: the reparameterisation forward pass with the Rao-Blackwellised
-      backward pass (Lam et al. 2024; `tfp_gradest.r2g2`).
+    gradient estimator: one object from `tfp_gradest.layers.estimators`
+    (reparameterisation, local reparameterisation, Flipout, R2-G2, ...) that
+    samples the pre-activations; the layer exposes the one it uses as
+    `resolved_gradient_estimator` once built.
     """
 
-    supported_estimators = GRADIENT_ESTIMATORS
+    layer_kind = "dense"  # which estimators apply (`LayerEstimator.layer_kinds`)
 
     def __init__(
         self,
@@ -57,33 +53,14 @@ class BayesianLayer(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if gradient_estimator not in self.supported_estimators:
-            raise ValueError(
-                f"{type(self).__name__} supports gradient_estimator in {self.supported_estimators}. "
-                f"Received: gradient_estimator={gradient_estimator!r}"
-                + (
-                    ". The local reparameterisation trick samples each output independently, "
-                    "which is exact for dense layers only; for convolutions use 'flipout' or 'r2g2'."
-                    if gradient_estimator == "local_reparameterization"
-                    else ""
-                )
-            )
+        self._estimator = layer_estimators.get(
+            gradient_estimator, self.layer_kind, type(self).__name__
+        )
+        self._resolved_estimator = None
         if conditioning not in conditioning_lib.CONDITIONINGS:
             raise ValueError(
                 f"`conditioning` must be one of {conditioning_lib.CONDITIONINGS}. Received: conditioning={conditioning!r}"
             )
-        if inference_mode not in _INFERENCE_MODES:
-            raise ValueError(
-                f"`inference_mode` must be one of {_INFERENCE_MODES}. Received: inference_mode={inference_mode!r}"
-            )
-        for name, value in [
-            ("initial_posterior_scale", initial_posterior_scale),
-            ("prior_scale", prior_scale),
-        ]:
-            if not value > 0:
-                raise ValueError(f"`{name}` must be positive. Received: {name}={value!r}")
-        if kl_weight < 0:
-            raise ValueError(f"`kl_weight` must be non-negative. Received: kl_weight={kl_weight!r}")
         self.activation = keras.activations.get(activation)
         self.use_bias = use_bias
         self.gradient_estimator = gradient_estimator
@@ -91,8 +68,11 @@ class BayesianLayer(keras.layers.Layer):
         self.kernel_loc_initializer = keras.initializers.get(
             keras.initializers.serialize(keras.initializers.get(kernel_loc_initializer))
         )
-        self.initial_posterior_scale = float(initial_posterior_scale)
-        self.prior_scale, self.kl_weight = float(prior_scale), float(kl_weight)
+        self.initial_posterior_scale = settings.check_positive_finite(
+            "initial_posterior_scale", initial_posterior_scale
+        )
+        self.prior_scale = settings.check_positive_finite("prior_scale", prior_scale)
+        self.kl_weight = kl_weight
         self.conditioning = conditioning
         self.cg_iterations, self.cg_tolerance = int(cg_iterations), float(cg_tolerance)
         self.per_example_memory_limit = (
@@ -101,6 +81,49 @@ class BayesianLayer(keras.layers.Layer):
         self.inference_mode = inference_mode
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
+
+    # --- live settings (read by compiled functions; `tfp_gradest.layers.settings`) -----
+
+    def __setattr__(self, name, value):
+        if name in ("kl_weight", "inference_mode"):
+            # Straight to the property: Keras would otherwise track a Variable passed as
+            # `kl_weight` as a (trainable) weight of this layer.
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
+
+    @property
+    def kl_weight(self):
+        """Factor on the KL term; assigning it (a number) takes effect in compiled functions.
+
+        Set at construction to a number or to a scalar `tf.Variable`/`keras.Variable`
+        (read directly, so assigning that variable works too). For KL annealing see
+        `tge.callbacks.KLAnnealing`. Reads as a Python float.
+        """
+        return self._kl_weight.value()
+
+    @kl_weight.setter
+    def kl_weight(self, value):
+        if "_kl_weight" in self.__dict__:
+            self._kl_weight.set(value, built=self.built)
+        else:
+            self._kl_weight = settings.KLWeight(value)
+
+    @property
+    def inference_mode(self):
+        """`"sample"` or `"mean"` (set in any case); applies to calls with `training` false.
+
+        Held in a boolean variable read with `tf.cond`, so a change takes effect in
+        an already compiled `predict`/`evaluate`.
+        """
+        return self._inference_mode.name
+
+    @inference_mode.setter
+    def inference_mode(self, value):
+        if "_inference_mode" in self.__dict__:
+            self._inference_mode.set(value)
+        else:
+            self._inference_mode = settings.InferenceMode(value)
 
     # --- variables -------------------------------------------------------------------
 
@@ -157,56 +180,41 @@ class BayesianLayer(keras.layers.Layer):
         linear_map = self._linear_map()
         kernel_loc = tf.convert_to_tensor(self.kernel_loc)
         bias_loc = tf.convert_to_tensor(self.bias_loc) if self.use_bias else None
-        self.add_loss(self.kl_weight * self.kl_divergence())
-        if not training and self.inference_mode == "mean":
+        kl = self.kl_divergence()
+        self.add_loss(self._kl_weight.read(kl.dtype) * kl)
+
+        def mean_outputs():
             outputs = linear_map.apply(inputs, kernel_loc)
-            outputs = outputs + bias_loc if self.use_bias else outputs
+            return outputs + bias_loc if self.use_bias else outputs
+
+        def sampled_outputs():
+            return self._sample_outputs(inputs, linear_map, kernel_loc, bias_loc)
+
+        if training:
+            outputs = sampled_outputs()
         else:
-            outputs = self._sample_outputs(inputs, linear_map, kernel_loc, bias_loc)
+            # Read when the compiled function runs, so `layer.inference_mode = ...` is live.
+            outputs = tf.cond(self._inference_mode.is_mean(), mean_outputs, sampled_outputs)
         return self.activation(outputs) if self.activation is not None else outputs
 
     def _sample_outputs(self, inputs, linear_map, kernel_loc, bias_loc):
         kernel_scale, bias_scale = self.posterior_scales()
-        dtype = inputs.dtype
-        kernel_noise = self._noise(kernel_loc.shape, dtype)
-        bias_noise = self._noise(bias_loc.shape, dtype) if self.use_bias else None
-        estimator = self.gradient_estimator
-        if estimator == "r2g2":
-            return gaussian_linear(
-                inputs,
-                kernel_loc,
-                kernel_scale,
-                kernel_noise,
-                linear_map,
-                bias_loc,
-                bias_scale,
-                bias_noise,
-                conditioning=self.conditioning,
-                cg_iterations=self.cg_iterations,
-                cg_tolerance=self.cg_tolerance,
-                per_example_memory_limit=self.per_example_memory_limit,
-            )
-        bias = bias_loc + bias_scale * bias_noise if self.use_bias else 0.0
-        if estimator == "reparameterization":
-            return linear_map.apply(inputs, kernel_loc + kernel_scale * kernel_noise) + bias
-        if estimator == "flipout":
-            # Pseudo-independent per-example perturbations: sign flips on inputs and outputs.
-            rank = inputs.shape.rank
-            sign_in = self._random_signs(
-                [tf.shape(inputs)[0]] + [1] * (rank - 2) + [inputs.shape[-1]], dtype
-            )
-            mean = linear_map.apply(inputs, kernel_loc)
-            perturbation = linear_map.apply(inputs * sign_in, kernel_scale * kernel_noise)
-            sign_out = self._random_signs(
-                [tf.shape(inputs)[0]] + [1] * (rank - 2) + [mean.shape[-1]], dtype
-            )
-            return mean + perturbation * sign_out + bias
-        # Local reparameterisation (dense): sample the pre-activations' marginal per example.
-        mean = linear_map.apply(inputs, kernel_loc)
-        variance = linear_map.apply(tf.square(inputs), tf.square(kernel_scale))
-        if self.use_bias:
-            mean, variance = mean + bias_loc, variance + tf.square(bias_scale)
-        return mean + tf.sqrt(variance) * self._noise(tf.shape(mean), dtype)
+        posterior = layer_estimators.Posterior(kernel_loc, kernel_scale, bias_loc, bias_scale)
+        if self._resolved_estimator is None:  # called without `build` (e.g. a subclass's own)
+            self._resolve_gradient_estimator(inputs.shape)
+        return self._resolved_estimator.sample(self, inputs, linear_map, posterior)
+
+    # --- gradient estimator ------------------------------------------------------------
+
+    def _resolve_gradient_estimator(self, input_shape):
+        """Fixes the estimator from static shapes (`"auto"` picks one); called by `build`."""
+        self._resolved_estimator = self._estimator.resolve(self, tuple(input_shape))
+
+    @property
+    def resolved_gradient_estimator(self):
+        """The name of the estimator this layer uses (what `"auto"` resolved to); `None` before build."""
+        resolved = self._resolved_estimator
+        return None if resolved is None else resolved.name
 
     def get_config(self):
         config = {

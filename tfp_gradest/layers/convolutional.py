@@ -47,7 +47,7 @@ class BayesianConv(BayesianLayer):
         posterior scale, conditioning and solver, inference mode, seed).
     """
 
-    supported_estimators = ("reparameterization", "flipout", "r2g2")
+    layer_kind = "conv"  # which estimators apply (`LayerEstimator.layer_kinds`)
 
     def __init__(
         self,
@@ -83,6 +83,7 @@ class BayesianConv(BayesianLayer):
                 f"{type(self).__name__} expects inputs of rank {self.rank + 2}. Received: input_shape={input_shape}"
             )
         self._build_posterior((*self.kernel_size, input_shape[-1], self.filters), self.filters)
+        self._resolve_gradient_estimator(input_shape)
 
     def _linear_map(self):
         return self._map

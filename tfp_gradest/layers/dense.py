@@ -68,6 +68,7 @@ class DenseReparameterization(BayesianLayer):
                 f"DenseReparameterization expects inputs of shape (batch, features). Received: input_shape={input_shape}"
             )
         self._build_posterior((input_shape[-1], self.units), self.units)
+        self._resolve_gradient_estimator(input_shape)
 
     def _linear_map(self):
         return DenseMap()

@@ -1,0 +1,193 @@
+"""Layer gradient estimators against their mathematics: pre-activation mean and covariance.
+
+For fixed inputs the pre-activations `h[b, p, f]` (example, position, filter) of
+every estimator have a known mean and covariance under the weight posterior
+`N(μ, σ²)`, bias `N(μ_b, σ_b²)` (P: the im2col patches; a dense layer has one
+position):
+
+    mean      E h[b,p,f] = Σ_k P[b,p,k] μ[k,f] + μ_b[f]
+    RT, R2-G2 Cov(h[b,p,f], h[b',p',f']) = δ_ff' (Σ_k P[b,p,k] P[b',p',k] σ²[k,f] + σ_b²[f])
+    Flipout   the same with the kernel part times δ_bb' (sign flips decorrelate examples;
+              the bias draw stays shared)
+    LRT       δ_ff' δ_bb' δ_pp' (Σ_k P[b,p,k]² σ²[k,f] + σ_b²[f])   (dense only)
+
+Each statistic is a mean over draws of a per-draw quantity (`h`, or the product
+of two centred outputs, centred at the exact mean), so its standard error is the
+draws' standard deviation / √N, and every element must have |z| < Z_THRESHOLD.
+Power: the same test rejects a Flipout without sign flips, one whose signs are
+shared by the batch or drawn per position, and an LRT that samples with the
+variance in place of the standard deviation.
+"""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tfp_gradest as tge
+from tfp_gradest.layers import estimators as layer_estimators
+from tfp_gradest.layers.estimators.base import sampled_bias
+
+from .conftest import Z_THRESHOLD
+
+NUM_DRAWS = 3000
+
+
+def _layer(kind, estimator):
+    if kind == "dense":
+        layer = tge.layers.DenseReparameterization(
+            2, gradient_estimator="reparameterization", seed=3
+        )
+        shape = (3, 4)
+    else:
+        layer = tge.layers.Conv1DReparameterization(
+            2, 3, gradient_estimator="reparameterization", seed=3
+        )
+        shape = (2, 5, 2)  # P = 3 positions, k = 6 kernel weights
+    rng = np.random.default_rng(1)
+    x = tf.constant(rng.normal(size=shape), tf.float32)
+    layer(x)
+    layer.kernel_loc.assign(rng.normal(size=layer.kernel_loc.shape))
+    layer.kernel_scale_raw.assign(rng.normal(size=layer.kernel_loc.shape) - 0.5)
+    layer.bias_loc.assign(rng.normal(size=2))
+    layer.bias_scale_raw.assign([-1.0, 0.0])
+    layer._resolved_estimator = estimator  # the object under test, with this layer's noise
+    return layer, x
+
+
+def _analytic(layer, x, kind):
+    """Exact mean `[B·P·F]` and covariance `[B·P·F, B·P·F]` of the pre-activations."""
+    patches = layer._linear_map().patches(x).numpy().astype(np.float64)  # [B, P, k]
+    batch, positions, _ = patches.shape
+    mu = layer.kernel_loc.numpy().reshape(-1, 2)
+    sigma2 = np.square(layer.posterior_scales()[0].numpy().reshape(-1, 2))
+    mu_b, sigma2_b = layer.bias_loc.numpy(), np.square(layer.posterior_scales()[1].numpy())
+    mean = np.einsum("bpk,kf->bpf", patches, mu) + mu_b
+    # Cov of the kernel part: Σ_k P[b,p,k] P[c,q,k] σ²[k,f] δ_fg; of the bias: σ_b²[f] δ_fg.
+    eye_b, eye_p, eye_f = np.eye(batch), np.eye(positions), np.eye(2)
+    kernel_cov = np.einsum("bpk,cqk,kf,fg->bpfcqg", patches, patches, sigma2, eye_f)
+    bias_cov = np.einsum("fg,g->fg", eye_f, sigma2_b)[None, None, :, None, None, :] * np.ones(
+        (batch, positions, 1, batch, positions, 1)
+    )
+    if kind == "shared":
+        cov = kernel_cov + bias_cov
+    elif kind == "flipout":
+        cov = np.einsum("bpfcqg,bc->bpfcqg", kernel_cov, eye_b) + bias_cov
+    else:  # independent per example and position
+        cov = np.einsum("bpfcqg,bc,pq->bpfcqg", kernel_cov + bias_cov, eye_b, eye_p)
+    n = batch * positions * 2
+    return mean.reshape(n), cov.reshape(n, n)
+
+
+def _draws(layer, x):
+    @tf.function(jit_compile=True)
+    def draw():
+        return tf.map_fn(
+            lambda _: layer(x, training=True), tf.range(NUM_DRAWS), fn_output_signature=tf.float32
+        )
+
+    h = draw().numpy().astype(np.float64)
+    return h.reshape(NUM_DRAWS, -1)
+
+
+def _max_z(draws, mean, cov):
+    """Largest |z| over the mean and every covariance element (standard errors from the draws)."""
+    centred = draws - mean
+    products = centred[:, :, None] * centred[:, None, :]
+    z_mean = centred.mean(0) / (centred.std(0, ddof=1) / np.sqrt(len(draws)))
+    se = products.std(0, ddof=1) / np.sqrt(len(draws))
+    z_cov = (products.mean(0) - cov) / se
+    return float(max(np.max(np.abs(z_mean)), np.max(np.abs(z_cov))))
+
+
+CASES = [
+    ("dense", "reparameterization", "shared"),
+    ("dense", "r2g2", "shared"),
+    ("dense", "flipout", "flipout"),
+    ("dense", "local_reparameterization", "independent"),
+    ("conv", "reparameterization", "shared"),
+    ("conv", "r2g2", "shared"),
+    ("conv", "flipout", "flipout"),
+]
+
+
+@pytest.mark.parametrize("kind,name,moments", CASES)
+def test_pre_activation_mean_and_covariance_match_the_analytic_values(kind, name, moments):
+    layer, x = _layer(kind, layer_estimators.get(name))
+    z = _max_z(_draws(layer, x), *_analytic(layer, x, moments))
+    print(f"{kind} {name}: max |z| {z:.2f}")
+    assert z < Z_THRESHOLD
+
+
+# --- power: deliberately wrong estimators fail the same test ---------------------------
+
+
+class _FlipoutWithoutSigns(layer_estimators.Flipout):
+    def sample(self, layer, inputs, linear_map, posterior):
+        return layer_estimators.Reparameterization().sample(layer, inputs, linear_map, posterior)
+
+
+class _FlipoutSignsSharedByBatch(layer_estimators.Flipout):
+    def sample(self, layer, inputs, linear_map, posterior):
+        dtype = inputs.dtype
+        perturbation = posterior.kernel_scale * layer._noise(posterior.kernel_loc.shape, dtype)
+        bias = sampled_bias(layer, posterior, dtype)
+        ones = [1] * (inputs.shape.rank - 1)
+        sign_in = layer._random_signs(ones + [inputs.shape[-1]], dtype)  # no batch axis: wrong
+        sign_out = layer._random_signs(ones + [posterior.kernel_loc.shape[-1]], dtype)
+        mean = linear_map.apply(inputs, posterior.kernel_loc)
+        return mean + sign_out * linear_map.apply(inputs * sign_in, perturbation) + bias
+
+
+class _FlipoutSignsPerPosition(layer_estimators.Flipout):
+    def sample(self, layer, inputs, linear_map, posterior):
+        dtype = inputs.dtype
+        perturbation = posterior.kernel_scale * layer._noise(posterior.kernel_loc.shape, dtype)
+        bias = sampled_bias(layer, posterior, dtype)
+        mean = linear_map.apply(inputs, posterior.kernel_loc)
+        sign_in = layer._random_signs(tf.shape(inputs), dtype)  # one per position: wrong
+        sign_out = layer._random_signs(tf.shape(mean), dtype)
+        return mean + sign_out * linear_map.apply(inputs * sign_in, perturbation) + bias
+
+
+class _LRTWithVarianceForScale(layer_estimators.LocalReparameterization):
+    def sample(self, layer, inputs, linear_map, posterior):
+        mean = linear_map.apply(inputs, posterior.kernel_loc) + posterior.bias_loc
+        variance = linear_map.apply(tf.square(inputs), tf.square(posterior.kernel_scale))
+        variance = variance + tf.square(posterior.bias_scale)
+        return mean + variance * layer._noise(tf.shape(mean), inputs.dtype)  # missing sqrt
+
+
+@pytest.mark.parametrize(
+    "kind,wrong,moments",
+    [
+        ("dense", _FlipoutWithoutSigns(), "flipout"),
+        ("conv", _FlipoutSignsSharedByBatch(), "flipout"),
+        ("conv", _FlipoutSignsPerPosition(), "flipout"),
+        ("dense", _LRTWithVarianceForScale(), "independent"),
+    ],
+    ids=["flipout-no-signs", "flipout-batch-signs", "flipout-position-signs", "lrt-no-sqrt"],
+)
+def test_power_the_moment_test_rejects_a_wrong_estimator(kind, wrong, moments):
+    layer, x = _layer(kind, wrong)
+    assert _max_z(_draws(layer, x), *_analytic(layer, x, moments)) > Z_THRESHOLD
+
+
+def test_r2g2_forward_is_the_reparameterization_sample():
+    # Same seed, same noise draws: R2-G2 changes only the backward pass.
+    outputs = []
+    for name in ("reparameterization", "r2g2"):
+        layer, x = _layer("conv", layer_estimators.get(name))
+        outputs.append(layer(x, training=True).numpy())
+    np.testing.assert_array_equal(*outputs)
+
+
+def test_registry_names_every_estimator_and_refuses_unknown_ones():
+    assert set(tge.layers.GRADIENT_ESTIMATORS) >= {
+        "reparameterization",
+        "local_reparameterization",
+        "flipout",
+        "r2g2",
+    }
+    assert "local_reparameterization" not in layer_estimators.names("conv")
+    with pytest.raises(ValueError, match="Received: gradient_estimator='lrt'"):
+        layer_estimators.get("lrt")
