@@ -289,3 +289,51 @@ def test_vae_with_its_own_compute_loss(tmp_path):
 def test_bad_arguments_are_named(kwargs, match):
     with pytest.raises(ValueError, match=match):
         tge.callbacks.GradientVarianceMonitor(**kwargs)
+
+
+# --- KLAnnealing -----------------------------------------------------------------------
+
+
+def _kl_only_model(kl_weights):
+    """Zero data loss and a zero learning rate: each epoch's loss is exactly Σ kl_weight · KL."""
+    keras.utils.set_random_seed(0)
+    layers = [
+        tge.layers.DenseReparameterization(4, kl_weight=w, seed=i, initial_posterior_scale=0.3)
+        for i, w in enumerate(kl_weights)
+    ]
+    inner = keras.Sequential([keras.Input((3,)), layers[0]])  # nested: found recursively
+    model = keras.Sequential([keras.Input((3,)), inner, *layers[1:]])
+    model.compile(
+        keras.optimizers.SGD(0.0), loss=lambda y, p: 0.0 * tf.reduce_mean(p), jit_compile=True
+    )
+    kl = [float(layer.kl_divergence()) for layer in layers]
+    return model, layers, kl
+
+
+def test_kl_annealing_changes_the_loss_of_the_compiled_train_step():
+    model, layers, kl = _kl_only_model([0.5, 2.0])
+    factors = [0.0, 1.0, 0.25]
+    callback = tge.callbacks.KLAnnealing(lambda epoch: factors[epoch])
+    x, y = np.ones([8, 3], "float32"), np.zeros([8, 4], "float32")
+    history = model.fit(x, y, epochs=3, batch_size=8, verbose=0, callbacks=[callback])
+    full = 0.5 * kl[0] + 2.0 * kl[1]
+    np.testing.assert_allclose(history.history["loss"], [f * full for f in factors], rtol=1e-5)
+    assert history.history["kl_factor"] == factors
+    assert layers[1].kl_weight == 2.0 * 0.25 and layers[1].get_config()["kl_weight"] == 0.5
+    # A second fit continues from the bases seen first (no compounding).
+    history = model.fit(
+        x, y, epochs=2, initial_epoch=1, batch_size=8, verbose=0, callbacks=[callback]
+    )
+    np.testing.assert_allclose(history.history["loss"], [full], rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "schedule,error",
+    [("linear", TypeError), (lambda e: float("nan"), ValueError), (lambda e: -1, ValueError)],
+)
+def test_kl_annealing_refuses_bad_schedules(schedule, error):
+    model, _, _ = _kl_only_model([1.0])
+    x, y = np.ones([8, 3], "float32"), np.zeros([8, 4], "float32")
+    with pytest.raises(error, match="schedule"):
+        callback = tge.callbacks.KLAnnealing(schedule)
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[callback])

@@ -219,3 +219,88 @@ def test_conv_r2g2_traces_with_an_unknown_batch_size():
 
     values = grads(tf.ones([5, 8, 8, 1]))
     assert all(np.all(np.isfinite(g.numpy())) for g in values)
+
+
+# --- live settings: kl_weight and inference_mode under compiled functions -------------
+
+
+def _small_bnn(kl_weight=1.0, inference_mode="sample"):
+    keras.utils.set_random_seed(0)
+    first = tge.layers.DenseReparameterization(
+        8, activation="tanh", kl_weight=kl_weight, initial_posterior_scale=0.3, seed=1
+    )
+    second = tge.layers.DenseReparameterization(
+        3, kl_weight=kl_weight, inference_mode=inference_mode, seed=2
+    )
+    model = keras.Sequential([keras.Input((5,)), first, second])
+    model.compile(
+        "adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=True
+    )
+    x = np.random.default_rng(0).normal(size=(16, 5)).astype("float32")
+    return model, (first, second), x, np.arange(16) % 3
+
+
+def test_inference_mode_set_after_compiling_takes_effect_in_predict():
+    model, layers, x, y = _small_bnn()
+    assert not np.allclose(model.predict(x, verbose=0), model.predict(x, verbose=0))
+    for layer in layers:
+        layer.inference_mode = "Mean"  # any case, stored lower-case
+        assert layer.inference_mode == "mean"
+    np.testing.assert_array_equal(model.predict(x, verbose=0), model.predict(x, verbose=0))
+    layers[0].inference_mode = "sample"
+    assert not np.allclose(model.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+def test_kl_weight_set_after_compiling_takes_effect_in_evaluate():
+    variable = tf.Variable(1.0, trainable=True)  # read, never trained
+    model, layers, x, y = _small_bnn(kl_weight=variable, inference_mode="mean")
+    layers[0].inference_mode = "mean"
+    kl = [float(layer.kl_divergence()) for layer in layers]
+    loss = model.evaluate(x, y, verbose=0)
+    layers[1].kl_weight = 0.0  # assigns the caller's variable (both layers read it)
+    assert float(variable.numpy()) == 0.0
+    np.testing.assert_allclose(loss - model.evaluate(x, y, verbose=0), sum(kl), rtol=1e-4)
+    variable.assign(0.5)
+    np.testing.assert_allclose(loss - model.evaluate(x, y, verbose=0), 0.5 * sum(kl), rtol=1e-4)
+    # Deterministic under inference_mode="mean": the evaluate above is the one compiled function.
+    assert model.evaluate(x, y, verbose=0) == model.evaluate(x, y, verbose=0)
+    assert len(model.trainable_weights) == 8 and len(model.non_trainable_weights) == 0
+    config = layers[0].get_config()
+    assert type(config["kl_weight"]) is float and config["kl_weight"] == 0.5
+    with pytest.raises(ValueError, match="Assign a number"):
+        layers[0].kl_weight = tf.Variable(2.0)
+
+
+@pytest.mark.parametrize(
+    "kwargs,error,match",
+    [
+        ({"kl_weight": float("nan")}, ValueError, "kl_weight"),
+        ({"kl_weight": "0.1"}, TypeError, "kl_weight"),
+        ({"kl_weight": tf.Variable([1.0, 2.0])}, ValueError, "scalar"),
+        ({"prior_scale": float("inf")}, ValueError, "prior_scale"),
+        ({"initial_posterior_scale": "0.1"}, TypeError, "initial_posterior_scale"),
+        ({"inference_mode": "median"}, ValueError, "inference_mode"),
+        ({"inference_mode": None}, TypeError, "inference_mode"),
+    ],
+)
+def test_bad_settings_are_refused_with_their_name(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        tge.layers.DenseReparameterization(4, **kwargs)
+    layer = tge.layers.DenseReparameterization(4)
+    name, value = next(iter(kwargs.items()))
+    if name in ("kl_weight", "inference_mode"):  # also checked when set as attributes
+        with pytest.raises(error, match=match):
+            setattr(layer, name, value)
+
+
+def test_save_and_load_keep_live_settings_as_plain_values(tmp_path):
+    model, layers, x, _ = _small_bnn(kl_weight=tf.Variable(0.25), inference_mode="mean")
+    layers[0].inference_mode = "mean"
+    layers[0].kl_weight = 0.125
+    path = str(tmp_path / "bnn.keras")
+    model.save(path)
+    restored = keras.models.load_model(path)
+    for layer, clone in zip(layers, restored.layers):
+        assert clone.get_config() == layer.get_config()
+        assert clone.kl_weight == 0.125 and clone.inference_mode == "mean"
+    np.testing.assert_array_equal(model.predict(x, verbose=0), restored.predict(x, verbose=0))

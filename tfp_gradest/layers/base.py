@@ -8,6 +8,7 @@ import tensorflow_probability as tfp
 from tfp_gradest.layers import estimators as layer_estimators
 from tfp_gradest.layers import settings
 from tfp_gradest.r2g2 import conditioning as conditioning_lib
+from tfp_gradest.r2g2 import solvers
 
 tfd = tfp.distributions
 
@@ -74,7 +75,9 @@ class BayesianLayer(keras.layers.Layer):
         self.prior_scale = settings.check_positive_finite("prior_scale", prior_scale)
         self.kl_weight = kl_weight
         self.conditioning = conditioning
-        self.cg_iterations, self.cg_tolerance = int(cg_iterations), float(cg_tolerance)
+        self.cg_iterations, self.cg_tolerance = solvers.validate_solver_options(
+            cg_iterations, cg_tolerance
+        )
         self.per_example_memory_limit = (
             None if per_example_memory_limit is None else int(per_example_memory_limit)
         )
