@@ -31,10 +31,9 @@ class _EntropyBlind(GradientEstimator):
 
     max_importance_sample_size = 1
 
-    def _objective(self, target_log_prob_fn, surrogate_posterior, s, k, seed, discrepancy_fn):
-        samples = lw.sample(surrogate_posterior, s, 1, seed)
-        target_lp = target_log_prob_fn(samples)
-        return target_lp - surrogate_posterior.log_prob(samples), target_lp
+    def _objective(self, inputs):
+        pathwise = lw.pathwise_log_weights(inputs)
+        return pathwise.log_weights[:, 0], pathwise.target_log_prob[:, 0]
 
 
 def _z(estimator, problem, jit_compile=True, sample_size=4, seed=11):

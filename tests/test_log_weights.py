@@ -10,6 +10,13 @@ from tfp_gradest._util import structure
 tfd = tfp.distributions
 
 
+def _inputs(target, q, sample_size, importance_sample_size, seed):
+    sample_seed, target_seed = tfp.random.split_seed(seed, n=2)
+    return lw.ObjectiveInputs(
+        target, q, sample_size, importance_sample_size, tfp.vi.kl_reverse, sample_seed, target_seed
+    )
+
+
 def test_direct_plus_path_terms_equal_the_reparameterization_gradient(dtype):
     loc = tf.Variable(tf.constant([0.3, -0.2], dtype))
     log_scale = tf.Variable(tf.constant([0.1, -0.4], dtype))
@@ -22,9 +29,9 @@ def test_direct_plus_path_terms_equal_the_reparameterization_gradient(dtype):
     seed = tfp.random.sanitize_seed(5)
     with tf.GradientTape(persistent=True) as tape:
         q = tfd.MultivariateNormalDiag(loc, tf.exp(log_scale))
-        samples = lw.sample(q, 3, 2, seed)
-        full = structure.reshape_leading(target(samples) - q.log_prob(samples), 3, 2)
-        terms = lw.log_weight_terms(target, q, samples, 3, 2)
+        inputs = _inputs(target, q, 3, 2, seed)
+        full = lw.pathwise_log_weights(inputs).log_weights
+        terms = lw.log_weight_terms(inputs)
         decomposed = terms.target_log_prob - terms.surrogate_log_prob + terms.path_log_weights
     np.testing.assert_allclose(terms.log_weights, full, rtol=1e-6)
     np.testing.assert_array_equal(terms.path_log_weights, np.zeros([3, 2]))
@@ -50,18 +57,14 @@ def test_fused_one_pass_surrogate_equals_the_two_pass_decomposition():
     variables = problem.variables + problem.model_variables
     for path_coefficient in [lambda w: w, tf.square, lambda w: w - tf.square(w)]:
         with tf.GradientTape(persistent=True) as tape:
-            samples = lw.sample(problem.surrogate, 2, 4, tf.constant([3, 4]))
-            terms = lw.log_weight_terms(problem.target_log_prob, problem.surrogate, samples, 2, 4)
+            inputs = _inputs(problem.target_log_prob, problem.surrogate, 2, 4, tf.constant([3, 4]))
+            terms = lw.log_weight_terms(inputs)
             w = normalized_weights(terms.log_weights)
             two_pass = weighted_sum(w, terms.target_log_prob) + weighted_sum(
                 path_coefficient(w), terms.path_log_weights
             )
             log_weights, fused = lw.path_weighted_surrogate(
-                problem.target_log_prob,
-                problem.surrogate,
-                samples,
-                2,
-                4,
+                inputs,
                 lambda log_w, f=path_coefficient: (
                     normalized_weights(log_w),
                     f(normalized_weights(log_w)),

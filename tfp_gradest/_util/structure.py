@@ -1,23 +1,54 @@
 """Structured samples: calling a user's target with them, stopping and reshaping them."""
 
-from collections.abc import Mapping
+import inspect
+from collections.abc import Mapping, Sequence
 
 import tensorflow as tf
 import tensorflow_probability as tfp
 
 
-def call_target(target_log_prob_fn, samples):
-    """Calls `target_log_prob_fn` the way `tfp.vi` does.
+def call_target(target_log_prob_fn, samples, seed=None):
+    """Calls `target_log_prob_fn` with `samples` the way `tfp.vi` 0.25 does.
 
-    `fn(**samples)` for a dict, `fn(*samples)` for a list or tuple (not a
-    namedtuple), `fn(samples)` otherwise, so any target written for
-    `tfp.vi.fit_surrogate_posterior` works unchanged.
+    Unpacking follows TFP's `nest_util.call_fn`: `fn(*samples)` for a sequence
+    that is not a namedtuple, and for a structure that asks to be expanded as
+    arguments (the `StructTuple` a `JointDistributionCoroutine` samples);
+    `fn(**samples)` for a mapping; `fn(samples)` otherwise. So any target
+    written for `tfp.vi.fit_surrogate_posterior` works unchanged.
+
+    A target with a `seed` parameter gets `seed=seed` (a per-call stateless seed),
+    as `tfp.vi` passes one. (`tfp.vi` tries every target with a seed first and
+    falls back on any exception; reading the signature gives the same call for
+    a target that names `seed`, without calling the target twice. A target that
+    takes only `**kwargs` gets no seed.)
     """
-    if isinstance(samples, Mapping):
-        return target_log_prob_fn(**samples)
-    if isinstance(samples, (list, tuple)) and not hasattr(samples, "_fields"):
-        return target_log_prob_fn(*samples)
-    return target_log_prob_fn(samples)
+    kwargs = {"seed": seed} if seed is not None and _takes_seed(target_log_prob_fn) else {}
+    if _expands_as_args(samples):
+        return target_log_prob_fn(*samples, **kwargs)
+    if isinstance(samples, Mapping) and not hasattr(samples, "_tfp_nest_expansion_force_leaf"):
+        return target_log_prob_fn(**samples, **kwargs)
+    return target_log_prob_fn(samples, **kwargs)
+
+
+def _expands_as_args(samples):
+    # TFP's structures declare their expansion with these two attributes (a
+    # public duck-typing protocol of `tf.nest`-like structures, not an import).
+    if hasattr(samples, "_tfp_nest_expansion_force_args"):
+        return True
+    if hasattr(samples, "_tfp_nest_expansion_force_leaf"):
+        return False
+    return isinstance(samples, Sequence) and not hasattr(samples, "_fields")
+
+
+def _takes_seed(fn):
+    try:
+        parameter = inspect.signature(fn).parameters.get("seed")
+    except (TypeError, ValueError):  # builtins and some C callables have no signature
+        return False
+    return parameter is not None and parameter.kind in (
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        inspect.Parameter.KEYWORD_ONLY,
+    )
 
 
 def stop_gradient(structure):

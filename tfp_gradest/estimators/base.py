@@ -13,6 +13,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from tfp_gradest._util import log_weights as lw
 from tfp_gradest._util import seeds, structure
 
 __all__ = ["GradientEstimator", "surrogate_objective", "register", "get", "names"]
@@ -27,8 +28,15 @@ def surrogate_objective(value, surrogate):
 
     Proof: forward, `surrogate - stop(surrogate)` is `x - x = 0` exactly in
     floating point for finite `x`, so `out == value` bit for bit. Backward,
-    `stop` has zero derivative, so `∂out = ∂surrogate`. A non-finite surrogate
-    would make the difference NaN, so estimators mask such terms first.
+    `stop` has zero derivative, so `∂out = ∂surrogate`.
+
+    An entry of `surrogate` that is `±inf` (an objective estimate of `-inf`:
+    every sample of that objective has zero target density) would make the
+    difference `inf - inf = NaN`. Such an entry is replaced by 0 first: the
+    value stays `value` (so the loss is `+inf`, as the mathematics says) and
+    that entry contributes no gradient (a zero-density sample has zero weight),
+    while the other entries keep theirs. NaN is not replaced: a NaN-producing
+    target gives a NaN loss and NaN gradients, never a silent zero.
 
     Args:
       value: Tensor, the objective estimate to report.
@@ -37,6 +45,8 @@ def surrogate_objective(value, surrogate):
     Returns:
       A Tensor with the value of `value` and the gradient of `surrogate`.
     """
+    infinite = tf.math.is_inf(tf.stop_gradient(surrogate))
+    surrogate = tf.where(infinite, tf.zeros_like(surrogate), surrogate)
     return tf.stop_gradient(value) + (surrogate - tf.stop_gradient(surrogate))
 
 
@@ -54,26 +64,79 @@ def _static_int(value, arg_name, minimum):
     return int(static)
 
 
+def check_real(value, arg_name, low, high, high_inclusive=True):
+    """`value` as a Python float in `[low, high]` (or `[low, high)`), else a TypeError/ValueError naming it."""
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value.item()
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(
+            f"`{arg_name}` must be a real number in [{low}, {high}{']' if high_inclusive else ')'}. "
+            f"Received: {arg_name}={value!r} of type {type(value).__name__}"
+        )
+    value = float(value)
+    inside = low <= value <= high if high_inclusive else low <= value < high
+    if not inside:  # also NaN
+        raise ValueError(
+            f"`{arg_name}` must be in [{low}, {high}{']' if high_inclusive else ')'}. "
+            f"Received: {arg_name}={value!r}"
+        )
+    return value
+
+
+def check_target_log_prob_fn(target_log_prob_fn):
+    """Raises a `TypeError` naming `target_log_prob_fn` unless it is callable."""
+    if not callable(target_log_prob_fn):
+        raise TypeError(
+            "`target_log_prob_fn` must be a Python callable returning log densities, e.g. "
+            "`joint_distribution.log_prob` or `lambda z: ...`. "
+            f"Received: target_log_prob_fn={target_log_prob_fn!r}"
+        )
+
+
+# Default of `validate`'s `target_log_prob_fn`: "not given, do not check" (None is checked).
+_NOT_GIVEN = object()
+
+
 class GradientEstimator(abc.ABC):
     """Base class: a gradient estimator for a variational objective.
 
-    Subclasses implement `_objective`, returning per-objective `(value,
-    surrogate)` tensors of shape `[S] + batch_shape`; `loss` validates the call,
-    draws samples, and returns `-mean_S(surrogate_objective(value, surrogate))`.
+    The contract. A subclass implements `_objective(inputs)`, where `inputs` is
+    an `ObjectiveInputs` (`tfp_gradest._util.log_weights`: the target, the
+    surrogate, `S`, `K`, the discrepancy and the split seed), returning
+    per-objective `(value, surrogate)` tensors of shape `[S] + batch_shape` to
+    maximise. It gets its log-weights from the ONE function of
+    `tfp_gradest._util.log_weights` that its `data_path` flag names. `loss`
+    validates the call, splits the seed, and returns
+    `-mean_S(surrogate_objective(value, surrogate))`: the value is the
+    negative objective, the gradient the estimator's. A new estimator is one
+    small file: flags, `_objective`, `@register`.
 
-    Capability flags are class attributes checked once, before any tracing:
+    Flags are attributes read once, before any tracing (class attributes; an
+    instance may set its own in `__init__` when its arguments decide them):
 
+    * `data_path`: which data-path function `_objective` uses:
+      `"pathwise_log_weights"` (log-weights with every gradient live),
+      `"log_weight_terms"` (direct, score and path terms kept apart) or
+      `"path_weighted_surrogate"` (weighted target and path terms in one
+      backward pass).
     * `requires_reparameterization`: needs a fully reparameterised surrogate.
+    * `min_sample_size`: allowed `S` (e.g. 2 for a leave-one-out baseline).
     * `min_importance_sample_size`, `max_importance_sample_size`: allowed `K`.
     * `supports_discrepancy_fn`: valid for any `tfp.vi` Csiszar `discrepancy_fn`,
       not just the reverse KL `tfp.vi.kl_reverse`.
+
+    Zero and NaN densities: a sample where the target returns `-inf` has weight
+    zero and contributes no gradient; an objective estimate of `-inf` gives the
+    loss `+inf` (that objective then contributes no gradient, the others do). A
+    NaN from the target gives a NaN loss and NaN gradients.
     """
 
     name: ClassVar[str] = ""
+    data_path: ClassVar[str] = "pathwise_log_weights"
     requires_reparameterization: ClassVar[bool] = True
+    min_sample_size: ClassVar[int] = 1
     min_importance_sample_size: ClassVar[int] = 1
     max_importance_sample_size: ClassVar[int | None] = None
-    min_sample_size: ClassVar[int] = 1
     supports_discrepancy_fn: ClassVar[bool] = False
 
     def validate(
@@ -82,18 +145,17 @@ class GradientEstimator(abc.ABC):
         sample_size=1,
         importance_sample_size=1,
         discrepancy_fn=None,
-        target_log_prob_fn=None,
+        target_log_prob_fn=_NOT_GIVEN,
     ):
         """Raises a `ValueError`/`TypeError` naming the argument for calls this estimator cannot serve.
+
+        `target_log_prob_fn` is checked when given (`None` is refused).
 
         Returns:
           `(sample_size, importance_sample_size)` as Python ints.
         """
-        if target_log_prob_fn is not None and not callable(target_log_prob_fn):
-            raise TypeError(
-                "`target_log_prob_fn` must be callable. "
-                f"Received: target_log_prob_fn={target_log_prob_fn!r}"
-            )
+        if target_log_prob_fn is not _NOT_GIVEN:
+            check_target_log_prob_fn(target_log_prob_fn)
         if not (
             hasattr(surrogate_posterior, "sample") and hasattr(surrogate_posterior, "log_prob")
         ):
@@ -101,7 +163,7 @@ class GradientEstimator(abc.ABC):
                 "`surrogate_posterior` must be a `tfd.Distribution` (with `sample` and "
                 f"`log_prob`). Received: surrogate_posterior={surrogate_posterior!r}"
             )
-        sample_size = _static_int(sample_size, "sample_size", self._min_sample_size())
+        sample_size = _static_int(sample_size, "sample_size", self.min_sample_size)
         importance_sample_size = _static_int(
             importance_sample_size, "importance_sample_size", self.min_importance_sample_size
         )
@@ -135,9 +197,6 @@ class GradientEstimator(abc.ABC):
                 )
         return sample_size, importance_sample_size
 
-    def _min_sample_size(self):
-        return self.min_sample_size
-
     def loss(
         self,
         target_log_prob_fn,
@@ -154,8 +213,11 @@ class GradientEstimator(abc.ABC):
           target_log_prob_fn: Python callable: the unnormalised target log density
             `log p(x, z)`. It receives samples with one leading sample axis of
             size `sample_size * importance_sample_size` (structured like the
-            surrogate's samples, unpacked as in `tfp.vi`) and returns log
-            densities with that axis leading.
+            surrogate's samples, unpacked as in `tfp.vi`: `fn(*z)` for a list,
+            tuple or `JointDistributionCoroutine` sample, `fn(**z)` for a dict)
+            and returns log densities of shape `[S * K] + batch_shape`, the
+            shape of `surrogate_posterior.log_prob(z)`, in the same dtype. A
+            target with a `seed` parameter gets a per-call seed, as in `tfp.vi`.
           surrogate_posterior: `tfd.Distribution` `q(z)`, possibly a joint
             distribution with structured samples.
           sample_size: Python `int` `S`, independent objectives averaged.
@@ -180,28 +242,27 @@ class GradientEstimator(abc.ABC):
             target_log_prob_fn,
         )
         with tf.name_scope(name or self.name or type(self).__name__):
-            seed = seeds.sanitize_seed(seed)
-            value, surrogate = self._objective(
-                target_log_prob_fn,
-                surrogate_posterior,
-                sample_size,
-                importance_sample_size,
-                seed,
-                discrepancy_fn or tfp.vi.kl_reverse,
+            # Split as `tfp.vi` splits it, so the same stateless seed draws the same samples.
+            sample_seed, target_seed = tfp.random.split_seed(seeds.sanitize_seed(seed), n=2)
+            inputs = lw.ObjectiveInputs(
+                target_log_prob_fn=target_log_prob_fn,
+                surrogate_posterior=surrogate_posterior,
+                sample_size=sample_size,
+                importance_sample_size=importance_sample_size,
+                discrepancy_fn=discrepancy_fn or tfp.vi.kl_reverse,
+                sample_seed=sample_seed,
+                target_seed=target_seed,
             )
+            value, surrogate = self._objective(inputs)
             return -tf.reduce_mean(surrogate_objective(value, surrogate), axis=0)
 
     @abc.abstractmethod
-    def _objective(
-        self,
-        target_log_prob_fn,
-        surrogate_posterior,
-        sample_size,
-        importance_sample_size,
-        seed,
-        discrepancy_fn,
-    ):
-        """Returns `(value, surrogate)`, each of shape `[S] + batch_shape`, to maximise."""
+    def _objective(self, inputs):
+        """Returns `(value, surrogate)`, each of shape `[S] + batch_shape`, to maximise.
+
+        Args:
+          inputs: the validated call, a `tfp_gradest._util.log_weights.ObjectiveInputs`.
+        """
 
     def __repr__(self):
         return f"{type(self).__name__}()"

@@ -1,10 +1,11 @@
 """Single-sample ELBO estimators with pathwise gradients: reparameterisation and STL."""
 
+import numpy as np
 import tensorflow_probability as tfp
 
 from tfp_gradest._util import log_weights as lw
-from tfp_gradest._util import structure
 from tfp_gradest.estimators.base import GradientEstimator, register
+from tfp_gradest.estimators.importance_weights import normalized_weights
 
 __all__ = ["Reparameterization", "STL"]
 
@@ -41,8 +42,12 @@ class Reparameterization(GradientEstimator):
     supports_discrepancy_fn = True
 
     def __init__(self, analytic_entropy=False):
-        if not isinstance(analytic_entropy, bool):
-            raise TypeError(f"`analytic_entropy` must be a bool. Received: {analytic_entropy!r}")
+        if not isinstance(analytic_entropy, (bool, np.bool_)):
+            raise TypeError(
+                "`analytic_entropy` must be a bool. "
+                f"Received: analytic_entropy={analytic_entropy!r}"
+            )
+        analytic_entropy = bool(analytic_entropy)
         self._analytic_entropy = analytic_entropy
 
     @property
@@ -71,24 +76,13 @@ class Reparameterization(GradientEstimator):
             )
         return result
 
-    def _objective(
-        self,
-        target_log_prob_fn,
-        surrogate_posterior,
-        sample_size,
-        importance_sample_size,
-        seed,
-        discrepancy_fn,
-    ):
+    def _objective(self, inputs):
+        pathwise = lw.pathwise_log_weights(inputs)
         if self._analytic_entropy:
-            samples = lw.sample(surrogate_posterior, sample_size, 1, seed)
-            target_lp = structure.call_target(target_log_prob_fn, samples)
-            value = target_lp + surrogate_posterior.entropy()
+            # `log p(x, z) + H[q]`: the Monte Carlo `-log q(z)` replaced by its expectation.
+            value = pathwise.target_log_prob[:, 0] + inputs.surrogate_posterior.entropy()
         else:
-            _, log_weights = lw.pathwise_log_weights(
-                target_log_prob_fn, surrogate_posterior, sample_size, 1, seed
-            )
-            value = -discrepancy_fn(log_weights[:, 0])
+            value = -inputs.discrepancy_fn(pathwise.log_weights[:, 0])
         # Value and gradient coincide: this is the plain objective.
         return value, value
 
@@ -117,7 +111,8 @@ class STL(GradientEstimator):
     The model parameters `θ` keep their ordinary gradient, and only `q`'s direct
     (score) term is dropped, so a decoder inside the target is handled too; the
     gradient takes one backward pass through the target
-    (`tfp_gradest._util.log_weights.path_weighted_surrogate`).
+    (`tfp_gradest._util.log_weights.path_weighted_surrogate`), like the
+    reparameterisation gradient itself.
 
     #### References
 
@@ -126,24 +121,16 @@ class STL(GradientEstimator):
         https://arxiv.org/abs/1703.09194
     """
 
+    data_path = "path_weighted_surrogate"
     max_importance_sample_size = 1
 
-    def _objective(
-        self,
-        target_log_prob_fn,
-        surrogate_posterior,
-        sample_size,
-        importance_sample_size,
-        seed,
-        discrepancy_fn,
-    ):
-        del discrepancy_fn  # validated to be the reverse KL
-        samples = lw.sample(surrogate_posterior, sample_size, 1, seed)
-        terms = lw.log_weight_terms(
-            target_log_prob_fn, surrogate_posterior, samples, sample_size, 1
+    def _objective(self, inputs):
+        # `inputs.discrepancy_fn` is validated to be the reverse KL. At K = 1 the normalised weight is 1 (0 for a sample of zero target
+        # density), so c = a = w̃ gives `log p̃ + log ŵ`: IWAE-DReG at K = 1.
+        log_weights, surrogate = lw.path_weighted_surrogate(
+            inputs, lambda log_w: (normalized_weights(log_w),) * 2
         )
-        surrogate = terms.target_log_prob + terms.path_log_weights
-        return terms.log_weights[:, 0], surrogate[:, 0]
+        return log_weights[:, 0], surrogate
 
     def __repr__(self):
         return "STL()"

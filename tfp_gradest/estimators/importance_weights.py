@@ -2,36 +2,115 @@
 
 import tensorflow as tf
 
-from tfp_gradest._util.log_weights import weighted_sum
+__all__ = [
+    "leave_one_out_logsumexp",
+    "leave_one_out_mean",
+    "log_mean_exp",
+    "normalized_weights",
+    "weighted_sum",
+]
 
-__all__ = ["leave_one_out_log_weights", "log_mean_exp", "normalized_weights", "weighted_sum"]
+
+_MINUS_INF = -float("inf")
+
+
+def _all_zero_weight(log_weights, axis):
+    # NaN == -inf is False, so a NaN never counts as a zero weight.
+    return tf.reduce_all(tf.equal(log_weights, _MINUS_INF), axis=axis, keepdims=True)
 
 
 def log_mean_exp(log_weights, axis=1):
-    """`log (1/K) Σ_k exp(log w_k)` over `axis`, stable for log-weights of any size."""
+    """`log (1/K) Σ_k exp(log w_k)` over `axis`, stable for log-weights of any size.
+
+    Where every `log w_k` is `-inf` the result is `-inf` with zero gradient
+    (the plain log-sum-exp's gradient there is `0 / 0 = NaN`).
+    """
     k = tf.cast(tf.shape(log_weights)[axis], log_weights.dtype)
-    return tf.reduce_logsumexp(log_weights, axis=axis) - tf.math.log(k)
+    all_zero = _all_zero_weight(log_weights, axis)
+    safe = tf.where(all_zero, tf.zeros_like(log_weights), log_weights)
+    value = tf.reduce_logsumexp(safe, axis=axis) - tf.math.log(k)
+    return tf.where(
+        tf.squeeze(all_zero, axis), tf.constant(_MINUS_INF, log_weights.dtype), value
+    )
 
 
 def normalized_weights(log_weights, axis=1):
-    """`w̃ = stop(softmax(log w))`: self-normalised importance weights, gradient stopped."""
-    return tf.stop_gradient(tf.nn.softmax(log_weights, axis=axis))
+    """`w̃ = stop(softmax(log w))`: self-normalised importance weights, gradient stopped.
 
-
-def leave_one_out_log_weights(log_weights, fill=None):
-    """`[S, K] + batch` -> `[S, K, K] + batch`: row `i` holds `log w_j`, with entry `j = i` replaced.
-
-    The replaced entry is `-inf` (leaving sample `i` out) or `fill[:, i]`.
+    Where every `log w_k` is `-inf` (no sample has target density) the weights
+    are 0, not softmax's `0 / 0 = NaN`: those samples contribute nothing.
     """
-    k = log_weights.shape[1]
-    batch_rank = log_weights.shape.rank - 2
-    eye = tf.reshape(tf.eye(k, dtype=tf.bool), [1, k, k] + [1] * batch_rank)
-    rows = tf.broadcast_to(
-        log_weights[:, tf.newaxis],
-        tf.concat([tf.shape(log_weights)[:1], [k], tf.shape(log_weights)[1:]], 0),
+    log_weights = tf.stop_gradient(log_weights)
+    return tf.where(
+        _all_zero_weight(log_weights, axis),
+        tf.zeros_like(log_weights),
+        tf.nn.softmax(log_weights, axis=axis),
     )
-    if fill is None:
-        fill = tf.fill(tf.shape(rows), tf.constant(-float("inf"), log_weights.dtype))
-    else:
-        fill = tf.broadcast_to(fill[:, :, tf.newaxis], tf.shape(rows))
-    return tf.where(eye, fill, rows)
+
+
+def weighted_sum(coefficients, terms, axis=1):
+    """`Σ_k c_k t_k` over `axis`, where a zero coefficient contributes exactly 0.
+
+    A sample with `log w = -inf` has weight 0 but may have `t = -inf`; plain
+    multiplication would give `0 * inf = NaN` in the value and the gradient. A
+    NaN coefficient (from a NaN target) is not zero and propagates.
+    """
+    products = tf.where(coefficients != 0, coefficients * terms, tf.zeros_like(terms))
+    return tf.reduce_sum(products, axis=axis)
+
+
+def leave_one_out_logsumexp(log_weights, axis=1):
+    """`log Σ_{j≠k} exp(x_j)` for every `k`: same shape as `log_weights`, memory linear in `K`.
+
+    With `m = max_j x_j`, attained at `j*`, and `T = Σ_j exp(x_j - m)`:
+
+    ```none
+    k ≠ j*:  log Σ_{j≠k} e^{x_j} = m + log(T - e^{x_k - m})    (T - e^{x_k - m} ≥ 1: j* stays in)
+    k = j*:  log Σ_{j≠j*} e^{x_j}  = reduce_logsumexp(x with x_{j*} = -inf)
+    ```
+
+    The subtraction loses at most a factor 2 in relative precision (for
+    `k ≠ j*`, `e^{x_k} ≤ e^{x_{j*}}`, so at most half of `T` is removed); the one
+    row where it could cancel catastrophically, `k = j*`, is a separate
+    reduction. No `[K, K]` tensor is formed (VIMCO and JVI at `K = 10⁵` need
+    `O(K)` memory). A `-inf` entry is left out exactly; where every other entry
+    is `-inf` the result is `-inf`.
+    """
+    x = log_weights
+    k = tf.shape(x)[axis]
+    is_max = tf.one_hot(tf.argmax(x, axis=axis), k, on_value=True, off_value=False, axis=axis)
+    without_max = tf.reduce_logsumexp(
+        tf.where(is_max, tf.constant(-float("inf"), x.dtype), x), axis=axis, keepdims=True
+    )
+    shift = tf.stop_gradient(tf.reduce_max(x, axis=axis, keepdims=True))
+    shift = tf.where(tf.math.is_finite(shift), shift, tf.zeros_like(shift))
+    scaled = tf.exp(x - shift)
+    rest = tf.reduce_sum(scaled, axis=axis, keepdims=True) - scaled
+    # At the arg max `rest` can be 0; it is not used there, but log(0) would turn
+    # the zero cotangent tf.where sends it into NaN, so feed log a 1 instead.
+    rest = tf.where(is_max, tf.ones_like(rest), rest)
+    return tf.where(is_max, without_max, shift + tf.math.log(rest))
+
+
+def leave_one_out_mean(log_weights, axis=1):
+    """`mean_{j≠k} x_j` for every `k` (`K ≥ 2`), memory linear in `K`.
+
+    `(Σ_j x_j - x_k) / (K - 1)`, computed about the mean of the finite entries
+    so that the subtraction loses no precision to a large common offset. A
+    `-inf` entry makes every mean that includes it `-inf`, and the mean that
+    leaves it out finite (plain `Σ - x_k` would give `-inf - -inf = NaN` there).
+    """
+    x = log_weights
+    is_neg_inf = tf.equal(x, tf.constant(-float("inf"), x.dtype))
+    finite = tf.where(is_neg_inf, tf.zeros_like(x), x)
+    count = tf.cast(tf.shape(x)[axis], x.dtype)
+    num_finite = tf.reduce_sum(tf.cast(~is_neg_inf, x.dtype), axis=axis, keepdims=True)
+    center = tf.stop_gradient(
+        tf.math.divide_no_nan(tf.reduce_sum(finite, axis=axis, keepdims=True), num_finite)
+    )
+    centered = tf.where(is_neg_inf, tf.zeros_like(x), x - center)
+    mean = center + (tf.reduce_sum(centered, axis=axis, keepdims=True) - centered) / (count - 1.0)
+    others_neg_inf = tf.reduce_sum(tf.cast(is_neg_inf, tf.int32), axis, keepdims=True) - tf.cast(
+        is_neg_inf, tf.int32
+    )
+    return tf.where(others_neg_inf > 0, tf.constant(-float("inf"), x.dtype), mean)

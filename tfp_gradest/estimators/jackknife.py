@@ -5,7 +5,7 @@ import tensorflow as tf
 from tfp_gradest._util import log_weights as lw
 from tfp_gradest.estimators.base import GradientEstimator, register
 from tfp_gradest.estimators.importance_weights import (
-    leave_one_out_log_weights,
+    leave_one_out_logsumexp,
     log_mean_exp,
     normalized_weights,
     weighted_sum,
@@ -14,13 +14,22 @@ from tfp_gradest.estimators.importance_weights import (
 __all__ = ["JVI", "JVIDReG"]
 
 
-def _leave_one_out_bounds(held_out_log_weights):
-    """`L_{K-1}^{(-i)} = log (1/(K-1)) Σ_{j≠i} w_j` for each row `i` of `leave_one_out_log_weights`.
+def _leave_one_out_bounds(log_weights):
+    """`L_{K-1}^{(-i)} = log (1/(K-1)) Σ_{j≠i} w_j` for each `i`: `[S, K] + batch`, O(K) memory."""
+    k = tf.cast(tf.shape(log_weights)[1], log_weights.dtype)
+    return leave_one_out_logsumexp(log_weights) - tf.math.log(k - 1.0)
 
-    The `-inf` entry of row `i` adds nothing to the sum, so only the divisor changes.
+
+def _held_out_weight_sums(log_weights, power):
+    """`Σ_{i≠j} (w̃_j^{(-i)})^power` for each `j`, with `w̃^{(-i)} = softmax_{l≠i} log w`.
+
+    Swapping the sums of `Σ_i Σ_{j≠i} (w_j / Z_i)^p t_j` (`Z_i = Σ_{l≠i} w_l`) gives
+    `Σ_j w_j^p (Σ_{i≠j} Z_i^{-p}) t_j`: two leave-one-out log-sum-exps instead of a
+    `[K, K]` matrix of held-out weights. Gradient stopped, as `normalized_weights`.
     """
-    k = tf.cast(tf.shape(held_out_log_weights)[2], held_out_log_weights.dtype)
-    return tf.reduce_logsumexp(held_out_log_weights, axis=2) - tf.math.log(k - 1.0)
+    log_weights = tf.stop_gradient(log_weights)
+    log_z = leave_one_out_logsumexp(log_weights)
+    return tf.exp(power * log_weights + leave_one_out_logsumexp(-power * log_z))
 
 
 def _jackknife(full, leave_one_out_terms, k):
@@ -62,20 +71,10 @@ class JVI(_JackknifeBase):
         https://openreview.net/forum?id=HyZoi-WRb
     """
 
-    def _objective(
-        self,
-        target_log_prob_fn,
-        surrogate_posterior,
-        sample_size,
-        importance_sample_size,
-        seed,
-        discrepancy_fn,
-    ):
-        _, log_weights = lw.pathwise_log_weights(
-            target_log_prob_fn, surrogate_posterior, sample_size, importance_sample_size, seed
-        )
-        held_out = _leave_one_out_bounds(leave_one_out_log_weights(log_weights))
-        value = _jackknife(log_mean_exp(log_weights), held_out, importance_sample_size)
+    def _objective(self, inputs):
+        log_weights = lw.pathwise_log_weights(inputs).log_weights
+        held_out = _leave_one_out_bounds(log_weights)
+        value = _jackknife(log_mean_exp(log_weights), held_out, inputs.importance_sample_size)
         return value, value
 
 
@@ -92,34 +91,21 @@ class JVIDReG(_JackknifeBase):
     surrogate is unbiased, so the combination is unbiased for `∇ E[L_JVI]`.
     """
 
-    def _objective(
-        self,
-        target_log_prob_fn,
-        surrogate_posterior,
-        sample_size,
-        importance_sample_size,
-        seed,
-        discrepancy_fn,
-    ):
-        k = importance_sample_size
-        samples = lw.sample(surrogate_posterior, sample_size, k, seed)
-        terms = lw.log_weight_terms(
-            target_log_prob_fn, surrogate_posterior, samples, sample_size, k
-        )
+    data_path = "log_weight_terms"
+
+    def _objective(self, inputs):
+        k = inputs.importance_sample_size
+        terms = lw.log_weight_terms(inputs)
         log_w = terms.log_weights
 
-        def dreg_surrogate(weights, axis):
-            target = terms.target_log_prob if axis == 1 else terms.target_log_prob[:, tf.newaxis]
-            path = terms.path_log_weights if axis == 1 else terms.path_log_weights[:, tf.newaxis]
-            return weighted_sum(weights, target, axis) + weighted_sum(
-                tf.square(weights), path, axis
-            )
-
-        held_out_log_w = leave_one_out_log_weights(log_w)
-        value = _jackknife(log_mean_exp(log_w), _leave_one_out_bounds(held_out_log_w), k)
-        surrogate = _jackknife(
-            dreg_surrogate(normalized_weights(log_w), axis=1),
-            dreg_surrogate(normalized_weights(held_out_log_w, axis=2), axis=2),
-            k,
+        value = _jackknife(log_mean_exp(log_w), _leave_one_out_bounds(log_w), k)
+        full = normalized_weights(log_w)
+        full_surrogate = weighted_sum(full, terms.target_log_prob) + weighted_sum(
+            tf.square(full), terms.path_log_weights
         )
+        # Σ_i s^{(-i)}, regrouped by sample j (see _held_out_weight_sums).
+        held_out = weighted_sum(
+            _held_out_weight_sums(log_w, 1.0), terms.target_log_prob
+        ) + weighted_sum(_held_out_weight_sums(log_w, 2.0), terms.path_log_weights)
+        surrogate = _jackknife(full_surrogate, held_out[:, tf.newaxis], k)
         return value, surrogate

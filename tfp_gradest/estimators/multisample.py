@@ -35,10 +35,12 @@ The value of every estimator here is the IWAE bound `log (1/K) Σ_k w_k`.
     https://arxiv.org/abs/1406.2751
 """
 
+import abc
+
 import tensorflow as tf
 
 from tfp_gradest._util import log_weights as lw
-from tfp_gradest.estimators.base import GradientEstimator, register
+from tfp_gradest.estimators.base import GradientEstimator, check_real, register
 from tfp_gradest.estimators.importance_weights import log_mean_exp, normalized_weights, weighted_sum
 
 __all__ = ["IWAE", "IWAEDReG", "RWS", "RWSDReG", "DReG", "IWAESTL", "ImportanceWeightedEstimator"]
@@ -58,77 +60,31 @@ class IWAE(GradientEstimator):
     φ-gradient's signal-to-noise ratio decays like `1/√K` (Rainforth et al. 2018).
     """
 
-    def _objective(
-        self,
-        target_log_prob_fn,
-        surrogate_posterior,
-        sample_size,
-        importance_sample_size,
-        seed,
-        discrepancy_fn,
-    ):
-        _, log_weights = lw.pathwise_log_weights(
-            target_log_prob_fn, surrogate_posterior, sample_size, importance_sample_size, seed
-        )
-        value = log_mean_exp(log_weights)
+    def _objective(self, inputs):
+        value = log_mean_exp(lw.pathwise_log_weights(inputs).log_weights)
         return value, value
 
 
 class ImportanceWeightedEstimator(GradientEstimator):
-    """Base of the surrogates `Σ_k w̃ log p̃ + a(w̃) log ŵ + b(w̃) log q̃` (see the module docstring).
+    """Base of the surrogates `Σ_k w̃ log p̃ + a(w̃) log ŵ` (the `b = 0` rows of the module's table).
 
-    Subclasses define `_path_coefficient(w̃)` and `_score_coefficient(w̃)`,
-    returning `None` for a term that is absent.
+    A subclass defines `_path_coefficient(w̃) -> a(w̃)`; the gradient then takes
+    one backward pass through the target (`path_weighted_surrogate`).
     """
 
+    data_path = "path_weighted_surrogate"
+
+    @abc.abstractmethod
     def _path_coefficient(self, weights):
-        return None
+        """`a(w̃)`, the weight of each sample's path term; zero where `w̃` is zero."""
 
-    def _score_coefficient(self, weights):
-        return None
+    def _coefficients(self, log_weights):
+        weights = normalized_weights(log_weights)
+        return weights, self._path_coefficient(weights)
 
-    def _objective(
-        self,
-        target_log_prob_fn,
-        surrogate_posterior,
-        sample_size,
-        importance_sample_size,
-        seed,
-        discrepancy_fn,
-    ):
-        samples = lw.sample(surrogate_posterior, sample_size, importance_sample_size, seed)
-        if self._score_coefficient(tf.zeros([])) is None:
-            # No score term: one backward pass through the target (see path_weighted_surrogate).
-            def coefficients(log_weights):
-                weights = normalized_weights(log_weights)
-                return weights, self._path_coefficient(weights)
-
-            log_weights, surrogate = lw.path_weighted_surrogate(
-                target_log_prob_fn,
-                surrogate_posterior,
-                samples,
-                sample_size,
-                importance_sample_size,
-                coefficients,
-            )
-            return log_mean_exp(log_weights), surrogate
-        terms = lw.log_weight_terms(
-            target_log_prob_fn,
-            surrogate_posterior,
-            samples,
-            sample_size,
-            importance_sample_size,
-            with_path=self.requires_reparameterization,
-        )
-        weights = normalized_weights(terms.log_weights)
-        surrogate = weighted_sum(weights, terms.target_log_prob)
-        path = self._path_coefficient(weights)
-        if path is not None:
-            surrogate += weighted_sum(path, terms.path_log_weights)
-        score = self._score_coefficient(weights)
-        if score is not None:
-            surrogate += weighted_sum(score, terms.surrogate_log_prob)
-        return log_mean_exp(terms.log_weights), surrogate
+    def _objective(self, inputs):
+        log_weights, surrogate = lw.path_weighted_surrogate(inputs, self._coefficients)
+        return log_mean_exp(log_weights), surrogate
 
 
 @register("iwae_dreg")
@@ -148,18 +104,28 @@ class IWAEDReG(ImportanceWeightedEstimator):
 
 
 @register("rws")
-class RWS(ImportanceWeightedEstimator):
+class RWS(GradientEstimator):
     """Reweighted wake-sleep, wake-φ update: `∇_φ ≈ Σ_k w̃_k ∇_φ log q_φ(z_k)`.
+
+    The `a = 0, b = +w̃` row of the module's table:
+
+    ```none
+    s = Σ_k w̃_k log p̃(x, z_k) + w̃_k log q̃(z_k)
+    ```
 
     Fits `q` towards the posterior in the inclusive KL, `KL(p(z|x) || q)`; needs
     no reparameterisation (works for discrete latents). `θ` gets the IWAE
     gradient. The loss value is the negative IWAE bound.
     """
 
+    data_path = "log_weight_terms"
     requires_reparameterization = False
 
-    def _score_coefficient(self, weights):
-        return weights
+    def _objective(self, inputs):
+        terms = lw.log_weight_terms(inputs, with_path=False)
+        weights = normalized_weights(terms.log_weights)
+        surrogate = weighted_sum(weights, terms.target_log_prob + terms.surrogate_log_prob)
+        return log_mean_exp(terms.log_weights), surrogate
 
 
 @register("rws_dreg")
@@ -181,10 +147,7 @@ class DReG(ImportanceWeightedEstimator):
     """
 
     def __init__(self, alpha=0.0):
-        alpha = float(alpha)
-        if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"`alpha` must be in [0, 1]. Received: alpha={alpha}")
-        self._alpha = alpha
+        self._alpha = check_real(alpha, "alpha", 0.0, 1.0)
 
     @property
     def alpha(self):

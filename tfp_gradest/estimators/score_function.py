@@ -5,7 +5,7 @@ import tensorflow_probability as tfp
 
 from tfp_gradest._util import log_weights as lw
 from tfp_gradest._util import structure
-from tfp_gradest.estimators.base import GradientEstimator, register
+from tfp_gradest.estimators.base import GradientEstimator, check_real, register
 
 __all__ = ["ScoreFunction"]
 
@@ -71,20 +71,23 @@ class ScoreFunction(GradientEstimator):
     max_importance_sample_size = 1
 
     def __init__(self, baseline=None, reparameterized_parts="score", decay=0.9):
-        if baseline not in _BASELINES:
+        if not (baseline is None or isinstance(baseline, str)) or baseline not in _BASELINES:
             raise ValueError(
                 f"`baseline` must be one of {_BASELINES}. Received: baseline={baseline!r}"
             )
-        if reparameterized_parts not in _PART_MODES:
+        if not isinstance(reparameterized_parts, str) or reparameterized_parts not in _PART_MODES:
             raise ValueError(
                 f"`reparameterized_parts` must be one of {_PART_MODES}. "
                 f"Received: reparameterized_parts={reparameterized_parts!r}"
             )
-        if not 0.0 <= decay < 1.0:
-            raise ValueError(f"`decay` must be in [0, 1). Received: decay={decay!r}")
+        self._decay = check_real(decay, "decay", 0.0, 1.0, high_inclusive=False)
         self._baseline = baseline
         self._reparameterized_parts = reparameterized_parts
-        self._decay = float(decay)
+        # Flags decided by the arguments (see `GradientEstimator`).
+        self.min_sample_size = 2 if baseline == "leave_one_out" else 1
+        self.data_path = (
+            "pathwise_log_weights" if reparameterized_parts == "pathwise" else "log_weight_terms"
+        )
         if baseline == "moving_average":
             # Kept in float64 whatever the model's dtype; cast on use.
             self._average = tf.Variable(
@@ -102,26 +105,20 @@ class ScoreFunction(GradientEstimator):
     def reparameterized_parts(self):
         return self._reparameterized_parts
 
-    def _min_sample_size(self):
-        return 2 if self._baseline == "leave_one_out" else 1
-
-    def _objective(
-        self,
-        target_log_prob_fn,
-        surrogate_posterior,
-        sample_size,
-        importance_sample_size,
-        seed,
-        discrepancy_fn,
-    ):
-        samples = lw.sample(surrogate_posterior, sample_size, 1, seed)
-        pathwise = self._reparameterized_parts == "pathwise"
-        if not pathwise:
-            samples = structure.stop_gradient(samples)
-        surrogate_lp = surrogate_posterior.log_prob(samples)
-        f = -discrepancy_fn(structure.call_target(target_log_prob_fn, samples) - surrogate_lp)
-        score_lp = self._score_log_prob(surrogate_posterior, samples) if pathwise else surrogate_lp
+    def _objective(self, inputs):
+        if self.data_path == "pathwise_log_weights":
+            pathwise = lw.pathwise_log_weights(inputs)
+            log_weights = pathwise.log_weights[:, 0]
+            score_lp = self._score_log_prob(inputs.surrogate_posterior, pathwise.samples)
+        else:
+            terms = lw.log_weight_terms(inputs, with_path=False)
+            log_weights, score_lp = terms.log_weights[:, 0], terms.surrogate_log_prob[:, 0]
+        f = -inputs.discrepancy_fn(log_weights)
         advantage = tf.stop_gradient(f - self._baseline_value(f))
+        # An infinite advantage (a sample, or a baseline, of zero target density)
+        # has no finite score term: the objective is then -inf and the loss
+        # +inf, and the term is dropped so the gradient stays finite. NaN passes.
+        advantage = tf.where(tf.math.is_inf(advantage), tf.zeros_like(advantage), advantage)
         return f, advantage * score_lp + f
 
     def _score_log_prob(self, surrogate_posterior, samples):
@@ -144,10 +141,14 @@ class ScoreFunction(GradientEstimator):
         # Moving average: the baseline uses earlier calls only, then absorbs this one.
         previous = tf.math.divide_no_nan(self._average, 1.0 - self._decay_power)
         mean_f = tf.cast(tf.reduce_mean(tf.stop_gradient(f)), tf.float64)
+        # A non-finite mean (a zero-density sample) would poison every later call: skip it.
+        finite = tf.math.is_finite(mean_f)
+        decay = tf.where(finite, tf.constant(self._decay, tf.float64), 1.0)
+        mean_f = tf.where(finite, mean_f, 0.0)
         with tf.control_dependencies([previous]):
             update = tf.group(
-                self._average.assign(self._decay * self._average + (1.0 - self._decay) * mean_f),
-                self._decay_power.assign(self._decay_power * self._decay),
+                self._average.assign(decay * self._average + (1.0 - decay) * mean_f),
+                self._decay_power.assign(self._decay_power * decay),
             )
         with tf.control_dependencies([update]):
             return tf.cast(tf.identity(previous), f.dtype) * tf.ones_like(f)

@@ -5,7 +5,8 @@ import tensorflow as tf
 from tfp_gradest._util import log_weights as lw
 from tfp_gradest.estimators.base import GradientEstimator, register
 from tfp_gradest.estimators.importance_weights import (
-    leave_one_out_log_weights,
+    leave_one_out_logsumexp,
+    leave_one_out_mean,
     log_mean_exp,
     weighted_sum,
 )
@@ -36,29 +37,20 @@ class VIMCO(GradientEstimator):
         ICML 2016. https://arxiv.org/abs/1602.06725
     """
 
+    data_path = "log_weight_terms"
     requires_reparameterization = False
     min_importance_sample_size = 2
 
-    def _objective(
-        self,
-        target_log_prob_fn,
-        surrogate_posterior,
-        sample_size,
-        importance_sample_size,
-        seed,
-        discrepancy_fn,
-    ):
-        k = importance_sample_size
-        samples = lw.sample(surrogate_posterior, sample_size, k, seed)
-        terms = lw.log_weight_terms(
-            target_log_prob_fn, surrogate_posterior, samples, sample_size, k, with_path=False
-        )
+    def _objective(self, inputs):
+        k = inputs.importance_sample_size
+        terms = lw.log_weight_terms(inputs, with_path=False)
         value = log_mean_exp(terms.log_weights)
         log_w = tf.stop_gradient(terms.log_weights)
-        # mean_{j≠k} log w_j, summed with the diagonal zeroed rather than as
-        # `sum - log w_k`, which is NaN when log w_k = -inf.
-        others = leave_one_out_log_weights(log_w, fill=tf.zeros_like(log_w))
-        mean_of_others = tf.reduce_sum(others, axis=2) / (k - 1.0)
-        baseline = log_mean_exp(leave_one_out_log_weights(log_w, fill=mean_of_others), axis=2)
+        # L̂^{(-k)}: the others' log-sum-exp plus the geometric mean of the others,
+        # each in O(K) memory (no [K, K] tensor; see leave_one_out_logsumexp).
+        replacement = leave_one_out_mean(log_w)
+        baseline = tf.reduce_logsumexp(
+            tf.stack([leave_one_out_logsumexp(log_w), replacement], axis=-1), axis=-1
+        ) - tf.math.log(tf.cast(k, log_w.dtype))
         signal = tf.stop_gradient(log_mean_exp(log_w)[:, tf.newaxis] - baseline)
         return value, weighted_sum(signal, terms.surrogate_log_prob) + value
