@@ -304,3 +304,140 @@ def test_save_and_load_keep_live_settings_as_plain_values(tmp_path):
         assert clone.get_config() == layer.get_config()
         assert clone.kl_weight == 0.125 and clone.inference_mode == "mean"
     np.testing.assert_array_equal(model.predict(x, verbose=0), restored.predict(x, verbose=0))
+
+
+# --- shapes, dtypes and Keras's conv arguments -----------------------------------------
+
+
+@pytest.mark.parametrize("layer_name,estimator", CASES)
+def test_every_layer_and_estimator_differentiates_eagerly(layer_name, estimator):
+    # Conv3D's eager gradient needs `data_format` passed to tf.nn.convolution.
+    make, shape = LAYERS[layer_name]
+    layer = make(gradient_estimator=estimator, seed=1)
+    x = tf.constant(np.random.default_rng(0).normal(size=shape), tf.float32)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(tf.sin(layer(x, training=True))) + tf.add_n(layer.losses)
+    grads = tape.gradient(loss, layer.trainable_variables)
+    assert all(g is not None and np.all(np.isfinite(g)) for g in grads)
+
+
+@pytest.mark.parametrize("estimator", ["reparameterization", "flipout", "r2g2"])
+def test_dense_on_sequences_is_a_width_one_convolution(estimator):
+    """`[B, T, D]` inputs: same outputs and gradients as Conv1D with kernel_size 1 and the same noise.
+
+    For R2-G2 this pins per-example conditioning on all T rows of an example
+    (T = 3 < D + 1 = 6, so the solve runs), the conv path's tested semantics.
+    """
+    x = tf.constant(np.random.default_rng(0).normal(size=(4, 3, 5)), tf.float32)
+    kw = dict(gradient_estimator=estimator, seed=3, initial_posterior_scale=0.5)
+    dense = tge.layers.DenseReparameterization(2, **kw)
+    conv = tge.layers.Conv1DReparameterization(2, 1, **kw)
+    dense.build(x.shape), conv.build(x.shape)
+    for a, b in zip(conv.weights, dense.weights):
+        a.assign(tf.reshape(b, a.shape))
+    results = []
+    for layer in (dense, conv):
+        with tf.GradientTape() as tape:
+            y = layer(x, training=True)
+            loss = tf.reduce_sum(tf.sin(3.0 * tf.reduce_sum(y, axis=1)) ** 2)  # mixes the rows
+        grads = tape.gradient(loss, layer.trainable_weights)
+        results.append([y] + [tf.reshape(g, v.shape) for g, v in zip(grads, dense.weights)])
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    assert dense.compute_output_shape((None, 3, 5)) == (None, 3, 2)
+
+
+def test_dense_refuses_local_reparameterization_on_sequences():
+    layer = tge.layers.DenseReparameterization(2, gradient_estimator="local_reparameterization")
+    with pytest.raises(ValueError, match="its own weights"):
+        layer(tf.ones([2, 3, 4]))
+
+
+@pytest.mark.parametrize("dtype", ["float64", "int32", "int64"])
+def test_dense_casts_inputs_to_its_compute_dtype_like_keras(dtype):
+    x = np.arange(8).reshape(2, 4).astype(dtype)
+    for call in (lambda layer, x: layer(x), lambda layer, x: layer.call(tf.constant(x))):
+        layer = tge.layers.DenseReparameterization(3)
+        layer.build((None, 4))
+        assert call(layer, x).dtype == keras.layers.Dense(3)(x).dtype == tf.float32
+
+
+def test_numpy_integers_are_accepted_like_keras():
+    layer = tge.layers.DenseReparameterization(np.int64(4))
+    assert layer.get_config()["units"] == 4 and type(layer.units) is int
+    conv = tge.layers.Conv2DReparameterization(np.int64(4), np.int32(3), strides=(np.int64(1), 1))
+    assert conv.get_config()["filters"] == 4 and conv.kernel_size == (3, 3)
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(strides=2, dilation_rate=2), "dilation_rate"),
+        (dict(padding="full"), "padding"),
+        (dict(padding="causal"), "causal"),  # 1-d only, as in Keras
+        (dict(groups=3), "groups"),  # 4 filters
+        (dict(groups=0), "groups"),
+    ],
+)
+def test_bad_conv_arguments_are_refused_at_construction(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        tge.layers.Conv2DReparameterization(4, 3, **kwargs)
+
+
+def test_input_smaller_than_the_kernel_is_a_clear_error_at_build():
+    layer = tge.layers.Conv2DReparameterization(4, 5)
+    with pytest.raises(ValueError, match=r"input_shape=\(None, 4, 8, 1\).*kernel_size=\(5, 5\)"):
+        layer.build((None, 4, 8, 1))
+    with pytest.raises(ValueError, match="groups=2"):
+        tge.layers.Conv2DReparameterization(4, 3, groups=2).build((None, 8, 8, 3))
+
+
+def _posterior_means_conv(keras_layer, layer, x):
+    """The Keras layer with the Bayesian layer's posterior means as its weights."""
+    keras_layer.build(x.shape)
+    keras_layer.set_weights([layer.kernel_loc.numpy(), layer.bias_loc.numpy()])
+    return keras_layer(x)
+
+
+@pytest.mark.parametrize("estimator", ["reparameterization", "flipout", "r2g2"])
+@pytest.mark.parametrize(
+    "make,keras_layer,shape",
+    [
+        (
+            lambda **kw: tge.layers.Conv1DReparameterization(4, 3, padding="causal", dilation_rate=2, **kw),
+            lambda: keras.layers.Conv1D(4, 3, padding="causal", dilation_rate=2),
+            (2, 7, 3),
+        ),
+        (
+            # 4 output positions < 19 weights per filter: R2-G2 solves.
+            lambda **kw: tge.layers.Conv2DReparameterization(6, 3, strides=2, groups=2, padding="SAME", **kw),
+            lambda: keras.layers.Conv2D(6, 3, strides=2, groups=2, padding="same"),
+            (2, 4, 4, 4),
+        ),
+    ],
+    ids=["causal", "groups"],
+)  # fmt: skip
+def test_causal_padding_and_groups_match_keras(make, keras_layer, shape, estimator):
+    """Posterior means equal Keras's layer; samples with a negligible scale too (every estimator)."""
+    x = tf.constant(np.random.default_rng(0).normal(size=shape), tf.float32)
+    mean_layer = make(gradient_estimator=estimator, inference_mode="mean", seed=1)
+    mean_layer.build(x.shape)
+    expected = _posterior_means_conv(keras_layer(), mean_layer, x)
+    np.testing.assert_allclose(mean_layer(x), expected, rtol=1e-5, atol=1e-5)
+    # With σ = 1e-6 a sample is the mean up to ~1e-5: catches misplaced groups or padding.
+    sampling = make(gradient_estimator=estimator, initial_posterior_scale=1e-6, seed=1)
+    sampling.build(x.shape)
+    for a, b in zip(sampling.weights, mean_layer.weights):
+        a.assign(b) if "loc" in a.name else None
+
+    @tf.function(jit_compile=estimator == "r2g2")  # XLA where it costs most (compile time)
+    def step(x):
+        with tf.GradientTape() as tape:
+            y = sampling(x, training=True)
+            loss = tf.reduce_sum(tf.sin(y))
+        return y, tape.gradient(loss, sampling.trainable_weights)
+
+    y, grads = step(x)
+    np.testing.assert_allclose(y, expected, atol=1e-4)
+    assert all(np.all(np.isfinite(g)) for g in grads)
+    assert sampling.compute_output_shape(shape) == tuple(y.shape)

@@ -178,8 +178,13 @@ class BayesianLayer(keras.layers.Layer):
         )
         return tf.cast(2 * bits - 1, dtype)
 
+    def _prepare_inputs(self, inputs):
+        """The inputs in the compute dtype (integers and other floats cast, like Keras's `Dense`)."""
+        inputs = tf.convert_to_tensor(inputs)
+        return inputs if inputs.dtype == self.compute_dtype else tf.cast(inputs, self.compute_dtype)
+
     def call(self, inputs, training=None):
-        inputs = tf.convert_to_tensor(inputs, self.compute_dtype)
+        inputs = self._prepare_inputs(inputs)
         linear_map = self._linear_map()
         kernel_loc = tf.convert_to_tensor(self.kernel_loc)
         bias_loc = tf.convert_to_tensor(self.bias_loc) if self.use_bias else None

@@ -1,22 +1,39 @@
 """Bayesian convolutions for Keras 3: one base class with a `rank`, thin 1-d/2-d/3-d classes."""
 
 import math
+import numbers
 
 import keras
+import numpy as np
+import tensorflow as tf
 
+from tfp_gradest.layers import estimators as layer_estimators
+from tfp_gradest.layers import settings
 from tfp_gradest.layers.base import BayesianLayer
 from tfp_gradest.r2g2 import ConvolutionMap
 
 __all__ = ["Conv1DReparameterization", "Conv2DReparameterization", "Conv3DReparameterization"]
 
 
+_PADDINGS = ("valid", "same", "causal")
+
+
+def _is_positive_int(value):
+    return (
+        isinstance(value, numbers.Integral)
+        and not isinstance(value, (bool, np.bool_))
+        and value > 0
+    )
+
+
 def _tuple(value, rank, name):
-    value = (value,) * rank if isinstance(value, int) else tuple(value)
-    if len(value) != rank or not all(isinstance(v, int) and v > 0 for v in value):
+    """A tuple of `rank` Python ints from an int or a sequence (NumPy integers accepted, like Keras)."""
+    value = (value,) * rank if isinstance(value, numbers.Integral) else tuple(value)
+    if len(value) != rank or not all(_is_positive_int(v) for v in value):
         raise ValueError(
             f"`{name}` must be a positive int or a tuple of {rank}. Received: {name}={value!r}"
         )
-    return value
+    return tuple(int(v) for v in value)
 
 
 class BayesianConv(BayesianLayer):
@@ -42,7 +59,17 @@ class BayesianConv(BayesianLayer):
       rank: Python `int`, spatial rank.
       filters: Python `int`.
       kernel_size, strides, dilation_rate: int or tuple of `rank` ints.
-      padding: `"valid"` or `"same"`.
+      padding: `"valid"`, `"same"` (any case, like Keras), or `"causal"` (1-d
+        only: left padding by `dilation_rate · (kernel_size - 1)` then
+        `"valid"`, so output `t` sees inputs up to `t`, as in
+        `keras.layers.Conv1D`; done on the inputs, so every estimator
+        supports it).
+      groups: Python `int` dividing the input channels and `filters`, as in
+        `keras.layers.Conv`: input channels and filters are split into
+        `groups` independent convolutions. The layer runs its estimator once
+        per group (each group is an independent Bayesian convolution, so this
+        is exact for every estimator, R2-G2 included; the cost grows with
+        `groups`). Default value: `1`.
       **kwargs: as for `DenseReparameterization` (estimator, prior, KL weight,
         posterior scale, conditioning and solver, inference mode, seed).
     """
@@ -57,6 +84,7 @@ class BayesianConv(BayesianLayer):
         strides=1,
         padding="valid",
         dilation_rate=1,
+        groups=1,
         data_format="channels_last",
         **kwargs,
     ):
@@ -65,16 +93,34 @@ class BayesianConv(BayesianLayer):
             raise ValueError(
                 f"Only data_format='channels_last' is supported. Received: data_format={data_format!r}"
             )
-        if not (isinstance(filters, int) and filters > 0):
-            raise ValueError(f"`filters` must be a positive integer. Received: filters={filters!r}")
-        if padding not in ("valid", "same"):
-            raise ValueError(f"`padding` must be 'valid' or 'same'. Received: padding={padding!r}")
-        self.rank, self.filters, self.padding = rank, filters, padding
+        self.filters = settings.check_positive_int("filters", filters)
+        self.groups = settings.check_positive_int("groups", groups)
+        if self.filters % self.groups:
+            raise ValueError(
+                f"`filters` must be a multiple of `groups`. Received: filters={filters}, groups={groups}"
+            )
+        normalized = padding.lower() if isinstance(padding, str) else padding
+        if normalized not in _PADDINGS or (normalized == "causal" and rank != 1):
+            raise ValueError(
+                "`padding` must be 'valid' or 'same' (any case), or 'causal' for 1-d "
+                f"convolutions. Received: padding={padding!r}"
+            )
+        self.rank, self.padding = rank, normalized
         self.kernel_size = _tuple(kernel_size, rank, "kernel_size")
         self.strides = _tuple(strides, rank, "strides")
         self.dilation_rate = _tuple(dilation_rate, rank, "dilation_rate")
+        if max(self.strides) > 1 and max(self.dilation_rate) > 1:
+            raise ValueError(
+                "`strides` > 1 is not supported together with `dilation_rate` > 1 (as in "
+                f"keras.layers.Conv). Received: strides={strides}, dilation_rate={dilation_rate}"
+            )
+        # Causal padding is done on the inputs (`_prepare_inputs`); the map then pads nothing.
         self._map = ConvolutionMap(
-            rank, self.kernel_size, self.strides, padding, self.dilation_rate
+            rank,
+            self.kernel_size,
+            self.strides,
+            "valid" if normalized == "causal" else normalized,
+            self.dilation_rate,
         )
 
     def build(self, input_shape):
@@ -82,8 +128,55 @@ class BayesianConv(BayesianLayer):
             raise ValueError(
                 f"{type(self).__name__} expects inputs of rank {self.rank + 2}. Received: input_shape={input_shape}"
             )
-        self._build_posterior((*self.kernel_size, input_shape[-1], self.filters), self.filters)
+        channels = input_shape[-1]
+        if channels is None or channels % self.groups:
+            raise ValueError(
+                f"{type(self).__name__}: the input channels must be known and a multiple of "
+                f"groups={self.groups}. Received: input_shape={input_shape}"
+            )
+        if self.padding == "valid":
+            for size, k, d in zip(input_shape[1:-1], self.kernel_size, self.dilation_rate):
+                if size is not None and size < d * (k - 1) + 1:
+                    raise ValueError(
+                        f"{type(self).__name__}: the input is smaller than the (dilated) kernel, so "
+                        "padding='valid' leaves no output. Use a smaller kernel_size, or "
+                        "padding='same'. Received: input_shape="
+                        f"{input_shape}, kernel_size={self.kernel_size}, "
+                        f"dilation_rate={self.dilation_rate}"
+                    )
+        kernel_shape = (*self.kernel_size, channels // self.groups, self.filters)
+        self._build_posterior(kernel_shape, self.filters)
         self._resolve_gradient_estimator(input_shape)
+
+    def _prepare_inputs(self, inputs):
+        inputs = super()._prepare_inputs(inputs)
+        if self.padding != "causal":
+            return inputs
+        left = self.dilation_rate[0] * (self.kernel_size[0] - 1)
+        return tf.pad(inputs, [[0, 0], [left, 0], [0, 0]])
+
+    def _sample_outputs(self, inputs, linear_map, kernel_loc, bias_loc):
+        if self.groups == 1:
+            return super()._sample_outputs(inputs, linear_map, kernel_loc, bias_loc)
+        # A grouped convolution is `groups` independent convolutions with independent
+        # weights: sampling each with the layer's estimator is exact for every estimator.
+        if self._resolved_estimator is None:
+            self._resolve_gradient_estimator(inputs.shape)
+        kernel_scale, bias_scale = self.posterior_scales()
+        inputs_per_group = tf.split(inputs, self.groups, axis=-1)
+        filters = self.filters // self.groups
+        outputs = []
+        for g, group_inputs in enumerate(inputs_per_group):
+            part = slice(g * filters, (g + 1) * filters)
+            posterior = layer_estimators.Posterior(
+                kernel_loc[..., part],
+                kernel_scale[..., part],
+                *((bias_loc[part], bias_scale[part]) if self.use_bias else ()),
+            )
+            outputs.append(
+                self._resolved_estimator.sample(self, group_inputs, linear_map, posterior)
+            )
+        return tf.concat(outputs, axis=-1)
 
     def _linear_map(self):
         return self._map
@@ -95,7 +188,7 @@ class BayesianConv(BayesianLayer):
         ):
             if size is None:
                 spatial.append(None)
-            elif self.padding == "same":
+            elif self.padding in ("same", "causal"):
                 spatial.append(math.ceil(size / s))
             else:
                 spatial.append((size - d * (k - 1) - 1) // s + 1)
@@ -108,6 +201,7 @@ class BayesianConv(BayesianLayer):
             "strides": self.strides,
             "padding": self.padding,
             "dilation_rate": self.dilation_rate,
+            "groups": self.groups,
         }
         return {**super().get_config(), **config}
 

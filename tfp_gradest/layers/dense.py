@@ -2,6 +2,7 @@
 
 import keras
 
+from tfp_gradest.layers import settings
 from tfp_gradest.layers.base import BayesianLayer
 from tfp_gradest.r2g2 import DenseMap
 
@@ -58,17 +59,24 @@ class DenseReparameterization(BayesianLayer):
 
     def __init__(self, units, **kwargs):
         super().__init__(**kwargs)
-        if not (isinstance(units, int) and units > 0):
-            raise ValueError(f"`units` must be a positive integer. Received: units={units!r}")
-        self.units = units
+        self.units = settings.check_positive_int("units", units)
 
     def build(self, input_shape):
-        if len(input_shape) != 2:
+        if len(input_shape) < 2 or input_shape[-1] is None:
             raise ValueError(
-                f"DenseReparameterization expects inputs of shape (batch, features). Received: input_shape={input_shape}"
+                "DenseReparameterization expects inputs of shape (batch, ..., features) with a "
+                f"known number of features. Received: input_shape={input_shape}"
             )
         self._build_posterior((input_shape[-1], self.units), self.units)
         self._resolve_gradient_estimator(input_shape)
+        if len(input_shape) > 2 and self.resolved_gradient_estimator == "local_reparameterization":
+            raise ValueError(
+                "gradient_estimator='local_reparameterization' samples every output row "
+                "independently, which for inputs of rank > 2 would give each position of an "
+                "example (e.g. each time step) its own weights: a different model from "
+                "keras.layers.Dense's shared weights. Use 'r2g2', 'flipout' or "
+                f"'reparameterization'. Received: input_shape={input_shape}"
+            )
 
     def _linear_map(self):
         return DenseMap()

@@ -12,16 +12,27 @@ __all__ = ["DenseMap", "ConvolutionMap"]
 
 
 class DenseMap:
-    """`h = x @ β` for `x` of shape `[B, D_in]` and `β` of shape `[D_in, F]`."""
+    """`h = x @ β` for `x` of shape `[B, ..., D_in]` and `β` of shape `[D_in, F]`.
+
+    Like `keras.layers.Dense`, inputs of rank > 2 (e.g. sequences `[B, T, D_in]`)
+    are mapped row by row with the same `β`. For R2-G2 an example's rows are its
+    positions (`P = T`, as for a convolution with a 1-wide kernel), so
+    per-example conditioning conditions on all of the example's
+    pre-activations: the rows share one weight sample, and the upstream
+    gradient of one row may depend on the others (a recurrent or attention
+    layer after this one).
+    """
 
     rank = 0
 
     def apply(self, inputs, kernel):
-        return tf.matmul(inputs, kernel)
+        if inputs.shape.rank == 2:
+            return tf.matmul(inputs, kernel)
+        return tf.einsum("...i,io->...o", inputs, kernel)
 
     def patches(self, inputs):
-        """`[B, 1, D_in]`."""
-        return inputs[:, tf.newaxis, :]
+        """`[B, P, D_in]`: `P = 1` for `[B, D_in]` inputs, the product of the middle sizes otherwise."""
+        return _to_positions(inputs)
 
     def flat_kernel(self, kernel):
         return kernel
@@ -30,8 +41,8 @@ class DenseMap:
         return tf.reshape(flat, kernel_shape)
 
     def to_positions(self, outputs):
-        """`[B, F]` -> `[B, 1, F]`."""
-        return outputs[:, tf.newaxis, :]
+        """`[B, ..., F]` -> `[B, P, F]`."""
+        return _to_positions(outputs)
 
     def from_positions(self, outputs, output_shape):
         return tf.reshape(outputs, output_shape)
@@ -54,8 +65,15 @@ class ConvolutionMap:
         self.padding, self.dilation_rate = padding.upper(), tuple(dilation_rate)
 
     def apply(self, inputs, kernel):
+        # `data_format` explicitly, as Keras's convolutions pass it: without it TF's eager
+        # Conv3D gradient fails (`'NoneType' object has no attribute 'decode'`).
         return tf.nn.convolution(
-            inputs, kernel, strides=self.strides, padding=self.padding, dilations=self.dilation_rate
+            inputs,
+            kernel,
+            strides=self.strides,
+            padding=self.padding,
+            dilations=self.dilation_rate,
+            data_format=_CHANNELS_LAST[self.rank],
         )
 
     def patches(self, inputs):
@@ -79,12 +97,18 @@ class ConvolutionMap:
         return tf.reshape(flat, kernel_shape)
 
     def to_positions(self, outputs):
-        return tf.reshape(
-            outputs, [tf.shape(outputs)[0], _num_positions(outputs), outputs.shape[-1]]
-        )
+        return _to_positions(outputs)
 
     def from_positions(self, outputs, output_shape):
         return tf.reshape(outputs, output_shape)
+
+
+_CHANNELS_LAST = {1: "NWC", 2: "NHWC", 3: "NDHWC"}
+
+
+def _to_positions(outputs):
+    """`[B, ..., C]` -> `[B, P, C]`, keeping `P` static when the middle sizes are."""
+    return tf.reshape(outputs, [tf.shape(outputs)[0], _num_positions(outputs), outputs.shape[-1]])
 
 
 def _num_positions(outputs):
