@@ -18,12 +18,12 @@ link is `tge.r2g2.gaussian_latent_dense`: the same forward sample, and the
 gradient of `σ_l` Rao-Blackwellised over `ε_l | h`. It is unbiased because the
 gradient reaching `h` depends on `ε_l` only through `h`: it is a function of
 `h`, of `x` and of the lower latents `z_{<l}`, which were drawn before `ε_l`
-and are independent of it. (The encoder's link `z_l ↦ q(z_{l+1} | z_l)` is left
-alone: through `log p(z_l | z_{l+1})` its gradient also depends on `z_l`
+and are independent of it. (The encoder's link `z_l ↦ q(z_{level+1} | z_l)` is left
+alone: through `log p(z_l | z_{level+1})` its gradient also depends on `z_l`
 directly, so conditioning on that link's `h` alone would bias it.)
 
 R2-G2 differs from the reparameterisation gradient only where the latent is
-wider than the first decoder layer (`latent_dims[l] > hidden_units`);
+wider than the first decoder layer (`latent_dims[level] > hidden_units`);
 otherwise `h` determines `ε_l` and the two are equal.
 """
 
@@ -120,19 +120,20 @@ class HierarchicalVAE(keras.Model):
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
         dims = (self.num_pixels, *latent_dims)
-        # encoders[l]: z_l -> (μ, σ) of z_{l+1} (z_0 = x). decoders[l]: z_{l+1} -> params of z_l.
+        # encoders[l]: z_l -> (μ, σ) of z_{l+1} (z_0 = x); decoders[l]: z_{l+1} -> params of z_l.
         self.encoders = [
-            self._mlp(2 * dims[l + 1], f"encoder_{l + 1}") for l in range(len(latent_dims))
+            self._mlp(2 * dims[level + 1], f"encoder_{level + 1}")
+            for level in range(len(latent_dims))
         ]
         self.decoder_links, self.decoders = [], []
-        for l in range(len(latent_dims)):
+        for level in range(len(latent_dims)):
             self.decoder_links.append(
                 keras.layers.Dense(
-                    self.hidden_units, name=f"decoder_{l}_link", dtype=self.dtype_policy
+                    self.hidden_units, name=f"decoder_{level}_link", dtype=self.dtype_policy
                 )
             )
-            out = dims[0] if l == 0 else 2 * dims[l]
-            self.decoders.append(self._mlp(out, f"decoder_{l}", num_hidden=1))
+            out = dims[0] if level == 0 else 2 * dims[level]
+            self.decoders.append(self._mlp(out, f"decoder_{level}", num_hidden=1))
 
     def _mlp(self, outputs, name, num_hidden=2):
         layers = [
@@ -145,11 +146,11 @@ class HierarchicalVAE(keras.Model):
 
     def build(self, input_shape):
         dims = (self.num_pixels, *self.latent_dims)
-        for l in range(len(self.latent_dims)):
-            self.encoders[l].build((None, dims[l]))
-            self.decoder_links[l].build((None, dims[l + 1]))
+        for level in range(len(self.latent_dims)):
+            self.encoders[level].build((None, dims[level]))
+            self.decoder_links[level].build((None, dims[level + 1]))
             # The link's output goes through tanh: the first hidden layer of the conditional.
-            self.decoders[l].build((None, self.hidden_units))
+            self.decoders[level].build((None, self.hidden_units))
         self.built = True
 
     # -- the model's pieces ------------------------------------------------------------
@@ -184,25 +185,25 @@ class HierarchicalVAE(keras.Model):
         seeds = tf.random.experimental.stateless_split(seed, len(self.latent_dims))
         log_q = tf.zeros([k * batch], x.dtype)
         below, latents = flat_x, []
-        for l, dim in enumerate(self.latent_dims):
-            loc, scale = self._gaussian(self.encoders[l](below))
-            noise = tf.random.stateless_normal(tf.shape(loc), seeds[l], dtype=x.dtype)
+        for level in range(len(self.latent_dims)):
+            loc, scale = self._gaussian(self.encoders[level](below))
+            noise = tf.random.stateless_normal(tf.shape(loc), seeds[level], dtype=x.dtype)
             z = loc + scale * noise
             log_q += _normal_log_prob(z, loc, scale)
             latents.append((loc, scale, noise, z))
             below = z
         top = latents[-1][3]
         log_p = _normal_log_prob(top, tf.zeros_like(top), tf.ones_like(top))
-        for l in range(len(self.latent_dims)):
-            loc, scale, noise, _ = latents[l]
-            params = self.decoders[l](tf.tanh(self.decoder_input(l, loc, scale, noise)))
-            if l == 0:
+        for level in range(len(self.latent_dims)):
+            loc, scale, noise, _ = latents[level]
+            params = self.decoders[level](tf.tanh(self.decoder_input(level, loc, scale, noise)))
+            if level == 0:
                 log_p += tf.reduce_sum(
                     tfd.Bernoulli(logits=params, dtype=params.dtype).log_prob(flat_x), axis=-1
                 )
             else:
                 p_loc, p_scale = self._gaussian(params)
-                log_p += _normal_log_prob(latents[l - 1][3], p_loc, p_scale)
+                log_p += _normal_log_prob(latents[level - 1][3], p_loc, p_scale)
         return tf.reshape(log_p - log_q, [k, batch])
 
     def log_likelihood_bound(self, x, importance_sample_size=64, seed=0):
