@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+import tensorflow_probability as tfp
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
@@ -441,3 +442,87 @@ def test_causal_padding_and_groups_match_keras(make, keras_layer, shape, estimat
     np.testing.assert_allclose(y, expected, atol=1e-4)
     assert all(np.all(np.isfinite(g)) for g in grads)
     assert sampling.compute_output_shape(shape) == tuple(y.shape)
+
+
+# --- TFP's variational layer tests (layers/dense_variational_v2_test.py,
+# conv_variational_test.py), restated for these layers ----------------------------------
+
+KERAS_TWINS = {
+    "dense": lambda: keras.layers.Dense(3),
+    "conv1d": lambda: keras.layers.Conv1D(3, 3),
+    "conv2d": lambda: keras.layers.Conv2D(3, 3),
+    "conv3d": lambda: keras.layers.Conv3D(2, 2),
+}
+
+
+def _input(shape):
+    return tf.constant(np.random.default_rng(0).normal(size=shape), tf.float32)
+
+
+def _keras_twin(layer_name, x, kernel, bias):
+    twin = KERAS_TWINS[layer_name]()
+    twin.build(x.shape)
+    twin.set_weights([np.asarray(kernel), np.asarray(bias)])
+    return twin(x)
+
+
+@pytest.mark.parametrize("layer_name", LAYERS)
+def test_tfp_port_kl_is_one_scalar_loss_per_call(layer_name):
+    make, shape = LAYERS[layer_name]
+    layer = make(kl_weight=0.5, prior_scale=2.0, seed=0)
+    assert layer.losses == []
+    layer(_input(shape))
+    layer(_input(shape))  # losses are those of the latest call, not accumulated
+    assert len(layer.losses) == 1 and layer.losses[0].shape == ()
+    scale_kernel, scale_bias = layer.posterior_scales()
+    prior = tfp.distributions.Normal(0.0, 2.0)
+    kl = sum(
+        float(tf.reduce_sum(tfp.distributions.kl_divergence(tfp.distributions.Normal(m, s), prior)))
+        for m, s in [(layer.kernel_loc, scale_kernel), (layer.bias_loc, scale_bias)]
+    )
+    np.testing.assert_allclose(float(layer.losses[0]), 0.5 * kl, rtol=1e-5)
+
+
+@pytest.mark.parametrize("layer_name,estimator", CASES)
+def test_tfp_port_samples_differ_between_calls_and_means_match_keras(layer_name, estimator):
+    make, shape = LAYERS[layer_name]
+    x = _input(shape)
+    layer = make(gradient_estimator=estimator, initial_posterior_scale=0.1, seed=0)
+    first, second = layer(x, training=True), layer(x, training=True)
+    assert first.shape == second.shape == layer.compute_output_shape(shape)
+    assert np.min(np.abs(first - second)) > 0
+    layer.inference_mode = "mean"
+    np.testing.assert_array_equal(layer(x), layer(x, training=False))
+    expected = _keras_twin(layer_name, x, layer.kernel_loc, layer.bias_loc)
+    np.testing.assert_allclose(layer(x), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("layer_name", LAYERS)
+def test_tfp_port_reparameterization_output_is_the_keras_layer_at_the_sampled_weights(layer_name):
+    """Replays the layer's noise: output = Keras layer with `W = μ + σ ε`, `b = μ_b + σ_b ε_b`."""
+    make, shape = LAYERS[layer_name]
+    x = _input(shape)
+    layer = make(gradient_estimator="reparameterization", initial_posterior_scale=0.3, seed=5)
+    layer.build(x.shape)
+    state = layer.seed_generator.state.numpy()
+    outputs = layer(x, training=True)
+    layer.seed_generator.state.assign(state)
+    scale_kernel, scale_bias = layer.posterior_scales()
+    kernel = layer.kernel_loc + scale_kernel * layer._noise(layer.kernel_loc.shape, tf.float32)
+    bias = layer.bias_loc + scale_bias * layer._noise(layer.bias_loc.shape, tf.float32)
+    expected = _keras_twin(layer_name, x, kernel, bias)
+    np.testing.assert_allclose(outputs, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("layer_name", LAYERS)
+def test_tfp_port_from_config_rebuilds_the_same_layer(layer_name):
+    make, shape = LAYERS[layer_name]
+    x = _input(shape)
+    layer = make(kl_weight=0.25, inference_mode="mean", seed=3, name="original")
+    layer(x)
+    clone = type(layer).from_config(layer.get_config())
+    clone.build(x.shape)
+    clone.set_weights(layer.get_weights())
+    assert clone.get_config() == layer.get_config()
+    np.testing.assert_array_equal(clone(x), layer(x))
+    np.testing.assert_array_equal(clone.losses[0], layer.losses[0])
