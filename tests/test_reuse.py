@@ -201,13 +201,34 @@ def test_fit_surrogate_posterior_with_isag_under_xla(full_rank):
         (dict(gradient_reuse=tge.reuse.ISAG(), num_batches=4, gradient_estimator="stl"), ValueError, "gradient_estimator"),
         (dict(gradient_reuse=tge.reuse.ISAG(), num_batches=0), ValueError, "num_batches"),
         (dict(gradient_reuse="isag", num_batches=4), TypeError, "gradient_reuse"),
+        (dict(gradient_reuse=tge.reuse.ISAG(), num_batches=2.5), TypeError, "num_batches"),
+        (dict(gradient_reuse=tge.reuse.ISAG(), num_batches=4, sample_size=1.5), TypeError, "sample_size"),
+        (dict(gradient_reuse=tge.reuse.ISAG(), num_batches=4, gradient_estimator=tge.estimators.STL()), ValueError, "gradient_estimator"),
+        (dict(gradient_reuse=tge.reuse.ISAG(), num_batches=4, optimizer=None), TypeError, "optimizer"),
     ],
 )  # fmt: skip
 def test_bad_fit_arguments_are_named(kwargs, error, match):
+    kwargs = {"optimizer": keras.optimizers.SGD(0.1), **kwargs}
     with pytest.raises(error, match=match):
-        tge.vi.fit_surrogate_posterior(
-            _regression(), _surrogate(False), keras.optimizers.SGD(0.1), 2, **kwargs
-        )
+        tge.vi.fit_surrogate_posterior(_regression(), _surrogate(False), num_steps=2, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "estimator", [None, "reparameterization", tge.estimators.Reparameterization()]
+)
+def test_fit_accepts_every_spelling_of_reparameterization_and_numpy_counts(estimator):
+    q = _surrogate(False)
+    losses = tge.vi.fit_surrogate_posterior(
+        _regression(), q, keras.optimizers.SGD(1e-3), num_steps=np.int64(3),
+        sample_size=np.int32(M), seed=0, gradient_estimator=estimator,
+        gradient_reuse=tge.reuse.ISAG(), num_batches=np.int64(NUM_BATCHES),
+    )  # fmt: skip
+    assert losses.shape == [3]
+
+
+def test_a_bad_seed_is_named_at_construction():
+    with pytest.raises(TypeError, match="seed"):
+        tge.reuse.ISAG(seed="abc")
 
 
 def test_non_gaussian_surrogates_and_bad_settings_are_refused():

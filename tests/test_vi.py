@@ -156,6 +156,30 @@ def test_pathwise_estimators_name_the_discrete_part_of_a_joint():
         tge.estimators.STL().loss(lambda c, d: c, q)
 
 
+@pytest.mark.parametrize("seed", ["abc", 1.5, True, [1, 2, 3], tf.constant([1.0, 2.0])])
+def test_a_bad_seed_is_a_type_error_naming_seed(seed):
+    problem = _gaussian()
+    with pytest.raises(TypeError, match="`seed` must be"):
+        tge.vi.monte_carlo_variational_loss(problem.target_log_prob, problem.surrogate, seed=seed)
+    with pytest.raises(TypeError, match="`seed` must be"):
+        tge.vi.fit_surrogate_posterior(
+            problem.target_log_prob, problem.surrogate, keras.optimizers.Adam(0.1), 2, seed=seed
+        )
+
+
+@pytest.mark.parametrize("seed", [7, np.int64(7), (1, 2), np.array([1, 2]), tf.constant([1, 2])])
+def test_integer_seeds_of_every_spelling_are_accepted(seed):
+    problem = _gaussian()
+    loss = tge.vi.monte_carlo_variational_loss(problem.target_log_prob, problem.surrogate, seed=seed)
+    assert np.isfinite(loss)
+
+
+def test_optimizer_none_is_named():
+    problem = _gaussian()
+    with pytest.raises(TypeError, match="`optimizer`"):
+        tge.vi.fit_surrogate_posterior(problem.target_log_prob, problem.surrogate, None, 5)
+
+
 def test_target_must_be_callable():
     with pytest.raises(TypeError, match="target_log_prob_fn"):
         tge.estimators.STL().loss(3.0, _gaussian().surrogate)

@@ -1,12 +1,30 @@
 """I-SAG: importance-sampled stochastic average gradients for minibatched VI (Sakaya & Klami, 2017)."""
 
+import numbers
+
+import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfp_gradest._util.seeds import sanitize_seed
+from tfp_gradest.estimators.base import surrogate_objective
 from tfp_gradest.reuse import importance
 
 __all__ = ["ISAG"]
+
+
+def _positive_int(value, name):
+    """`value` as a Python int >= 1; a float such as 2.5 is refused, not truncated."""
+    static = tf.get_static_value(value) if tf.is_tensor(value) else value
+    if isinstance(static, np.ndarray) and static.ndim == 0:
+        static = static.item()
+    if isinstance(static, (bool, np.bool_)) or not isinstance(static, numbers.Integral):
+        raise TypeError(
+            f"`{name}` must be an integer (a Python or NumPy int). Received: {name}={value!r}"
+        )
+    if static < 1:
+        raise ValueError(f"`{name}` must be at least 1. Received: {name}={static}")
+    return int(static)
 
 
 class ISAG:
@@ -92,6 +110,7 @@ class ISAG:
             )
         self.rho, self.alpha, self.weighting = float(rho), float(alpha), weighting
         self.max_log_ratio = None if max_log_ratio is None else float(max_log_ratio)
+        sanitize_seed(seed)  # a bad seed fails here, naming `seed`, not at the first step
         self.seed = seed
         self.built = False
 
@@ -106,16 +125,9 @@ class ISAG:
     def build(self, surrogate_posterior, num_batches, sample_size):
         """Creates the memory (eagerly, outside any `tf.function`) for this surrogate."""
         importance.check_gaussian(surrogate_posterior)
-        if int(num_batches) < 1:
-            raise ValueError(
-                f"`num_batches` must be at least 1. Received: num_batches={num_batches}"
-            )
-        if int(sample_size) < 1:
-            raise ValueError(
-                f"`sample_size` must be at least 1. Received: sample_size={sample_size}"
-            )
         self.surrogate = surrogate_posterior
-        self.num_batches, self.sample_size = int(num_batches), int(sample_size)
+        self.num_batches = _positive_int(num_batches, "num_batches")
+        self.sample_size = _positive_int(sample_size, "sample_size")
         self.variables = list(surrogate_posterior.trainable_variables)
         if not self.variables:
             raise ValueError("`surrogate_posterior` has no trainable variables to fit.")
@@ -214,7 +226,9 @@ class ISAG:
             linear = tf.add_n(
                 [tf.reduce_sum(tf.stop_gradient(g) * v) for g, v in zip(direction, self.variables)]
             )
-            value = tf.stop_gradient(data_value - linear) + linear + q.entropy()
+            # Value: the ELBO estimate; gradient: the SAG direction plus ∇H (analytic).
+            entropy = q.entropy()
+            value = surrogate_objective(data_value + entropy, linear + entropy)
             with tf.control_dependencies([value]):
                 increment = self.step.assign_add(1)
             with tf.control_dependencies([increment]):

@@ -5,6 +5,7 @@ import functools
 import tensorflow_probability as tfp
 
 from tfp_gradest._util.seeds import sanitize_seed
+from tfp_gradest.estimators import Reparameterization
 from tfp_gradest.vi.losses import resolve_estimator
 
 __all__ = ["fit_surrogate_posterior"]
@@ -84,6 +85,7 @@ def fit_surrogate_posterior(
         gradient_estimator="stl", jit_compile=True, seed=0)
     ```
     """
+    _check_optimizer(optimizer)
     if gradient_reuse is not None:
         loss_fn, trainable_variables = _reuse_loss(
             target_log_prob_fn,
@@ -121,6 +123,16 @@ def fit_surrogate_posterior(
         seed=None if seed is None else sanitize_seed(seed),
         name=name,
     )
+
+
+def _check_optimizer(optimizer):
+    """Raises a `TypeError` naming `optimizer` before anything is traced."""
+    if not callable(getattr(optimizer, "apply_gradients", None)):
+        raise TypeError(
+            "`optimizer` must be an optimizer with `apply_gradients`, e.g. "
+            "keras.optimizers.Adam(0.05). Received: "
+            f"optimizer={optimizer!r}"
+        )
 
 
 def _estimator_loss(
@@ -172,7 +184,9 @@ def _reuse_loss(
         )
     if num_batches is None:
         raise ValueError("`num_batches` is required with `gradient_reuse`.")
-    if gradient_estimator not in (None, "reparameterization"):
+    if gradient_estimator is not None and not isinstance(
+        resolve_estimator(gradient_estimator), Reparameterization
+    ):
         raise ValueError(
             "I-SAG re-uses reparameterisation gradients; `gradient_estimator` must be None or "
             f"'reparameterization' with `gradient_reuse`. Received: {gradient_estimator!r}"
