@@ -36,8 +36,8 @@ def compiled_training_loop(loss_fn, variables, num_steps, learning_rate=1e-4):
     return loop
 
 
-def interleaved_seconds(runs, repeats):
-    """Median seconds per call of each zero-argument callable, timed in alternation.
+def interleaved_times(runs, repeats):
+    """Seconds of each call of each zero-argument callable, timed in alternation: `[run][repeat]`.
 
     Each is called once first (compilation), then the runs alternate
     `repeats` times so that slow drifts of the machine hit every run alike.
@@ -50,7 +50,22 @@ def interleaved_seconds(runs, repeats):
             start = time.perf_counter()
             run()
             record.append(time.perf_counter() - start)
-    return [float(np.median(t)) for t in times]
+    return np.asarray(times)
+
+
+def interleaved_seconds(runs, repeats):
+    """Median seconds per call of each zero-argument callable, timed in alternation."""
+    return [float(t) for t in np.median(interleaved_times(runs, repeats), axis=1)]
+
+
+def ratio_with_spread(numerator, denominator):
+    """`"median [min, max]"` of the per-repeat ratios of two runs timed in alternation.
+
+    Each repeat's pair ran back to back, so their ratio cancels most of the
+    machine's slow drifts; the range over repeats shows what is left.
+    """
+    ratios = np.asarray(numerator) / np.asarray(denominator)
+    return f"{np.median(ratios):.3f} [{ratios.min():.3f}, {ratios.max():.3f}]"
 
 
 def print_table(title, rows, header):

@@ -3,10 +3,12 @@
 import numpy as np
 import pytest
 import tensorflow as tf
+import tensorflow_probability as tfp
 
 import tfp_gradest as tge
 from tfp_gradest.problems import CorrelatedGaussian
 
+tfd = tfp.distributions
 ALL = tge.estimators.names()
 
 
@@ -81,3 +83,234 @@ def test_unknown_name_lists_the_valid_ones():
         tge.estimators.get("stll")
     with pytest.raises(TypeError, match="gradient_estimator"):
         tge.estimators.get(3)
+
+
+# --- the contract's flags say what each estimator needs ------------------------------
+
+DATA_PATHS = ["pathwise_log_weights", "log_weight_terms", "path_weighted_surrogate"]
+
+# Every registered estimator plus the instances whose arguments change a flag.
+INSTANCES = {name: tge.estimators.get(name) for name in ALL}
+INSTANCES["score_function_pathwise"] = tge.estimators.ScoreFunction(
+    reparameterized_parts="pathwise"
+)
+INSTANCES["score_function_leave_one_out"] = tge.estimators.ScoreFunction("leave_one_out")
+
+
+@pytest.mark.parametrize("name", sorted(INSTANCES))
+def test_data_path_flag_names_the_one_function_the_estimator_calls(name, monkeypatch):
+    from tfp_gradest._util import log_weights as lw
+
+    estimator = INSTANCES[name]
+    assert estimator.data_path in DATA_PATHS
+    calls = []
+    for path in DATA_PATHS:
+        original = getattr(lw, path)
+        monkeypatch.setattr(
+            lw, path, lambda *a, _f=original, _p=path, **k: calls.append(_p) or _f(*a, **k)
+        )
+    problem = CorrelatedGaussian()
+    s, k = _sizes(estimator)
+    estimator.loss(problem.target_log_prob, problem.surrogate, s, k, seed=1)
+    assert calls == [estimator.data_path]
+
+
+def test_min_sample_size_is_a_plain_flag():
+    assert tge.estimators.ScoreFunction("leave_one_out").min_sample_size == 2
+    assert tge.estimators.ScoreFunction().min_sample_size == 1
+    assert not hasattr(tge.estimators.GradientEstimator, "_min_sample_size")
+    problem = CorrelatedGaussian()
+    with pytest.raises(ValueError, match="sample_size"):
+        tge.estimators.ScoreFunction("leave_one_out").loss(
+            problem.target_log_prob, problem.surrogate, 1
+        )
+
+
+# --- zero target density: loss +inf, finite gradients; the same for every estimator --
+
+
+def _standard_normal():
+    loc = tf.Variable(tf.zeros(2, tf.float64))
+    theta = tf.Variable(tf.constant(1.0, tf.float64))  # a model parameter inside the target
+    q = tfd.MultivariateNormalDiag(loc, tf.ones(2, tf.float64))
+
+    def log_prob(z):
+        return tfd.MultivariateNormalDiag(theta * tf.ones(2, tf.float64)).log_prob(z)
+
+    return [loc, theta], q, log_prob
+
+
+def _step(estimator, target, q, variables, s, k, jit_compile=True):
+    @tf.function(jit_compile=jit_compile, autograph=False)
+    def step():
+        with tf.GradientTape() as tape:
+            loss = estimator.loss(target, q, s, k, seed=3)
+        return loss, tape.gradient(loss, variables)
+
+    return step()
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_zero_density_samples_give_infinite_loss_and_finite_gradients(name):
+    # Documented behaviour (GradientEstimator): a sample with log p = -inf has weight 0
+    # and no gradient; an objective estimate of -inf makes the loss +inf.
+    estimator = tge.estimators.get(name)
+    variables, q, log_prob = _standard_normal()
+
+    def target(z):  # zero density on the half-plane z_0 > 0.5 (about 31% of q's mass)
+        return tf.where(z[..., 0] > 0.5, tf.constant(-np.inf, tf.float64), log_prob(z))
+
+    k = 1 if estimator.max_importance_sample_size == 1 else 8
+    # With seed 3, some of the 8 (or 8*K) samples land in z_0 > 0.5. K = 8 keeps at
+    # least two samples with density in every objective, which JVI needs: with one,
+    # a leave-one-out bound is -inf and the jackknife's estimate is +inf.
+    s = 8
+    loss, grads = _step(estimator, target, q, variables, s, k)
+    if k == 1:
+        assert loss == np.inf  # the ELBO estimate is -inf
+    else:
+        assert np.isfinite(loss)  # some of each objective's K samples have density
+    assert all(g is not None and np.all(np.isfinite(g)) for g in grads), grads
+    # The gradient is not silently zero: the samples with density still contribute.
+    assert np.any(grads[0] != 0)
+
+
+@pytest.mark.parametrize("name", [n for n in ALL if n not in ("jvi", "jvi_dreg", "vimco")])
+def test_an_objective_of_zero_density_gives_infinite_loss_and_finite_gradients(name):
+    estimator = tge.estimators.get(name)
+    variables, q, log_prob = _standard_normal()
+
+    def target(z):  # zero density almost everywhere under q: every objective is -inf
+        return tf.where(z[..., 0] > -50.0, tf.constant(-np.inf, tf.float64), log_prob(z))
+
+    s, k = _sizes(estimator)
+    loss, grads = _step(estimator, target, q, variables, s, k)
+    assert loss == np.inf
+    assert all(g is not None and np.all(np.isfinite(g)) for g in grads), grads
+
+
+# --- the target's output: shape and dtype checked, naming the argument --------------
+
+BAD_OUTPUTS = {
+    # sums over the sample axis: one number instead of one per sample
+    "summed_over_samples": lambda log_prob: lambda z: tf.reduce_sum(log_prob(z)),
+    # forgets the event reduction: one number per sample AND event element
+    "no_event_reduction": lambda log_prob: (
+        lambda z: tfd.Normal(tf.constant(0.0, tf.float64), 1.0).log_prob(z)
+    ),
+}
+
+
+@pytest.mark.parametrize("bad", sorted(BAD_OUTPUTS))
+@pytest.mark.parametrize("name", ALL)
+def test_target_output_shape_is_checked(name, bad):
+    estimator = tge.estimators.get(name)
+    _, q, log_prob = _standard_normal()
+    s, k = _sizes(estimator)
+    n = s * k
+    with pytest.raises(ValueError, match=rf"target_log_prob_fn.*\({n},\)") as error:
+        estimator.loss(BAD_OUTPUTS[bad](log_prob), q, s, k, seed=1)
+    received = "()" if bad == "summed_over_samples" else f"({n}, 2)"
+    assert f"Received: output of shape {received}" in str(error.value)
+
+
+def test_target_output_shape_is_checked_when_traced_for_xla():
+    _, q, log_prob = _standard_normal()
+    estimator = tge.estimators.get("iwae_dreg")
+    step = tf.function(
+        lambda: estimator.loss(BAD_OUTPUTS["summed_over_samples"](log_prob), q, 2, 4, seed=1),
+        jit_compile=True,
+        autograph=False,
+    )
+    with pytest.raises(ValueError, match="target_log_prob_fn"):
+        step()
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_mixed_float_dtypes_name_both_arguments(name):
+    estimator = tge.estimators.get(name)
+    q = tfd.MultivariateNormalDiag(tf.Variable(tf.zeros(2)), tf.ones(2))  # float32
+
+    def target(z):  # float64 log densities
+        return tfd.MultivariateNormalDiag(tf.zeros(2, tf.float64)).log_prob(tf.cast(z, tf.float64))
+
+    s, k = _sizes(estimator)
+    with pytest.raises(
+        TypeError, match="target_log_prob_fn.*float64.*surrogate_posterior.*float32"
+    ):
+        estimator.loss(target, q, s, k, seed=1)
+
+
+@pytest.mark.parametrize("half", [tf.float16, tf.bfloat16], ids=lambda d: d.name)
+@pytest.mark.parametrize("name", ALL)
+def test_half_precision_surrogates_work(name, half):
+    estimator = tge.estimators.get(name)
+    loc = tf.Variable(tf.zeros(2, half))
+    q = tfd.MultivariateNormalDiag(loc, tf.ones(2, half))
+    target = tfd.MultivariateNormalDiag(tf.ones(2, half)).log_prob
+    s, k = _sizes(estimator)
+    with tf.GradientTape() as tape:
+        loss = estimator.loss(target, q, s, k, seed=1)
+    grad = tape.gradient(loss, loc)
+    assert loss.dtype == half and grad.dtype == half
+    assert np.isfinite(float(loss)) and np.all(np.isfinite(grad.numpy().astype(np.float32)))
+
+
+# --- argument checks ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("target", [None, 3.0, "log_prob"])
+@pytest.mark.parametrize("name", ALL)
+def test_a_target_that_is_not_callable_is_named(name, target):
+    estimator = tge.estimators.get(name)
+    problem = CorrelatedGaussian()
+    s, k = _sizes(estimator)
+    with pytest.raises(TypeError, match="target_log_prob_fn.*Received: target_log_prob_fn="):
+        estimator.loss(target, problem.surrogate, s, k)
+    with pytest.raises(TypeError, match="target_log_prob_fn"):
+        tge.vi.monte_carlo_variational_loss(
+            target, problem.surrogate, s, k, gradient_estimator=estimator
+        )
+
+
+def test_fit_surrogate_posterior_names_a_missing_target():
+    problem = CorrelatedGaussian()
+    with pytest.raises(TypeError, match="target_log_prob_fn"):
+        tge.vi.fit_surrogate_posterior(
+            None, problem.surrogate, tf.keras.optimizers.SGD(0.1), num_steps=1
+        )
+
+
+@pytest.mark.parametrize(
+    "make,arg,error",
+    [
+        (lambda: tge.estimators.DReG("x"), "alpha", TypeError),
+        (lambda: tge.estimators.DReG(None), "alpha", TypeError),
+        (lambda: tge.estimators.DReG(True), "alpha", TypeError),
+        (lambda: tge.estimators.DReG(float("nan")), "alpha", ValueError),
+        (lambda: tge.estimators.DReG(1.5), "alpha", ValueError),
+        (lambda: tge.estimators.ScoreFunction(decay="a"), "decay", TypeError),
+        (lambda: tge.estimators.ScoreFunction(decay=1.0), "decay", ValueError),
+        (lambda: tge.estimators.ScoreFunction(decay=float("nan")), "decay", ValueError),
+        (lambda: tge.estimators.ScoreFunction(baseline=["moving_average"]), "baseline", ValueError),
+        (
+            lambda: tge.estimators.ScoreFunction(reparameterized_parts=1),
+            "reparameterized",
+            ValueError,
+        ),
+        (
+            lambda: tge.estimators.Reparameterization(analytic_entropy="yes"),
+            "analytic_entropy",
+            TypeError,
+        ),
+    ],
+)
+def test_constructor_arguments_are_checked_with_their_names(make, arg, error):
+    with pytest.raises(error, match=f"`{arg}.*Received"):
+        make()
+
+
+def test_constructor_arguments_accept_numpy_scalars():
+    assert tge.estimators.DReG(np.float32(0.5)).alpha == 0.5
+    assert tge.estimators.DReG(np.array(1)).alpha == 1.0
+    assert tge.estimators.Reparameterization(np.bool_(True)).analytic_entropy is True
