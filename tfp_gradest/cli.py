@@ -1,16 +1,57 @@
-"""`python -m tfp_gradest compare`: estimators side by side on a built-in problem."""
+"""`python -m tfp_gradest compare`: gradient estimators side by side on built-in problems.
+
+With no `--problem`, it runs the showcase: the cases below, each against the
+plain reparameterisation gradient of its objective (the first estimator):
+
+* `toy_gaussian`, K = 64 (Tucker et al. 2019, §6.1): IWAE vs IWAE-STL vs IWAE-DReG;
+* `linear_regression` after fitting (a conjugate model; the exact posterior is
+  in the surrogate family): reparameterization vs STL near the optimum;
+* `bnn_layers` (a Bayesian MLP of `tge.layers`): reparameterization vs the local
+  reparameterisation trick vs R2-G2.
+
+Arguments are parsed and checked before TensorFlow is imported, so `--help` and
+mistakes answer at once; TensorFlow's native logs are kept off the terminal
+unless `--verbose`.
+"""
 
 import argparse
+import contextlib
 import csv
 import json
 import os
 import sys
+import tempfile
+from typing import NamedTuple
 
-from tfp_gradest import estimators, problems
-from tfp_gradest.diagnostics import compare_estimators
+from tfp_gradest import problems
 
-DEFAULT_PROBLEM = "gaussian"
-DEFAULT_ESTIMATORS = ("reparameterization", "stl", "score_function")
+__all__ = ["Case", "CaseResult", "compare", "main"]
+
+
+class Case(NamedTuple):
+    """One comparison: a problem, the estimators (the first is the baseline), sizes, where."""
+
+    problem: str
+    estimators: tuple
+    sample_size: int = 1
+    importance_sample_size: int = 1
+    at: str = "init"  # "init" or "fitted"
+    draws: int = 1000
+
+
+SHOWCASE = (
+    Case("toy_gaussian", ("iwae", "iwae_stl", "iwae_dreg"), 1, 64, "init", 1000),
+    Case("linear_regression", ("reparameterization", "stl"), 1, 1, "fitted", 1000),
+    Case(
+        "bnn_layers",
+        ("reparameterization", "local_reparameterization", "r2g2"),
+        1,
+        1,
+        "init",
+        200,
+    ),
+)
+FIT_STEPS = 300
 COLUMNS = (
     "estimator",
     "mean_variance",
@@ -18,36 +59,189 @@ COLUMNS = (
     "max_abs_bias_z",
     "step_seconds",
     "work_normalized_variance",
+    "step_seconds_low",
+    "step_seconds_high",
+    "variance_reduction",
+    "work_normalized_reduction",
+    "problem",
+    "sample_size",
+    "importance_sample_size",
+    "at",
 )
 
 
+class CaseResult(NamedTuple):
+    case: Case
+    location: str  # where the gradients were drawn
+    reference: str  # what the bias column is measured against
+    reports: list  # tge.diagnostics.EstimatorReport, one per estimator
+
+
 def _parser():
-    parser = argparse.ArgumentParser(prog="python -m tfp_gradest", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m tfp_gradest",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     commands = parser.add_subparsers(dest="command")
-    compare = commands.add_parser("compare", help="compare gradient estimators on a problem")
-    compare.add_argument(
-        "--problem", default=DEFAULT_PROBLEM, help=f"one of: {', '.join(problems.names())}"
+    compare_parser = commands.add_parser(
+        "compare",
+        help="compare gradient estimators (no --problem: the showcase)",
+        description=__doc__,
+        formatter_class=_HelpFormatter,
     )
-    compare.add_argument(
+    compare_parser.add_argument(
+        "--problem",
+        default=None,
+        help=f"one of: {', '.join(problems.names())}; none: the showcase (three cases)",
+    )
+    compare_parser.add_argument(
         "--estimators",
-        default=",".join(DEFAULT_ESTIMATORS),
-        help=f"comma-separated, from: {', '.join(estimators.names())}",
+        default=None,
+        help="comma-separated estimator names, the first one the baseline; default: the "
+        "problem's own set (`python -m tfp_gradest list` prints the names)",
     )
-    compare.add_argument("--sample-size", type=int, default=4, help="S, objectives averaged")
-    compare.add_argument(
+    compare_parser.add_argument(
+        "-S", "--sample-size", type=int, default=1, help="objectives averaged"
+    )
+    compare_parser.add_argument(
         "-K",
         "--importance-sample-size",
         type=int,
         default=1,
-        help="K, samples per objective (multi-sample estimators: iwae, iwae_dreg, ...)",
+        help="samples per objective (multi-sample estimators: iwae, iwae_dreg, ...)",
     )
-    compare.add_argument("--draws", type=int, default=1000, help="gradient draws per estimator")
-    compare.add_argument("--seed", type=int, default=0)
-    compare.add_argument(
+    compare_parser.add_argument(
+        "--draws", type=int, default=1000, help="gradient draws per estimator"
+    )
+    compare_parser.add_argument(
+        "--at",
+        choices=("init", "fitted"),
+        default="init",
+        help="draw the gradients at the problem's initialisation, or after --fit-steps "
+        "Adam steps on the ELBO",
+    )
+    compare_parser.add_argument(
+        "--fit-steps", type=int, default=FIT_STEPS, help="steps of fitting for --at fitted"
+    )
+    compare_parser.add_argument(
+        "--reference-draws",
+        type=int,
+        default=None,
+        help="draws of the Monte Carlo reference gradient where no closed form is known "
+        "(0: no bias column); default: 10 x --draws",
+    )
+    compare_parser.add_argument(
+        "--repeats", type=int, default=7, help="rounds of alternated step timing"
+    )
+    compare_parser.add_argument("--seed", type=int, default=0)
+    compare_parser.add_argument(
         "--output-dir", default="compare_output", help="where the CSV, JSON and PNG go"
     )
-    compare.add_argument("--no-plot", action="store_true", help="skip the PNG (no matplotlib)")
+    compare_parser.add_argument(
+        "--no-plot", action="store_true", help="skip the PNG (no matplotlib)"
+    )
+    compare_parser.add_argument(
+        "-v", "--verbose", action="store_true", help="show TensorFlow's own log messages"
+    )
+    list_parser = commands.add_parser("list", help="list the problems and estimators")
+    list_parser.add_argument("-v", "--verbose", action="store_true")
     return parser
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Shows every option's default, and the description's lists as written."""
+
+
+# --- arguments, checked before TensorFlow is imported ------------------------------------
+
+
+def _cases(args):
+    """The `Case`s `args` ask for; raises `ValueError` for anything checkable without TensorFlow."""
+    for flag in ("sample_size", "importance_sample_size", "fit_steps", "repeats"):
+        if getattr(args, flag) < 1:
+            raise ValueError(
+                f"--{flag.replace('_', '-')} must be at least 1. Received: {getattr(args, flag)}"
+            )
+    if args.draws < 2:
+        raise ValueError(
+            f"--draws must be at least 2 (a variance needs two). Received: {args.draws}"
+        )
+    if args.reference_draws is not None and args.reference_draws < 0:
+        raise ValueError(f"--reference-draws must be 0 or more. Received: {args.reference_draws}")
+    estimators = None
+    if args.estimators is not None:
+        estimators = tuple(n.strip() for n in args.estimators.split(",") if n.strip())
+        if not estimators:
+            raise ValueError(f"--estimators is empty. Received: {args.estimators!r}")
+    if args.problem is None:
+        if estimators is not None:
+            raise ValueError("--estimators needs --problem (the showcase fixes its estimators).")
+        return list(SHOWCASE)
+    problems.check_name(args.problem)
+    return [
+        Case(
+            args.problem,
+            estimators,  # None: the problem's default_estimators, once it is built
+            args.sample_size,
+            args.importance_sample_size,
+            args.at,
+            args.draws,
+        )
+    ]
+
+
+# --- quiet TensorFlow ----------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _quiet_tensorflow(verbose):
+    """Keeps TensorFlow's native (C++) log lines off the terminal unless `verbose`.
+
+    `TF_CPP_MIN_LOG_LEVEL` is set before TensorFlow is imported, but lines written
+    before absl's logging starts (oneDNN, CUDA stubs, `cuInit` on a machine without
+    a GPU) ignore it; so file descriptor 2 goes to a temporary file while Python's
+    own `sys.stderr` (progress, warnings, errors) stays on the terminal. If anything
+    fails, the captured lines are printed after all.
+    """
+    if verbose:
+        yield
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    sys.stderr.flush()
+    terminal = os.dup(2)
+    python_stderr = sys.stderr
+    with tempfile.TemporaryFile() as log:
+        os.dup2(log.fileno(), 2)
+        sys.stderr = os.fdopen(os.dup(terminal), "w", buffering=1)
+        failed = False
+        try:
+            _quiet_python_loggers()
+            yield
+        except BaseException as error:
+            failed = not (isinstance(error, SystemExit) and error.code in (0, None))
+            raise
+        finally:
+            sys.stderr.flush()
+            sys.stderr.close()
+            sys.stderr = python_stderr
+            os.dup2(terminal, 2)
+            os.close(terminal)
+            if failed:
+                log.seek(0)
+                captured = log.read().decode(errors="replace")
+                if captured.strip():
+                    python_stderr.write("TensorFlow's log (hidden unless --verbose):\n" + captured)
+
+
+def _quiet_python_loggers():
+    import logging
+
+    for name in ("tensorflow", "absl", "h5py"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+# --- running ---------------------------------------------------------------------------------
 
 
 def _progress(index, total, name):
@@ -57,75 +251,181 @@ def _progress(index, total, name):
     sys.stderr.flush()
 
 
+def _prepare(case):
+    """Builds the case's problem and checks every estimator and size before anything runs."""
+    problem = problems.get(case.problem)
+    case = case._replace(estimators=case.estimators or tuple(problem.default_estimators))
+    for name in case.estimators:
+        problem.validate_estimator(name, case.sample_size, case.importance_sample_size)
+    return case, problem
+
+
+def _run_case(case, problem, args):
+    from tfp_gradest import diagnostics
+
+    if case.at == "fitted":
+        problem.fit(args.fit_steps, seed=args.seed)
+        location = (
+            f"after fitting: {args.fit_steps} Adam steps (lr {problem.fit_learning_rate}, "
+            f"{problem.fit_estimator} gradients)"
+        )
+    else:
+        location = "at the problem's initialisation"
+    distance = problem.distance_to_optimum()
+    location += (
+        f"; {distance}" if distance else "; distance to the optimum unknown (no closed form)"
+    )
+    sys.stderr.write(f"{case.problem}:\n")
+    reports = diagnostics.compare_estimators(
+        problem,
+        list(case.estimators),
+        sample_size=case.sample_size,
+        importance_sample_size=case.importance_sample_size,
+        num_draws=case.draws,
+        seed=args.seed,
+        progress=_progress,
+        reference="auto",
+        timing_repeats=args.repeats,
+        reference_draws=args.reference_draws,
+    )
+    if reports.reference is not None:
+        described = reports.reference.description
+    elif args.reference_draws == 0:
+        described = "n/a (--reference-draws 0)"
+    else:
+        described = (
+            f"n/a (no closed form and no reference estimator at K={case.importance_sample_size})"
+        )
+    _progress(len(case.estimators), len(case.estimators), "done")
+    sys.stderr.write("\n")
+    return CaseResult(case, location, described, reports)
+
+
 def format_table(reports):
-    header = f"{'estimator':<22} {'variance':>11} {'SNR':>8} {'max|bias z|':>11} {'step ms':>8} {'var x time':>11}"
+    """The table of one case; the reductions are relative to the first (baseline) row."""
+    header = (
+        f"{'estimator':<25} {'variance':>10} {'var cut':>8} {'SNR':>7} {'max|bias z|':>11} "
+        f"{'us/grad [q25, q75]':>22} {'var x time':>10} {'cut':>7}"
+    )
     lines = [header, "-" * len(header)]
+    base = reports[0]
     for r in reports:
+        bias = "n/a" if r.max_abs_bias_z != r.max_abs_bias_z else f"{r.max_abs_bias_z:.2f}"
+        timing = (
+            f"{1e6 * r.step_seconds:.3g} [{1e6 * r.step_seconds_low:.3g}, "
+            f"{1e6 * r.step_seconds_high:.3g}]"
+        )
         lines.append(
-            f"{r.estimator:<22} {r.mean_variance:>11.4g} {r.mean_snr:>8.3f} {r.max_abs_bias_z:>11.2f} "
-            f"{1e3 * r.step_seconds:>8.3f} {r.work_normalized_variance:>11.4g}"
+            f"{r.estimator:<25} {r.mean_variance:>10.3g} {_cut(base.mean_variance, r.mean_variance):>8} "
+            f"{r.mean_snr:>7.3f} {bias:>11} {timing:>22} {r.work_normalized_variance:>10.3g} "
+            f"{_cut(base.work_normalized_variance, r.work_normalized_variance):>7}"
         )
     return "\n".join(lines)
 
 
-def compare(args):
-    names = [n.strip() for n in args.estimators.split(",") if n.strip()]
+def _cut(base, value):
+    ratio = base / value if value > 0 else float("inf")
+    return f"{ratio:.3g}x"
+
+
+def _print_case(result):
+    case = result.case
+    print(
+        f"\n== {case.problem}: S={case.sample_size}, K={case.importance_sample_size}, "
+        f"{case.draws} draws per estimator, baseline {case.estimators[0]} =="
+    )
+    print(f"gradients drawn {result.location}")
+    print(f"bias z measured against: {result.reference}")
+    print(format_table(result.reports))
+
+
+def compare(argv=None):
+    """Parses `argv` (`compare ...`), runs the comparison, prints and writes it.
+
+    Returns:
+      A list of `CaseResult`. Raises `SystemExit` with a message for bad arguments.
+    """
+    args = _parser().parse_args(["compare"] if not argv else argv)
+    if args.command == "list":
+        with _quiet_tensorflow(args.verbose):
+            _list()
+        return []
     try:
-        problem = problems.get(args.problem)
-        for name in names:  # every name and size checked before anything runs
-            estimators.get(name).validate(
-                problem.surrogate,
-                args.sample_size,
-                args.importance_sample_size,
-                target_log_prob_fn=problem.target_log_prob,
-            )
-        if args.draws < 2:
-            raise ValueError(f"--draws must be at least 2. Received: {args.draws}")
-        if not names:
-            raise ValueError("--estimators is empty.")
-        reports = compare_estimators(
-            problem,
-            names,
-            sample_size=args.sample_size,
-            importance_sample_size=args.importance_sample_size,
-            num_draws=args.draws,
-            seed=args.seed,
-            progress=_progress,
-        )
+        cases = _cases(args)
     except ValueError as error:  # bad names or sizes: a message, not a traceback
         raise SystemExit(f"error: {error}") from None
-    _progress(len(names), len(names), "done")
-    sys.stderr.write("\n")
+    with _quiet_tensorflow(args.verbose):
+        try:
+            prepared = [_prepare(case) for case in cases]
+        except (ValueError, TypeError) as error:  # an estimator that does not apply here
+            raise SystemExit(f"error: {error}") from None
+        results = [_run_case(case, problem, args) for case, problem in prepared]
     print(
-        f"problem={args.problem} S={args.sample_size} K={args.importance_sample_size} "
-        f"draws={args.draws} seed={args.seed}"
+        f"seed={args.seed}; step time: median over {args.repeats} alternated repeats "
+        f"of the compiled draw loop, per gradient (quartiles in brackets)"
     )
-    print(format_table(reports))
+    for result in results:
+        _print_case(result)
+    _write(results, args)
+    return results
+
+
+def _list():
+    from tfp_gradest import estimators, layers
+
+    print("problems: " + ", ".join(problems.names()))
+    print("estimators (surrogate problems): " + ", ".join(estimators.names()))
+    print("estimators (bnn_layers, the layers' own): " + ", ".join(layers.GRADIENT_ESTIMATORS))
+
+
+def _write(results, args):
     os.makedirs(args.output_dir, exist_ok=True)
-    rows = [r.as_dict() for r in reports]
+    rows = []
+    for result in results:
+        case, base = result.case, result.reports[0]
+        for r in result.reports:
+            rows.append(
+                {
+                    **r.as_dict(),
+                    "variance_reduction": base.mean_variance / r.mean_variance,
+                    "work_normalized_reduction": base.work_normalized_variance
+                    / r.work_normalized_variance,
+                    "problem": case.problem,
+                    "sample_size": case.sample_size,
+                    "importance_sample_size": case.importance_sample_size,
+                    "at": case.at,
+                }
+            )
     with open(os.path.join(args.output_dir, "compare.json"), "w") as f:
-        json.dump({"problem": args.problem, "arguments": vars(args), "results": rows}, f, indent=2)
+        json.dump(
+            {
+                "arguments": vars(args),
+                "cases": [
+                    {**r.case._asdict(), "location": r.location, "reference": r.reference}
+                    for r in results
+                ],
+                "results": rows,
+            },
+            f,
+            indent=2,
+        )
     with open(os.path.join(args.output_dir, "compare.csv"), "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
     written = ["compare.csv", "compare.json"]
     if not args.no_plot:
-        from tfp_gradest.diagnostics.plotting import plot_comparison
+        from tfp_gradest.diagnostics.plotting import plot_reductions
 
-        plot_comparison(
-            reports,
+        plot_reductions(
+            [(r.case.problem, r.reports) for r in results],
             os.path.join(args.output_dir, "compare.png"),
-            title=f"{args.problem}, S={args.sample_size}, K={args.importance_sample_size}",
         )
         written.append("compare.png")
-    print(f"wrote {', '.join(os.path.join(args.output_dir, w) for w in written)}")
-    return reports
+    print(f"\nwrote {', '.join(os.path.join(args.output_dir, w) for w in written)}")
 
 
 def main(argv=None):
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    args = _parser().parse_args(argv)
-    if args.command is None:  # no arguments: the default comparison
-        args = _parser().parse_args(["compare"])
-    return compare(args)
+    """The console script: runs `compare` and returns the exit status (0 on success)."""
+    compare(sys.argv[1:] if argv is None else argv)
+    return 0

@@ -5,25 +5,131 @@ from typing import NamedTuple
 import numpy as np
 import tensorflow as tf
 
-from tfp_gradest import estimators as estimators_lib
-from tfp_gradest.diagnostics.moments import bias_z_scores, gradient_draws, gradient_moments
-from tfp_gradest.diagnostics.timing import median_step_seconds
+from tfp_gradest.diagnostics.moments import (
+    bias_z_scores,
+    draw_seeds,
+    gradient_moments,
+    gradient_sampler,
+    signal_to_noise_ratio,
+)
+from tfp_gradest.diagnostics.timing import interleaved_step_seconds
+from tfp_gradest.problems.base import Problem
 
-__all__ = ["EstimatorReport", "compare_estimators"]
+__all__ = [
+    "Comparison",
+    "EstimatorReport",
+    "ReferenceGradient",
+    "compare_estimators",
+    "reference_gradient",
+]
+
+# Estimators whose loss value estimates another objective than the IWAE bound at K > 1
+# (the jackknife bound), so a reference for the IWAE bound's gradient does not apply.
+_OTHER_OBJECTIVE = frozenset({"jvi", "jvi_dreg"})
 
 
 class EstimatorReport(NamedTuple):
-    """One row of a comparison. Variances and SNRs are averaged over all gradient elements."""
+    """One row of a comparison. Variances are averaged over all gradient elements.
+
+    `mean_snr` is `tge.diagnostics.signal_to_noise_ratio`; `max_abs_bias_z` is
+    NaN where no reference gradient is known; `step_seconds` is the median over
+    alternated repeats and `step_seconds_low`/`_high` its quartiles.
+    """
 
     estimator: str
     mean_variance: float
     mean_snr: float
-    max_abs_bias_z: float  # NaN when the problem has no exact gradient
+    max_abs_bias_z: float
     step_seconds: float
     work_normalized_variance: float  # mean_variance * step_seconds
+    step_seconds_low: float = float("nan")
+    step_seconds_high: float = float("nan")
 
     def as_dict(self):
         return self._asdict()
+
+
+class Comparison(list):
+    """The `EstimatorReport`s of `compare_estimators`, with the `reference` they were tested against."""
+
+    reference = None
+
+
+class ReferenceGradient(NamedTuple):
+    """The gradient biases are measured against: exact, or a Monte Carlo mean with its error."""
+
+    gradients: list  # numpy arrays, one per variable
+    standard_errors: list  # numpy arrays (zeros when exact)
+    description: str
+
+
+def reference_gradient(
+    problem, importance_sample_size=1, num_draws=10000, seed=12345, sample_size=1, sampler=None
+):
+    """The true gradient of the objective the losses' values estimate, or `None`.
+
+    At `K = 1` a problem with `exact_objective()` gives it in closed form. Otherwise
+    the mean of about `num_draws` draws (seed `seed`, independent of the compared
+    draws) of the problem's unbiased reference estimator
+    (`problem.reference_estimator_for(K)`: e.g. IWAE-DReG for the IWAE bound), with
+    its standard error, which `bias_z_scores` adds in quadrature. `num_draws=0` or
+    no reference estimator that applies: `None`.
+
+    Args:
+      problem: a `tge.problems.Problem`.
+      importance_sample_size: Python `int`, `K`.
+      num_draws: Python `int`, reference draws (rounded up to whole batches).
+      seed: PRNG seed of the reference draws.
+      sample_size: Python `int`, `S` of each reference draw.
+      sampler: optional `(gradient_sampler, batch_size)` of the reference estimator
+        at these sizes, already compiled, run `ceil(num_draws / batch_size)` times.
+    """
+    problem = _as_problem(problem)
+    if importance_sample_size == 1:
+        objective = problem.exact_objective()
+        if objective is not None:
+            with tf.GradientTape() as tape:
+                loss = -tf.reduce_sum(problem.exact_objective())
+            gradients = [g.numpy() for g in tape.gradient(loss, problem.variables)]
+            return ReferenceGradient(
+                gradients, [np.zeros_like(g) for g in gradients], "exact (closed-form ELBO)"
+            )
+    name = problem.reference_estimator_for(importance_sample_size)
+    if not num_draws or name is None:
+        return None
+    if sampler is None:
+        try:
+            problem.validate_estimator(name, sample_size, importance_sample_size)
+        except (TypeError, ValueError):
+            return None
+        batch = min(num_draws, 1000)
+        run = gradient_sampler(
+            problem.loss_fn(name, sample_size, importance_sample_size), problem.variables_for(name)
+        )
+    else:
+        run, batch = sampler
+    num_batches = -(-num_draws // batch)
+    sums = sums_of_squares = None
+    for seeds in tf.split(draw_seeds(seed, num_batches * batch), num_batches):
+        draws = [d.numpy().astype(np.float64) for d in run(seeds)]
+        if sums is None:
+            sums = [np.zeros(d.shape[1:]) for d in draws]
+            sums_of_squares = [np.zeros(d.shape[1:]) for d in draws]
+        for total, squares, d in zip(sums, sums_of_squares, draws):
+            total += d.sum(0)
+            squares += np.square(d).sum(0)
+    n = num_batches * batch
+    means = [total / n for total in sums]
+    errors = [
+        np.sqrt(np.maximum(squares / n - m**2, 0.0) * n / (n - 1) / n)
+        for squares, m in zip(sums_of_squares, means)
+    ]
+    objective = (
+        "ELBO" if importance_sample_size == 1 else f"IWAE bound (K={importance_sample_size})"
+    )
+    return ReferenceGradient(
+        means, errors, f"{objective} gradient = mean of {n} {name} draws (seed {seed})"
+    )
 
 
 def compare_estimators(
@@ -35,66 +141,105 @@ def compare_estimators(
     seed=0,
     time_steps=True,
     progress=None,
+    reference="auto",
+    timing_repeats=7,
+    reference_draws=None,
 ):
     """Measures each estimator's gradient on `problem` at its current parameters.
 
     Args:
-      problem: an object with `target_log_prob`, `surrogate`, `variables` and
-        optionally `exact_objective()` (see `tfp_gradest.problems`).
-      estimators: names or `GradientEstimator`s.
+      problem: a `tge.problems.Problem` (or any object with `target_log_prob`,
+        `surrogate`, `variables` and optionally `exact_objective()`).
+      estimators: names (or, for surrogate problems, `GradientEstimator`s).
       sample_size, importance_sample_size: Python `int`s, passed to `loss`.
       num_draws: Python `int`, gradient draws per estimator.
       seed: PRNG seed; every estimator sees the same seed.
-      time_steps: measure one XLA-compiled gradient step's wall time.
+      time_steps: time each estimator's gradient, all of them in alternation
+        (`interleaved_step_seconds`): the compiled loop that drew the
+        `num_draws` gradients runs again `timing_repeats` times per estimator,
+        and `step_seconds` is its median time divided by `num_draws` (seconds
+        per gradient, with no compilation added).
       progress: optional callable `(index, total, name)` called before each estimator.
+      reference: a `ReferenceGradient`, `None` (no bias column), or `"auto"`:
+        `reference_gradient(problem, importance_sample_size, reference_draws)`,
+        re-using the compiled draws of the reference estimator if it is compared.
+      timing_repeats: Python `int`, rounds of alternated timing.
+      reference_draws: Python `int`, draws of a Monte Carlo reference for
+        `reference="auto"`. Default value: `None`, meaning `10 * num_draws`.
 
     Returns:
-      A list of `EstimatorReport`, in the order given.
+      A list of `EstimatorReport`, in the order given, whose attribute
+      `reference` is the `ReferenceGradient` used (or `None`).
     """
-    reference = _exact_gradient(problem)
-    reports = []
+    problem = _as_problem(problem)
+    seeds = draw_seeds(seed, num_draws)
+    rows, samplers = [], {}
     for index, identifier in enumerate(estimators):
-        estimator = estimators_lib.get(identifier)
-        label = identifier if isinstance(identifier, str) else repr(estimator)
+        label = identifier if isinstance(identifier, str) else repr(identifier)
         if progress is not None:
             progress(index, len(estimators), label)
-
-        def loss_fn(seed, estimator=estimator):
-            return estimator.loss(
-                problem.target_log_prob,
-                problem.surrogate,
-                sample_size,
-                importance_sample_size,
-                seed=seed,
-            )
-
-        draws = gradient_draws(loss_fn, problem.variables, num_draws, seed)
-        moments = [gradient_moments(d) for d in draws]
-        variance = float(np.mean(np.concatenate([m.variance.ravel() for m in moments])))
-        snr = float(np.nanmean(np.concatenate([np.ravel(m.snr) for m in moments])))
-        bias = (
-            float(max(np.max(np.abs(bias_z_scores(d, r))) for d, r in zip(draws, reference)))
-            if reference is not None
-            else float("nan")
+        samplers[label] = gradient_sampler(
+            problem.loss_fn(identifier, sample_size, importance_sample_size),
+            problem.variables_for(identifier),
         )
-        seconds = _step_seconds(loss_fn, problem.variables) if time_steps else float("nan")
-        reports.append(EstimatorReport(label, variance, snr, bias, seconds, variance * seconds))
+        moments = [gradient_moments(d) for d in samplers[label](seeds)]
+        variance = float(np.mean(np.concatenate([m.variance.ravel() for m in moments])))
+        rows.append((label, moments, variance, signal_to_noise_ratio(moments)))
+    if isinstance(reference, str):
+        name = problem.reference_estimator_for(importance_sample_size)
+        sampler = (samplers[name], num_draws) if name in samplers else None
+        reference = reference_gradient(
+            problem,
+            importance_sample_size,
+            10 * num_draws if reference_draws is None else reference_draws,
+            seed=seed + 12345,  # independent of the compared draws
+            sample_size=sample_size,
+            sampler=sampler,
+        )
+    if time_steps:
+        times = interleaved_step_seconds(list(samplers.values()), (seeds,), timing_repeats, 1)
+        times = [[t / num_draws for t in time] for time in times]
+    else:
+        times = [(float("nan"),) * 3] * len(rows)
+    reports = Comparison()
+    reports.reference = reference
+    for (label, moments, variance, snr), time in zip(rows, times):
+        bias = float("nan")
+        if reference is not None and label not in _OTHER_OBJECTIVE:
+            bias = _max_abs_bias_z(moments, reference)
+        reports.append(
+            EstimatorReport(label, variance, snr, bias, time[0], variance * time[0], *time[1:])
+        )
     return reports
 
 
-def _exact_gradient(problem):
-    if not hasattr(problem, "exact_objective"):
-        return None
-    with tf.GradientTape() as tape:
-        loss = -tf.reduce_sum(problem.exact_objective())
-    return [g.numpy() for g in tape.gradient(loss, problem.variables)]
+def _max_abs_bias_z(moments, reference):
+    return float(
+        max(
+            np.max(np.abs(bias_z_scores(m, r, e)))
+            for m, r, e in zip(moments, reference.gradients, reference.standard_errors)
+        )
+    )
 
 
-def _step_seconds(loss_fn, variables):
-    @tf.function(jit_compile=True, autograph=False)
-    def step(seed):
-        with tf.GradientTape() as tape:
-            loss = loss_fn(seed)
-        return tape.gradient(loss, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+def _as_problem(problem):
+    return problem if isinstance(problem, Problem) else _DuckTypedProblem(problem)
 
-    return median_step_seconds(step, (tf.constant([1, 2], tf.int32),))
+
+class _DuckTypedProblem(Problem):
+    """An object with `target_log_prob`, `surrogate` and `variables`, given the `Problem` methods."""
+
+    def __init__(self, problem):
+        self._problem = problem
+        self.surrogate = problem.surrogate
+
+    @property
+    def variables(self):
+        return list(self._problem.variables)
+
+    def target_log_prob(self, z):
+        return self._problem.target_log_prob(z)
+
+    def exact_objective(self):
+        exact = getattr(self._problem, "exact_objective", None)
+        return None if exact is None else exact()

@@ -8,7 +8,15 @@ import tensorflow_probability as tfp
 
 from tfp_gradest._util.seeds import sanitize_seed
 
-__all__ = ["GradientMoments", "gradient_draws", "gradient_moments", "bias_z_scores"]
+__all__ = [
+    "GradientMoments",
+    "bias_z_scores",
+    "draw_seeds",
+    "gradient_draws",
+    "gradient_moments",
+    "gradient_sampler",
+    "signal_to_noise_ratio",
+]
 
 
 def gradient_draws(loss_fn, variables, num_draws, seed, jit_compile=True):
@@ -16,7 +24,8 @@ def gradient_draws(loss_fn, variables, num_draws, seed, jit_compile=True):
 
     Each draw gets its own stateless seed split from `seed`, so a run is
     reproducible and any two draws are independent. The loop is one compiled
-    `tf.map_fn` (no Python per draw).
+    `tf.map_fn` (no Python per draw); `gradient_sampler` returns that compiled
+    loop, to draw again without compiling again.
 
     Args:
       loss_fn: callable `seed -> scalar loss`, e.g.
@@ -29,6 +38,21 @@ def gradient_draws(loss_fn, variables, num_draws, seed, jit_compile=True):
     Returns:
       A list of Tensors, one per variable, of shape `[num_draws] + var.shape`.
       A variable the loss does not reach gets zeros.
+    """
+    return gradient_sampler(loss_fn, variables, jit_compile)(draw_seeds(seed, num_draws))
+
+
+def draw_seeds(seed, num_draws):
+    """`num_draws` independent stateless seeds, shape `[num_draws, 2]`, split from `seed`."""
+    # A Tensor `n` makes TFP return one `[n, 2]` Tensor (the same values as the list it
+    # returns for a Python int, without unstacking and restacking `n` eager tensors).
+    return tfp.random.split_seed(sanitize_seed(seed), tf.constant(num_draws, tf.int32))
+
+
+def gradient_sampler(loss_fn, variables, jit_compile=True):
+    """The compiled loop of `gradient_draws`: `seeds [N, 2] -> gradients [N, ...]` per variable.
+
+    Calling it again with seeds of the same shape reuses the compiled code.
     """
     variables = list(variables)
     signature = [tf.TensorSpec(v.shape, v.dtype) for v in variables]
@@ -43,8 +67,7 @@ def gradient_draws(loss_fn, variables, num_draws, seed, jit_compile=True):
     def run(seeds):
         return tf.map_fn(one_draw, seeds, fn_output_signature=signature)
 
-    seeds = tfp.random.split_seed(sanitize_seed(seed), num_draws)
-    return run(tf.stack(seeds) if isinstance(seeds, (list, tuple)) else seeds)
+    return run
 
 
 class GradientMoments(NamedTuple):
@@ -54,6 +77,7 @@ class GradientMoments(NamedTuple):
     variance: np.ndarray
     standard_error: np.ndarray
     num_draws: int
+    dtype: type = np.float64  # of the draws: sets the rounding tolerance of `bias_z_scores`
 
     @property
     def snr(self):
@@ -63,23 +87,78 @@ class GradientMoments(NamedTuple):
 
 
 def gradient_moments(draws):
-    """Moments of one variable's gradient draws (leading axis = draws)."""
-    draws = np.asarray(draws, dtype=np.float64)
+    """Moments of one variable's gradient draws (leading axis = draws), computed in float64."""
+    draws = np.asarray(draws)
+    dtype = draws.dtype.type if np.issubdtype(draws.dtype, np.floating) else np.float64
+    draws = draws.astype(np.float64)
     n = draws.shape[0]
     variance = draws.var(axis=0, ddof=1)
-    return GradientMoments(draws.mean(axis=0), variance, np.sqrt(variance / n), n)
+    return GradientMoments(draws.mean(axis=0), variance, np.sqrt(variance / n), n, dtype)
 
 
-def bias_z_scores(draws, reference):
-    """`(mean(draws) - reference) / standard_error`, element-wise.
+def bias_z_scores(draws, reference, reference_standard_error=0.0):
+    """`(mean(draws) - reference) / sqrt(standard_error² + reference_standard_error²)`, element-wise.
+
+    `draws` are one variable's gradient draws (leading axis = draws), or their
+    `GradientMoments`.
 
     Under the null hypothesis that the estimator is unbiased for `reference`,
     each score is approximately standard normal (central limit theorem over the
-    draws), so `|z| < 4` fails with probability about 6e-5 per element. Where the
-    standard error is exactly zero, a nonzero difference gives `inf`.
+    draws), so `|z| < 4` fails with probability about 6e-5 per element. A
+    reference that is itself a Monte Carlo mean of independent draws passes its
+    standard error, which adds in quadrature. Where both standard errors are
+    exactly zero (all draws equal), a difference within rounding of the draws'
+    dtype (4 ulps of the larger magnitude) scores 0 and a larger one `inf`:
+    the tolerance follows the dtype, so float32 rounding is not called a bias
+    and a real bias of 1e-20 in float64 is not called zero.
     """
-    moments = gradient_moments(draws)
-    diff = moments.mean - np.asarray(reference, dtype=np.float64)
+    moments = draws if isinstance(draws, GradientMoments) else gradient_moments(draws)
+    reference = np.asarray(reference, dtype=np.float64)
+    diff = moments.mean - reference
+    error = np.sqrt(moments.standard_error**2 + np.square(reference_standard_error))
     with np.errstate(divide="ignore", invalid="ignore"):
-        z = diff / moments.standard_error
-    return np.where((moments.standard_error == 0) & (np.abs(diff) < 1e-12), 0.0, z)
+        z = diff / error
+    finfo = np.finfo(moments.dtype)
+    rounding = 4 * finfo.eps * np.maximum(np.abs(moments.mean), np.abs(reference)) + finfo.tiny
+    return np.where((error == 0) & (np.abs(diff) <= rounding), 0.0, z)
+
+
+def signal_to_noise_ratio(moments, signal=None):
+    """The package's one SNR: the mean over elements of `|E g_i| / sd(g_i)`.
+
+    Rainforth et al. (2018) and Tucker et al. (2019) define the SNR of a
+    gradient estimator element-wise as `|E g| / sd(g)`; this averages it over
+    all elements of all variables. `(E g_i)²` is estimated without the
+    `var/N` bias of a squared sample mean, as `max(mean_i² - var_i/N, 0)`, so
+    pure noise scores about 0 rather than `N^-1/2`. Elements with zero variance
+    (their SNR is undefined or infinite, e.g. STL at an exact optimum) are left
+    out; if none remain the result is NaN.
+
+    Args:
+      moments: a `GradientMoments`, or a list of them (one per variable).
+      signal: optional moments of the same shapes from another estimator
+        unbiased for the same gradient, whose mean is used as `E g` (IWAE's own
+        mean cannot be resolved at large `K`; IWAE-DReG's can).
+
+    Returns:
+      A Python float.
+
+    >>> import numpy as np
+    >>> draws = np.array([[1.0, 0.0], [3.0, 0.0], [1.0, 2.0], [3.0, -2.0]])
+    >>> round(signal_to_noise_ratio(gradient_moments(draws)), 3)  # (1.658 + 0) / 2
+    0.829
+    """
+    moments = _as_list(moments)
+    signal = moments if signal is None else _as_list(signal)
+    variance = np.concatenate([np.ravel(m.variance) for m in moments])
+    mean = np.concatenate([np.ravel(m.mean) for m in signal])
+    mean_variance = np.concatenate([np.ravel(m.variance / m.num_draws) for m in signal])
+    keep = variance > 0
+    if not keep.any():
+        return float("nan")
+    squared_signal = np.maximum(mean[keep] ** 2 - mean_variance[keep], 0.0)
+    return float(np.mean(np.sqrt(squared_signal / variance[keep])))
+
+
+def _as_list(moments):
+    return [moments] if isinstance(moments, GradientMoments) else list(moments)

@@ -1,10 +1,19 @@
-"""Wall-clock step time of a compiled function (for reports and benchmarks, never for tests)."""
+"""Wall-clock step time of compiled functions (for reports and benchmarks, never for tests)."""
 
 import time
+from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["median_step_seconds"]
+__all__ = ["StepTime", "interleaved_step_seconds", "median_step_seconds"]
+
+
+class StepTime(NamedTuple):
+    """Seconds per call: the median over repeats and the quartiles, its spread."""
+
+    median: float
+    low: float  # 25th percentile over repeats
+    high: float  # 75th percentile over repeats
 
 
 def median_step_seconds(step, args=(), repeats=5, calls_per_repeat=20):
@@ -13,15 +22,38 @@ def median_step_seconds(step, args=(), repeats=5, calls_per_repeat=20):
     Calls `step` once first so tracing and compilation are not timed, and
     forces each result to host so asynchronous execution is counted.
     """
-    _block(step(*args))
-    times = []
+    return interleaved_step_seconds([step], args, repeats, calls_per_repeat)[0].median
+
+
+def interleaved_step_seconds(steps, args=(), repeats=9, calls_per_repeat=10):
+    """Seconds per call of each of `steps`, timed in alternation, as `StepTime`s.
+
+    Each step is called once first (compilation is not timed). Then, `repeats`
+    times, each step in turn runs `calls_per_repeat` calls; a slow spell of a
+    shared machine hits every step alike instead of one of them, and the median
+    over repeats ignores the worst spells. The quartiles show what is left of
+    the noise: two steps whose quartile ranges overlap are not told apart.
+
+    Args:
+      steps: callables, each called as `step(*args)`.
+      args: the arguments of every call.
+      repeats: Python `int`, rounds of alternation.
+      calls_per_repeat: Python `int`, calls per step per round.
+
+    Returns:
+      A list of `StepTime`, one per step.
+    """
+    for step in steps:
+        _block(step(*args))
+    times = [[] for _ in steps]
     for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(calls_per_repeat):
-            result = step(*args)
-        _block(result)
-        times.append((time.perf_counter() - start) / calls_per_repeat)
-    return float(np.median(times))
+        for step, record in zip(steps, times):
+            start = time.perf_counter()
+            for _ in range(calls_per_repeat):
+                result = step(*args)
+            _block(result)
+            record.append((time.perf_counter() - start) / calls_per_repeat)
+    return [StepTime(*(float(np.percentile(t, q)) for q in (50, 25, 75))) for t in times]
 
 
 def _block(result):

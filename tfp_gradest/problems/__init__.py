@@ -1,41 +1,36 @@
 """Built-in problems with known answers, shared by the tests, benchmarks and the CLI.
 
-Each problem has `target_log_prob`, a trainable `surrogate`, its `variables`, and
-(where the answer is closed form) `exact_objective()`. `get(name)` builds one.
+Each is a `Problem` (see `base.py` for the contract): `target_log_prob`, a trainable
+`surrogate`, its `variables`, the estimators that apply and their losses, `fit`,
+and where known `exact_objective()` and `distance_to_optimum()`. `get(name)` builds
+one; `names()` lists them. A new problem is one module here whose `Problem`
+subclass has the module's name.
+
+>>> from tfp_gradest import problems
+>>> problems.names()[:3]
+['bnn_digits', 'bnn_layers', 'gaussian']
 """
 
-from tfp_gradest.problems.bnn_digits import BayesianNeuralNetworkDigits
-from tfp_gradest.problems.gaussian import CorrelatedGaussian
-from tfp_gradest.problems.linear_regression import BayesianLinearRegression
-from tfp_gradest.problems.logistic_regression import BayesianLogisticRegression
-from tfp_gradest.problems.toy_gaussian import ToyGaussian
+import importlib
 
-__all__ = [
-    "BayesianLinearRegression",
-    "BayesianLogisticRegression",
-    "BayesianNeuralNetworkDigits",
-    "CorrelatedGaussian",
-    "ToyGaussian",
-    "get",
-    "names",
-]
+from tfp_gradest.problems.base import Problem, check_name, get, names
 
-_PROBLEMS = {
-    CorrelatedGaussian.name: CorrelatedGaussian,
-    BayesianLinearRegression.name: BayesianLinearRegression,
-    ToyGaussian.name: ToyGaussian,
-    BayesianLogisticRegression.name: BayesianLogisticRegression,
-    BayesianNeuralNetworkDigits.name: BayesianNeuralNetworkDigits,
+# The classes are importable from here; their modules (and TensorFlow) load on first use.
+_CLASSES = {
+    "BayesianLinearRegression": "linear_regression",
+    "BayesianLogisticRegression": "logistic_regression",
+    "BayesianNeuralNetworkDigits": "bnn_digits",
+    "BayesianNeuralNetworkLayers": "bnn_layers",
+    "CorrelatedGaussian": "gaussian",
+    "GaussianMixture": "gaussian_mixture",
+    "ToyGaussian": "toy_gaussian",
 }
 
-
-def names():
-    """The built-in problem names, sorted."""
-    return sorted(_PROBLEMS)
+__all__ = [*sorted(_CLASSES), "Problem", "check_name", "get", "names"]
 
 
-def get(name, **kwargs):
-    """Builds the built-in problem `name` with `kwargs` passed to its constructor."""
-    if name not in _PROBLEMS:
-        raise ValueError(f"Unknown problem {name!r}. Valid problems: {', '.join(names())}.")
-    return _PROBLEMS[name](**kwargs)
+def __getattr__(name):
+    if name in _CLASSES:
+        module = importlib.import_module(f"{__name__}.{_CLASSES[name]}")
+        return getattr(module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

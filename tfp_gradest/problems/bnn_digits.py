@@ -4,13 +4,15 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from tfp_gradest.problems.base import Problem
+
 tfd = tfp.distributions
 tfb = tfp.bijectors
 
 __all__ = ["BayesianNeuralNetworkDigits"]
 
 
-class BayesianNeuralNetworkDigits:
+class BayesianNeuralNetworkDigits(Problem):
     """A 64-`hidden`-10 tanh MLP with `w ~ N(0, I)` and a mean-field Normal surrogate over all weights.
 
     ```none
@@ -54,10 +56,6 @@ class BayesianNeuralNetworkDigits:
             np.full(sum(self.sizes), initial_scale, np_dtype), tfb.Softplus(), name="scale"
         )
         self.surrogate = tfd.MultivariateNormalDiag(self.loc, self.scale)
-
-    @property
-    def variables(self):
-        return list(self.surrogate.trainable_variables)
 
     def unpack(self, w):
         """Flat `[..., W]` -> `(W1 [..., 64, h], b1, W2 [..., h, 10], b2)`."""

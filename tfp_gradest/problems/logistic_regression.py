@@ -4,13 +4,15 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from tfp_gradest.problems.base import Problem
+
 tfd = tfp.distributions
 tfb = tfp.bijectors
 
 __all__ = ["BayesianLogisticRegression"]
 
 
-class BayesianLogisticRegression:
+class BayesianLogisticRegression(Problem):
     """`w ~ N(0, I)`, `y_n | x_n, w ~ Bernoulli(σ(x_nᵀ w))`, with a mean-field Normal surrogate.
 
     The data are scikit-learn's Wisconsin breast-cancer set (569 examples, 30
@@ -43,10 +45,6 @@ class BayesianLogisticRegression:
             np.full(dim, initial_scale, np_dtype), tfb.Softplus(), name="scale"
         )
         self.surrogate = tfd.MultivariateNormalDiag(self.loc, self.scale)
-
-    @property
-    def variables(self):
-        return list(self.surrogate.trainable_variables)
 
     def target_log_prob(self, w):
         """`log p(w) + Σ_n log p(y_n | x_n, w)` for `w` of shape `[..., 31]`."""

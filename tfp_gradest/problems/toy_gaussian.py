@@ -4,12 +4,14 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from tfp_gradest.problems.base import Problem
+
 tfd = tfp.distributions
 
 __all__ = ["ToyGaussian"]
 
 
-class ToyGaussian:
+class ToyGaussian(Problem):
     """`z ~ N(μ, I_D)`, `x | z ~ N(z, I_D)`, and `q(z | x) = N(a ⊙ x + b, σ_q² I_D)`.
 
     ```none
@@ -35,6 +37,7 @@ class ToyGaussian:
     """
 
     name = "toy_gaussian"
+    default_estimators = ("iwae", "iwae_stl", "iwae_dreg")
 
     def __init__(self, dim=20, perturbation=0.01, q_scale=None, dtype=tf.float32, seed=0):
         q_scale = np.sqrt(2.0 / 3.0) if q_scale is None else q_scale
@@ -64,6 +67,21 @@ class ToyGaussian:
         prior = tfd.Normal(self.mu, tf.cast(1.0, self.dtype)).log_prob(z)
         likelihood = tfd.Normal(z, tf.cast(1.0, self.dtype)).log_prob(self.x)
         return tf.reduce_sum(prior + likelihood, axis=-1)
+
+    def posterior(self):
+        """`p(z | x) = N((μ + x)/2, I/2)`."""
+        return tfd.MultivariateNormalDiag(
+            (self.mu + self.x) / 2, tf.fill([self.dim], tf.cast(np.sqrt(0.5), self.dtype))
+        )
+
+    def exact_objective(self):
+        """The exact ELBO, `log p(x) - KL(q || p(z | x))` (the IWAE bound for K > 1 has no closed form)."""
+        return self.log_marginal() - tfd.kl_divergence(self.surrogate, self.posterior())
+
+    def distance_to_optimum(self):
+        # One observation identifies only q's mean a⊙x + b, not a and b separately.
+        gap = tf.reduce_max(tf.abs(self.surrogate.mean() - self.posterior().mean()))
+        return f"max |E_q z - E_p(z|x) z| = {float(gap):.3g} (0 at the optimum)"
 
     def log_marginal(self):
         """`log p(x) = log N(x; μ, 2I)`."""

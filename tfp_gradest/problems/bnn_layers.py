@@ -1,0 +1,160 @@
+"""A Bayesian MLP built from `tge.layers` on scikit-learn's bundled digits: the layers' estimators."""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfp_gradest.problems.base import Problem
+
+__all__ = ["BayesianNeuralNetworkLayers"]
+
+
+class BayesianNeuralNetworkLayers(Problem):
+    """A 64-`hidden`-10 MLP of `tge.layers.DenseReparameterization` layers on the 8×8 digits.
+
+    ```none
+    loss(μ, ρ) = mean_n CE(y_n, f_W(x_n)) + KL(q(W) || p(W)) / N,   W ~ q(W) = N(μ, softplus(ρ)²)
+    ```
+
+    (the negative ELBO divided by `N`). The estimators are the layers' own
+    (`tge.layers.GRADIENT_ESTIMATORS`: the reparameterisation trick with one
+    weight sample per batch, the local reparameterisation trick, Flipout and
+    R2-G2); they are unbiased for the same gradient and differ in variance.
+    Every estimator gets its own copy of the model with the same weights.
+    The gradients compared are those of the posterior *scale* parameters
+    (`*_scale_raw`), whose noise the estimators differ in most (their
+    location gradients share the minibatch noise-free data term).
+
+    `sample_size` and `importance_sample_size` must be 1: the layers draw one
+    weight sample (or one per example) per call.
+
+    Args:
+      hidden: Python `int`, hidden units. Default value: `32`.
+      num_examples: Python `int`, digits in the batch (the first ones). Default value: `256`.
+      initial_posterior_scale: the layers' initial posterior standard deviation.
+        Default value: `0.1`.
+      seed: seed of the initial weights and of the layers' noise. Default value: `0`.
+    """
+
+    name = "bnn_layers"
+    default_estimators = ("reparameterization", "local_reparameterization", "flipout", "r2g2")
+    reference_estimator = "local_reparameterization"
+    fit_learning_rate = 0.003
+
+    def __init__(self, hidden=32, num_examples=256, initial_posterior_scale=0.1, seed=0):
+        from sklearn.datasets import load_digits
+
+        data = load_digits()
+        self.x = (data.data[:num_examples] / 16.0).astype(np.float32)
+        self.y = data.target[:num_examples].astype(np.int32)
+        self.hidden, self.seed = hidden, seed
+        self.initial_posterior_scale = initial_posterior_scale
+        self._models = {}
+        self.model = self._build("reparameterization")  # holds the weights every copy starts from
+
+    def _build(self, estimator):
+        from tfp_gradest import layers
+
+        common = dict(
+            gradient_estimator=estimator,
+            kl_weight=1.0 / len(self.x),
+            initial_posterior_scale=self.initial_posterior_scale,
+        )
+        model = keras.Sequential(
+            [
+                keras.Input((self.x.shape[1],)),
+                layers.DenseReparameterization(
+                    self.hidden,
+                    activation="relu",
+                    kernel_loc_initializer=keras.initializers.GlorotUniform(self.seed),
+                    seed=self.seed + 1,
+                    **common,
+                ),
+                layers.DenseReparameterization(
+                    10,
+                    kernel_loc_initializer=keras.initializers.GlorotUniform(self.seed + 1),
+                    seed=self.seed + 2,
+                    **common,
+                ),
+            ]
+        )
+        if hasattr(self, "model"):
+            model.set_weights(self.model.get_weights())
+        return model
+
+    def model_for(self, estimator):
+        """The model with `estimator` in every layer and the current weights of `model`."""
+        if estimator not in self._models:
+            self._models[estimator] = self._build(estimator)
+        else:
+            self._models[estimator].set_weights(self.model.get_weights())
+        return self._models[estimator]
+
+    @property
+    def variables(self):
+        return _scale_variables(self.model)
+
+    @property
+    def surrogate(self):  # no single tfd.Distribution: the posterior lives in the layers
+        raise AttributeError("bnn_layers keeps its posterior in the layers; see `model`.")
+
+    def target_log_prob(self, z):
+        raise NotImplementedError("bnn_layers is a Keras model; use `loss_fn`.")
+
+    def estimator_names(self):
+        from tfp_gradest import layers
+
+        return sorted(layers.GRADIENT_ESTIMATORS)
+
+    def validate_estimator(self, estimator, sample_size=1, importance_sample_size=1):
+        if estimator not in self.estimator_names():
+            raise ValueError(
+                f"Problem {self.name!r} compares the Bayesian layers' estimators: "
+                f"{', '.join(self.estimator_names())}. Received: estimator={estimator!r}"
+            )
+        if sample_size != 1 or importance_sample_size != 1:
+            raise ValueError(
+                f"Problem {self.name!r} draws one weight sample per call: use sample_size=1 and "
+                f"importance_sample_size=1. Received: sample_size={sample_size}, "
+                f"importance_sample_size={importance_sample_size}"
+            )
+
+    def loss_fn(self, estimator, sample_size=1, importance_sample_size=1):
+        self.validate_estimator(estimator, sample_size, importance_sample_size)
+        model = self.model_for(estimator)
+        x, y = tf.constant(self.x), tf.constant(self.y)
+
+        def loss(seed=None):  # the noise comes from the layers' seed generators
+            del seed
+            logits = model(x, training=True)
+            nll = keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
+            return tf.reduce_mean(nll) + tf.add_n(model.losses)
+
+        return loss
+
+    def variables_for(self, estimator):
+        return _scale_variables(self.model_for(estimator))
+
+    def fit(self, num_steps, seed=0):
+        if num_steps < 1:
+            raise ValueError(f"`num_steps` must be at least 1. Received: num_steps={num_steps}")
+        self.model.compile(
+            keras.optimizers.Adam(self.fit_learning_rate),
+            keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            jit_compile=True,
+        )
+        batch = len(self.x)
+        epochs = max(num_steps, 1)
+        history = self.model.fit(self.x, self.y, batch_size=batch, epochs=epochs, verbose=0)
+        return history.history["loss"]
+
+    def distance_to_optimum(self):
+        return None
+
+
+def _scale_variables(model):
+    return [
+        v.value if hasattr(v, "value") else v
+        for v in model.trainable_variables
+        if "scale" in v.path.rsplit("/", 1)[-1]
+    ]
