@@ -38,13 +38,16 @@ def _draws(estimator, problem, k, num_draws, sample_size, seed, variables):
 
 
 def _max_z(draws, reference, reference_se=None):
-    """Largest |mean - reference| / combined standard error over all elements."""
+    """Largest |bias z-score| (`tge.diagnostics.bias_z_scores`) over all elements.
+
+    A Monte Carlo reference's own standard error `se_ref` enters in quadrature:
+    `(mean - ref) / sqrt(se² + se_ref²) = z · se / sqrt(se² + se_ref²)`.
+    """
     worst = 0.0
-    for i, d in enumerate(draws):
-        se2 = d.var(axis=0, ddof=1) / d.shape[0]
-        if reference_se is not None:
-            se2 = se2 + reference_se[i] ** 2
-        worst = max(worst, float(np.max(np.abs(d.mean(axis=0) - reference[i]) / np.sqrt(se2))))
+    for d, ref, ref_se in zip(draws, reference, reference_se or [0.0] * len(draws)):
+        z = tge.diagnostics.bias_z_scores(d, ref)
+        se = tge.diagnostics.gradient_moments(d).standard_error
+        worst = max(worst, float(np.max(np.abs(z * se / np.sqrt(se**2 + ref_se**2)))))
     return worst
 
 
@@ -215,6 +218,9 @@ def test_iwae_dreg_variance_is_at_least_5x_lower_than_iwae_at_k64():
 
 
 def test_zero_variance_at_the_exact_posterior():
+    # Zero in exact arithmetic; 1e-20 is (1e-10)²: float64 rounding of gradients of
+    # size ~1 leaves variances near 1e-30. IWAE's measured variance here is ~0.1, so
+    # 1e-3 separates the two by orders of magnitude either way.
     problem = ToyGaussian(dim=5, perturbation=0.0, q_scale=np.sqrt(0.5), dtype=tf.float64)
     assert _mean_variance("iwae_dreg", problem, 8, 200) < 1e-20
     assert _mean_variance("rws_dreg", problem, 8, 200) < 1e-20
@@ -262,6 +268,31 @@ def test_finite_losses_and_gradients_for_extreme_log_weights(name, target):
 
     loss, grad = step()
     assert np.isfinite(loss) and np.all(np.isfinite(grad)), (float(loss), grad)
+
+
+# A NaN from the target must reach the gradient (never a silent zero that stalls
+# training); sqrt of a negative number is NaN in value and in gradient.
+NAN_CASES = [("stl", 1)] + [
+    (name, k) for name in ["iwae_dreg", "dreg", "rws_dreg", "iwae_stl"] for k in (1, 8)
+]
+
+
+@pytest.mark.parametrize("where", ["every_sample", "some_samples"])
+@pytest.mark.parametrize("name,k", NAN_CASES, ids=lambda c: str(c))
+def test_a_nan_target_gives_nan_gradients_not_zeros(name, k, where):
+    loc, q = _standard_normal_surrogate()
+    theta = tf.Variable(tf.constant(1.0, tf.float64))
+    shift = 50.0 if where == "every_sample" else 0.5  # NaN where z_0 < shift
+
+    def target(z):
+        normal = tfd.MultivariateNormalDiag(theta * tf.ones(2, tf.float64))
+        return normal.log_prob(z) + tf.sqrt(z[..., 0] - shift)
+
+    with tf.GradientTape() as tape:
+        loss = tge.estimators.get(name).loss(target, q, 4, k, seed=3)
+    for grad in tape.gradient(loss, [loc, theta]):
+        assert np.any(np.isnan(grad)), (name, k, float(loss), grad)
+    assert np.isnan(loss)
 
 
 # --- misuse -------------------------------------------------------------------------
