@@ -27,14 +27,9 @@ import time
 sys.path.insert(0, os.path.dirname(__file__))
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-import tensorflow_probability as tfp  # noqa: E402
 from _common import print_table  # noqa: E402
-from sklearn.datasets import load_digits  # noqa: E402
-from sklearn.decomposition import PCA  # noqa: E402
 
 import tfp_gradest as tge  # noqa: E402
-
-tfd, tfb = tfp.distributions, tfp.bijectors
 
 
 def methods(rho, alpha):
@@ -45,35 +40,6 @@ def methods(rho, alpha):
         "I-SAG global": dict(rho=rho, alpha=alpha, weighting="global"),
         "I-SAG per-element": dict(rho=rho, alpha=alpha, weighting="per_element"),
     }
-
-
-def make_problem(num_components, dim, num_batches):
-    x = PCA(dim, random_state=0).fit_transform(load_digits().data)
-    x = (x - x.mean(0)) / x.std(0)
-    x = x[: (len(x) // num_batches) * num_batches].astype("float32")
-    batches = tf.constant(x.reshape(num_batches, -1, dim))
-    data = tf.constant(x)
-
-    def log_likelihood(points, theta):  # theta [M, C*D] -> [M]
-        means = tf.reshape(theta, [-1, 1, num_components, dim])
-        sq = tf.reduce_sum(tf.square(points[tf.newaxis, :, tf.newaxis, :] - means), -1)
-        per_point = (
-            tf.reduce_logsumexp(-0.5 * sq, -1)
-            - np.log(num_components)
-            - 0.5 * dim * np.log(2 * np.pi)
-        )
-        return tf.reduce_sum(per_point, -1)
-
-    def log_prior(theta):
-        return tf.reduce_sum(tfd.Normal(0.0, 3.0).log_prob(theta), -1)
-
-    def target(theta, batch):
-        return log_prior(theta) / num_batches + log_likelihood(tf.gather(batches, batch), theta)
-
-    def full_log_joint(theta):
-        return log_prior(theta) + log_likelihood(data, theta)
-
-    return target, full_log_joint, len(x)
 
 
 def main(argv=None):
@@ -92,16 +58,19 @@ def main(argv=None):
     args = parser.parse_args(argv)
     METHODS = methods(args.rho, args.alpha)  # noqa: N806
 
-    target, full_log_joint, num_points = make_problem(args.components, args.dim, args.batches)
+    # The model lives in the package (one copy, shared with colabs/isag_gmm.ipynb).
+    problem = tge.problems.get(
+        "gaussian_mixture",
+        num_components=args.components,
+        dim=args.dim,
+        num_batches=args.batches,
+    )
+    target, q, num_points = problem.batch_target_log_prob, problem.surrogate, int(problem.x.shape[0])
     size = args.components * args.dim
-    loc = tf.Variable(tf.zeros(size))
-    scale = tfp.util.TransformedVariable(tf.fill([size], 0.1), tfb.Softplus())
-    q = tfd.MultivariateNormalDiag(loc, scale)
     eval_noise = tf.random.stateless_normal([64, size], [0, 1])
 
     def full_elbo():
-        theta = q.loc + q.scale.matvec(eval_noise)
-        return tf.reduce_mean(full_log_joint(theta)) + q.entropy()
+        return problem.elbo(eval_noise)
 
     num_evals = args.steps // args.eval_every
     loops = {}
@@ -123,9 +92,9 @@ def main(argv=None):
             for fit, record in [(run_untraced, False), (run, True)]:
                 # The same fit twice: timed without ELBO evaluations, then traced.
                 if not traces[name] and not record:
-                    _restart(isag, loc, scale, start_loc)
+                    _restart(isag, problem, start_loc)
                     fit(tf.constant([init, 0]))  # compile outside the timing
-                _restart(isag, loc, scale, start_loc)
+                _restart(isag, problem, start_loc)
                 if name == "SGD" and record:
                     initial.append(float(full_elbo()))
                 began = time.perf_counter()
@@ -193,9 +162,8 @@ def main(argv=None):
     _plot(traces, steps_to, args, os.path.join(args.output_dir, "isag_gmm.png"))
 
 
-def _restart(isag, loc, scale, start_loc):
-    loc.assign(start_loc)
-    scale.assign(tf.fill(scale.shape, 0.1))
+def _restart(isag, problem, start_loc):
+    problem.restart(start_loc)
     isag.reset()
 
 

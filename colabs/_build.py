@@ -6,12 +6,20 @@ runs; `FIGURE_DIR` set to a folder saves the figures there as PNG.
 """
 
 import os
+import re
 
 import nbformat
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-INSTALL = """# In Colab: install tfp_gradest from the repository (skipped when it is importable already).
+def _package_url():
+    """The package's home, read from `tfp_gradest/__init__.py` (`__url__`; setup.py reads it too)."""
+    init = os.path.join(HERE, os.pardir, "tfp_gradest", "__init__.py")
+    with open(init, encoding="utf-8") as f:
+        return re.search(r'^__url__ = "([^"]+)"', f.read(), re.MULTILINE).group(1)
+
+
+INSTALL = f"""# In Colab: install tfp_gradest from its repository (skipped when it is importable already).
 import importlib.util
 import subprocess
 import sys
@@ -19,7 +27,7 @@ import sys
 if importlib.util.find_spec("tfp_gradest") is None:
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "-q",
-         "tfp_gradest[extras] @ git+https://github.com/tfp-gradest/tfp_gradest"],
+         "tfp_gradest[extras] @ git+{_package_url()}"],
         check=True,
     )"""
 
@@ -377,33 +385,18 @@ experiment (50 initialisations, steps and seconds to a target ELBO).""",
         "code",
         IMPORTS
         + """
-from sklearn.datasets import load_digits
-from sklearn.decomposition import PCA
 
 NUM_INITS = 1 if SMALL else 10
-NUM_STEPS = 200 if SMALL else 400
-COMPONENTS, DIM, NUM_BATCHES = 8, 4, 20""",
+NUM_STEPS = 200 if SMALL else 400""",
     ),
     (
         "code",
-        """x = PCA(DIM, random_state=0).fit_transform(load_digits().data)
-x = ((x - x.mean(0)) / x.std(0))[: (len(x) // NUM_BATCHES) * NUM_BATCHES].astype("float32")
-batches = tf.constant(x.reshape(NUM_BATCHES, -1, DIM))
-
-def log_likelihood(points, theta):  # theta: [M, COMPONENTS * DIM]
-    means = tf.reshape(theta, [-1, 1, COMPONENTS, DIM])
-    sq = tf.reduce_sum(tf.square(points[tf.newaxis, :, tf.newaxis] - means), -1)
-    return tf.reduce_sum(tf.reduce_logsumexp(-0.5 * sq, -1) - np.log(COMPONENTS)
-                         - 0.5 * DIM * np.log(2 * np.pi), -1)
-
-def target_log_prob_fn(theta, batch_index):  # the batch's share of log p(x, θ)
-    prior = tf.reduce_sum(tfd.Normal(0.0, 3.0).log_prob(theta), -1)
-    return prior / NUM_BATCHES + log_likelihood(tf.gather(batches, batch_index), theta)
-
-def full_elbo(q, num=256):
-    theta = q.sample(num, seed=[0, 1])
-    prior = tf.reduce_sum(tfd.Normal(0.0, 3.0).log_prob(theta), -1)
-    return float(tf.reduce_mean(prior + log_likelihood(tf.constant(x), theta)) + q.entropy())""",
+        """# The model is a built-in problem, shared with benchmarks/isag_gmm.py: 8 components,
+# 4 principal components, 20 minibatches; `batch_target_log_prob(θ, b)` is batch b's
+# share of log p(x, θ) (see tge.problems.GaussianMixture).
+problem = tge.problems.get("gaussian_mixture")
+print(problem.x.shape, "points in", problem.num_batches, "batches")
+elbo_noise = tf.random.stateless_normal([256, int(problem.loc.shape[0])], [0, 1])""",
     ),
     (
         "code",
@@ -412,19 +405,18 @@ def full_elbo(q, num=256):
     "SAG": tge.reuse.ISAG(rho=0.0, alpha=0.9),
     "I-SAG per-element": tge.reuse.ISAG(rho=0.5, alpha=0.9, weighting="per_element"),
 }
-size = COMPONENTS * DIM
 rng = np.random.default_rng(0)
 traces, final = {m: [] for m in methods}, {m: [] for m in methods}
 for init in range(NUM_INITS):
-    start = rng.normal(size=size).astype("float32")
+    start = rng.normal(size=int(problem.loc.shape[0])).astype("float32")
     for name, isag in methods.items():
-        q = tfd.MultivariateNormalDiag(
-            tf.Variable(start), tfp.util.TransformedVariable(tf.fill([size], 0.1), tfb.Softplus()))
+        problem.restart(start)  # every method starts from the same point
         losses = tge.vi.fit_surrogate_posterior(
-            target_log_prob_fn, q, keras.optimizers.SGD(1e-3), NUM_STEPS, sample_size=2,
-            jit_compile=True, seed=init, gradient_reuse=isag, num_batches=NUM_BATCHES)
+            problem.batch_target_log_prob, problem.surrogate, keras.optimizers.SGD(1e-3),
+            NUM_STEPS, sample_size=2, jit_compile=True, seed=init, gradient_reuse=isag,
+            num_batches=problem.num_batches)
         traces[name].append(losses.numpy())
-        final[name].append(full_elbo(q))
+        final[name].append(float(problem.elbo(elbo_noise)))
     print(f"init {init}: " + ", ".join(f"{m} {final[m][-1]:.0f}" for m in methods))""",
     ),
     (
@@ -443,23 +435,28 @@ save(figure, "isag_gmm.png")""",
 ]
 
 
+def make_notebook(cells):
+    """The notebook (no outputs) for a list of `(kind, source)` cells."""
+    notebook = nbformat.v4.new_notebook()
+    notebook.metadata = {
+        "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+        "language_info": {"name": "python"},
+        "colab": {"provenance": []},
+    }
+    for kind, source in cells:
+        if kind == "md":
+            notebook.cells.append(nbformat.v4.new_markdown_cell(source))
+        else:
+            cell = nbformat.v4.new_code_cell(source)
+            if kind == "params":
+                cell.metadata["tags"] = ["parameters"]
+            notebook.cells.append(cell)
+    return notebook
+
+
 def build():
     for name, cells in NOTEBOOKS.items():
-        notebook = nbformat.v4.new_notebook()
-        notebook.metadata = {
-            "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
-            "language_info": {"name": "python"},
-            "colab": {"provenance": []},
-        }
-        for kind, source in cells:
-            if kind == "md":
-                notebook.cells.append(nbformat.v4.new_markdown_cell(source))
-            else:
-                cell = nbformat.v4.new_code_cell(source)
-                if kind == "params":
-                    cell.metadata["tags"] = ["parameters"]
-                notebook.cells.append(cell)
-        nbformat.write(notebook, os.path.join(HERE, f"{name}.ipynb"))
+        nbformat.write(make_notebook(cells), os.path.join(HERE, f"{name}.ipynb"))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,10 @@
 """Every notebook in colabs/ runs top to bottom, offline, with small settings, and draws its figures."""
 
 import glob
+import importlib.util
 import os
+import subprocess
+import sys
 
 import nbformat
 import pytest
@@ -20,6 +23,44 @@ def test_every_notebook_is_listed():
         "bnn_r2g2.ipynb",
         "isag_gmm.ipynb",
     }
+
+
+def _build_module():
+    spec = importlib.util.spec_from_file_location("_build", os.path.join(COLABS, "_build.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _cells(notebook):
+    """What `_build.py` decides: cell kinds, sources and tags (not ids, outputs or counts)."""
+    return [(c.cell_type, c.source, c.metadata.get("tags", [])) for c in notebook.cells]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=os.path.basename)
+def test_committed_notebook_is_what_build_py_writes(path):
+    build = _build_module()
+    name = os.path.splitext(os.path.basename(path))[0]
+    expected = build.make_notebook(build.NOTEBOOKS[name])
+    committed = nbformat.read(path, as_version=4)
+    assert _cells(committed) == _cells(expected), (
+        f"{os.path.basename(path)} differs from colabs/_build.py: run `python colabs/_build.py`"
+    )
+    assert committed.metadata == expected.metadata
+
+
+def test_install_cell_uses_the_package_url_from_setup():
+    import tfp_gradest
+
+    build = _build_module()
+    assert f"git+{tfp_gradest.__url__}" in build.INSTALL
+    assert "find_spec(\"tfp_gradest\") is None" in build.INSTALL  # skipped when importable
+    root = os.path.join(COLABS, os.pardir)
+    metadata = subprocess.run(
+        [sys.executable, "setup.py", "--url", "--version"],
+        cwd=root, capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    assert metadata[-2:] == [tfp_gradest.__url__, tfp_gradest.__version__]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=os.path.basename)
