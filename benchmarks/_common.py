@@ -59,13 +59,14 @@ def interleaved_seconds(runs, repeats):
 
 
 def ratio_with_spread(numerator, denominator):
-    """`"median [min, max]"` of the per-repeat ratios of two runs timed in alternation.
+    """`"median [q25, q75]"` of the per-repeat ratios of two runs timed in alternation.
 
     Each repeat's pair ran back to back, so their ratio cancels most of the
-    machine's slow drifts; the range over repeats shows what is left.
+    machine's slow drifts; the interquartile range over repeats shows what is left.
     """
     ratios = np.asarray(numerator) / np.asarray(denominator)
-    return f"{np.median(ratios):.3f} [{ratios.min():.3f}, {ratios.max():.3f}]"
+    low, mid, high = np.percentile(ratios, [25, 50, 75])
+    return f"{mid:.3f} [{low:.3f}, {high:.3f}]"
 
 
 def print_table(title, rows, header):

@@ -16,7 +16,7 @@
    reparameterisation gradient. The row "stl, two passes" is the inner-tape
    route (`log_weight_terms`) that STL used before, for comparison.
    The ratio is the median over repeats of each repeat's ratio (the two ran back
-   to back), with its range.
+   to back), with its interquartile range.
 
     python benchmarks/multisample.py --tables stl   # only table 3
 
@@ -158,7 +158,7 @@ def main():
             f"MLP VAE 784-200-50, batch 64, K=1, XLA: step time / reparameterization "
             f"({steps} steps x {args.repeats})",
             stl_ratio(argparse.Namespace(steps=steps, repeats=args.repeats)),
-            ["estimator", "ms/step", "ratio median [min, max] (STL target <= 1.1)"],
+            ["estimator", "ms/step", "ratio median [IQR] (STL target <= 1.1)"],
         )
     if "tfp" in tables:
         args.steps *= 10
