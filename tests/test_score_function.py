@@ -137,6 +137,9 @@ def test_mixed_pathwise_parts_lower_the_continuous_variance():
         loc_index = next(i for i, v in enumerate(problem.variables) if v is problem.loc)
         variance[parts] = float(tge.diagnostics.gradient_moments(draws[loc_index]).variance)
     print("mixed surrogate, loc-gradient variance:", variance)
+    # Each variance comes from 4000 draws (relative standard error sqrt(2/4000) ~ 2%);
+    # 7.3x was measured, so 2x leaves a wide margin yet fails if the pathwise parts
+    # changed nothing (a ratio near 1).
     assert variance["score"] > 2.0 * variance["pathwise"]
 
 
