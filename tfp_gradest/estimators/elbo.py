@@ -123,10 +123,12 @@ class STL(GradientEstimator):
 
     data_path = "path_weighted_surrogate"
     max_importance_sample_size = 1
+    reverse_kl_only_because = " (it drops a score term whose mean is zero only there)"
 
     def _objective(self, inputs):
-        # `inputs.discrepancy_fn` is validated to be the reverse KL. At K = 1 the normalised weight is 1 (0 for a sample of zero target
-        # density), so c = a = w̃ gives `log p̃ + log ŵ`: IWAE-DReG at K = 1.
+        # `inputs.discrepancy_fn` is validated to be the reverse KL. At K = 1 the
+        # normalised weight is 1 (0 for a sample of zero target density), so
+        # c = a = w̃ gives `log p̃ + log ŵ`: IWAE-DReG at K = 1.
         log_weights, surrogate = lw.path_weighted_surrogate(
             inputs, lambda log_w: (normalized_weights(log_w),) * 2
         )
