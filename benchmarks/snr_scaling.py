@@ -6,8 +6,9 @@ For each K in {1, 3, 10, 30, 100, 300, 1000} and each estimator, draws single-
 objective (S = 1) φ-gradients at the papers' perturbed optimum (D = 20) and
 reports, over the 40 elements of φ = (a, b):
 
-* SNR: the root-mean-square over elements of `|E g| / sd(g)`, with `(E g)²`
-  estimated without the `var/N` bias of a squared sample mean. IWAE's signal
+* SNR: `tge.diagnostics.signal_to_noise_ratio`, the package's one definition: the
+  mean over elements of `|E g| / sd(g)`, with `(E g)²` estimated without the
+  `var/N` bias of a squared sample mean. IWAE's signal
   `E g` is taken from the IWAE-DReG draws: both are unbiased for the same
   gradient (tests/test_multisample.py), and IWAE's own sample mean cannot
   resolve it (its SNR at K = 1000 is ~1e-3, so ~1e7 draws would be needed);
@@ -49,14 +50,12 @@ def gradient_samples(problem, name, k, draws, seed):
 
 
 def summarise(samples, reference_mean, signal_samples=None):
-    mean, var = samples.mean(0), samples.var(0, ddof=1)
-    signal = samples if signal_samples is None else signal_samples
-    signal_mean, signal_var = signal.mean(0), signal.var(0, ddof=1)
-    snr_squared = (signal_mean**2 - signal_var / signal.shape[0]) / var
+    moments = tge.diagnostics.gradient_moments(samples)
+    signal = None if signal_samples is None else tge.diagnostics.gradient_moments(signal_samples)
     return {
-        "snr": float(np.sqrt(max(np.mean(snr_squared), 0.0))),
-        "variance": float(np.mean(var)),
-        "bias2": float(np.mean((mean - reference_mean) ** 2)),
+        "snr": tge.diagnostics.signal_to_noise_ratio(moments, signal=signal),
+        "variance": float(np.mean(moments.variance)),
+        "bias2": float(np.mean((moments.mean - reference_mean) ** 2)),
     }
 
 
