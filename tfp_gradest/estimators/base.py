@@ -123,7 +123,8 @@ class GradientEstimator(abc.ABC):
     * `min_sample_size`: allowed `S` (e.g. 2 for a leave-one-out baseline).
     * `min_importance_sample_size`, `max_importance_sample_size`: allowed `K`.
     * `supports_discrepancy_fn`: valid for any `tfp.vi` Csiszar `discrepancy_fn`,
-      not just the reverse KL `tfp.vi.kl_reverse`.
+      not just the reverse KL `tfp.vi.kl_reverse`; if not, `reverse_kl_only_because`
+      (e.g. `" (it drops a score term whose mean is zero only there)"`) says why.
 
     Zero and NaN densities: a sample where the target returns `-inf` has weight
     zero and contributes no gradient; an objective estimate of `-inf` gives the
@@ -138,6 +139,7 @@ class GradientEstimator(abc.ABC):
     min_importance_sample_size: ClassVar[int] = 1
     max_importance_sample_size: ClassVar[int | None] = None
     supports_discrepancy_fn: ClassVar[bool] = False
+    reverse_kl_only_because: ClassVar[str] = ""
 
     def validate(
         self,
@@ -190,10 +192,13 @@ class GradientEstimator(abc.ABC):
             if not self.supports_discrepancy_fn:
                 raise ValueError(
                     f"The {type(self).__name__} estimator is derived for the reverse KL "
-                    "divergence only (its dropped terms have zero mean only there), so "
-                    "`discrepancy_fn` must be `tfp.vi.kl_reverse`. For other Csiszar "
-                    "divergences use gradient_estimator='reparameterization' or "
-                    f"'score_function'. Received: discrepancy_fn={discrepancy_fn!r}"
+                    "divergence (the ELBO and the importance-weighted bound) only"
+                    f"{self.reverse_kl_only_because}, so `discrepancy_fn` must be "
+                    "`tfp.vi.kl_reverse`. For other Csiszar divergences use "
+                    "gradient_estimator='reparameterization' or 'score_function' "
+                    "(importance_sample_size=1), 'iwae' or 'vimco' (any "
+                    "importance_sample_size), as tfp.vi does. "
+                    f"Received: discrepancy_fn={discrepancy_fn!r}"
                 )
         return sample_size, importance_sample_size
 

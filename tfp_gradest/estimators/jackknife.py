@@ -92,6 +92,7 @@ class JVIDReG(_JackknifeBase):
     """
 
     data_path = "log_weight_terms"
+    reverse_kl_only_because = " (its DReG terms drop a score term whose mean is zero only there)"
 
     def _objective(self, inputs):
         k = inputs.importance_sample_size

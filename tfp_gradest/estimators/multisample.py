@@ -58,10 +58,18 @@ class IWAE(GradientEstimator):
     `a = w̃, b = -w̃` row of the table in this module's docstring. For
     `K = 1` it is the reparameterisation ELBO gradient. As `K` grows its
     φ-gradient's signal-to-noise ratio decays like `1/√K` (Rainforth et al. 2018).
+
+    With a Csiszar `discrepancy_fn` `f` other than the reverse KL, the value is
+    `-f(L_K)`, what `tfp.vi.monte_carlo_variational_loss` minimises for
+    `importance_sample_size > 1`: `E[f(log (1/K) Σ_k w_k)]` bounds `f(log p(x))`
+    from above for convex `f(exp(·))` (Jensen), and its pathwise gradient is
+    unbiased for that bound's. It is not `D_f[p ‖ q]` for `K > 1`.
     """
 
+    supports_discrepancy_fn = True
+
     def _objective(self, inputs):
-        value = log_mean_exp(lw.pathwise_log_weights(inputs).log_weights)
+        value = -inputs.discrepancy_fn(log_mean_exp(lw.pathwise_log_weights(inputs).log_weights))
         return value, value
 
 
@@ -73,6 +81,7 @@ class ImportanceWeightedEstimator(GradientEstimator):
     """
 
     data_path = "path_weighted_surrogate"
+    reverse_kl_only_because = " (it drops a score term whose mean is zero only there)"
 
     @abc.abstractmethod
     def _path_coefficient(self, weights):

@@ -31,6 +31,10 @@ class VIMCO(GradientEstimator):
     parameters appearing directly (the model's `θ`, and `q`'s own score term).
     Unbiased; needs `K >= 2`; no reparameterisation (discrete latents).
 
+    With a Csiszar `discrepancy_fn` `f` the objective is `-f(L̂)` (as in
+    `tfp.vi`'s `csiszar_vimco`), and the signal `stop(f(L̂^{(-k)}) - f(L̂))`:
+    the baseline still does not depend on `z_k`, so the estimator stays unbiased.
+
     #### References
 
     [1] Mnih & Rezende. Variational Inference for Monte Carlo Objectives.
@@ -40,11 +44,13 @@ class VIMCO(GradientEstimator):
     data_path = "log_weight_terms"
     requires_reparameterization = False
     min_importance_sample_size = 2
+    supports_discrepancy_fn = True
 
     def _objective(self, inputs):
         k = inputs.importance_sample_size
         terms = lw.log_weight_terms(inputs, with_path=False)
-        value = log_mean_exp(terms.log_weights)
+        f = inputs.discrepancy_fn
+        value = -f(log_mean_exp(terms.log_weights))
         log_w = tf.stop_gradient(terms.log_weights)
         # L̂^{(-k)}: the others' log-sum-exp plus the geometric mean of the others,
         # each in O(K) memory (no [K, K] tensor; see leave_one_out_logsumexp).
@@ -52,5 +58,5 @@ class VIMCO(GradientEstimator):
         baseline = tf.reduce_logsumexp(
             tf.stack([leave_one_out_logsumexp(log_w), replacement], axis=-1), axis=-1
         ) - tf.math.log(tf.cast(k, log_w.dtype))
-        signal = tf.stop_gradient(log_mean_exp(log_w)[:, tf.newaxis] - baseline)
+        signal = tf.stop_gradient(f(baseline) - f(log_mean_exp(log_w))[:, tf.newaxis])
         return value, weighted_sum(signal, terms.surrogate_log_prob) + value

@@ -1,10 +1,49 @@
 """`monte_carlo_variational_loss` with a choice of gradient estimator."""
 
+import numbers
+
+import numpy as np
+import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfp_gradest import estimators
 
 __all__ = ["monte_carlo_variational_loss", "resolve_estimator"]
+
+_GradientEstimators = tfp.vi.GradientEstimators
+
+# `tfp.vi.GradientEstimators` -> our estimator; `None`: the `tfp.vi` default for K.
+TFP_GRADIENT_ESTIMATORS = {
+    _GradientEstimators.SCORE_FUNCTION: "score_function",
+    _GradientEstimators.REPARAMETERIZATION: None,
+    _GradientEstimators.DOUBLY_REPARAMETERIZED: "iwae_dreg",
+    _GradientEstimators.VIMCO: "vimco",
+}
+
+
+def static_importance_sample_size(importance_sample_size):
+    """`importance_sample_size` as a Python int where it is static (a NumPy int, a constant Tensor).
+
+    Anything else that is not a tensor is returned unchanged, for the
+    estimator's own check to name. A tensor with no static value is refused:
+    the default estimator depends on `K` (IWAE for `K > 1`), and XLA needs
+    static sample shapes.
+    """
+    value = importance_sample_size
+    if tf.is_tensor(value):
+        value = tf.get_static_value(value)
+        if value is None:
+            raise TypeError(
+                "`importance_sample_size` must have a static value (a Python or NumPy int, or "
+                "a constant Tensor): the estimator depends on it (IWAE for K > 1, as in "
+                "tfp.vi) and XLA needs static sample shapes. Received: "
+                f"importance_sample_size={importance_sample_size!r}"
+            )
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value.item()
+    if isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)):
+        return int(value)
+    return importance_sample_size
 
 
 def resolve_estimator(gradient_estimator, importance_sample_size=1):
@@ -13,9 +52,21 @@ def resolve_estimator(gradient_estimator, importance_sample_size=1):
     `None` means pathwise gradients of the objective `tfp.vi` would minimise:
     `"reparameterization"` (the ELBO) for `importance_sample_size == 1`, and
     `"iwae"` (the importance-weighted bound, reparameterised) above that.
+
+    A `tfp.vi.GradientEstimators` value maps to the estimator computing the same
+    gradient (`TFP_GRADIENT_ESTIMATORS`): `SCORE_FUNCTION` -> `"score_function"`,
+    `REPARAMETERIZATION` -> the default above, `DOUBLY_REPARAMETERIZED` ->
+    `"iwae_dreg"` (STL at `K = 1`), `VIMCO` -> `"vimco"`. The one difference is
+    `DOUBLY_REPARAMETERIZED` with a target that has trainable variables (a
+    decoder): `tfp.vi` 0.25 weights their gradient by `w̃_k²`, which is biased;
+    `"iwae_dreg"` gives them the IWAE gradient `Σ_k w̃_k ∇θ log p(x, z_k)`
+    (Tucker et al. 2019). For the surrogate's parameters the two agree.
     """
+    if isinstance(gradient_estimator, _GradientEstimators):
+        gradient_estimator = TFP_GRADIENT_ESTIMATORS[gradient_estimator]
     if gradient_estimator is None:
-        multi_sample = isinstance(importance_sample_size, int) and importance_sample_size > 1
+        k = static_importance_sample_size(importance_sample_size)
+        multi_sample = isinstance(k, int) and k > 1
         gradient_estimator = "iwae" if multi_sample else "reparameterization"
     return estimators.get(gradient_estimator)
 
@@ -30,12 +81,18 @@ def monte_carlo_variational_loss(
     name=None,
     *,
     gradient_estimator=None,
+    stopped_surrogate_posterior=None,
 ):
     """Monte Carlo variational loss: `tfp.vi`'s contract plus a gradient estimator.
 
     The value is what `tfp.vi.monte_carlo_variational_loss` reports (the negative
     ELBO, or the negative importance-weighted bound for
-    `importance_sample_size > 1`); the gradient is the chosen estimator's.
+    `importance_sample_size > 1`; with a Csiszar `discrepancy_fn` `f`,
+    `E[f(log w)]` or `E[f(log (1/K) Σ_k w_k)]`); the gradient is the chosen
+    estimator's. A `tfp.vi` call works by changing only the module name, with
+    `gradient_estimator=tfp.vi.GradientEstimators.X` and
+    `stopped_surrogate_posterior` passed by keyword, as is usual (`tfp.vi`'s
+    sixth positional argument is the deprecated `use_reparameterization`).
 
     Args:
       target_log_prob_fn: Python callable, the unnormalised target log density.
@@ -51,9 +108,15 @@ def monte_carlo_variational_loss(
         Default value: `tfp.vi.kl_reverse`.
       seed: PRNG seed; see `tfp.random.sanitize_seed`. Default value: `None`.
       name: Python `str` name scope. Default value: the estimator's name.
-      gradient_estimator: registered name (see `tge.estimators.names()`) or a
-        `tge.estimators.GradientEstimator`. Default value: `None`, see
+      gradient_estimator: registered name (see `tge.estimators.names()`), a
+        `tge.estimators.GradientEstimator`, or a `tfp.vi.GradientEstimators`
+        value (mapped as `resolve_estimator` says). Default value: `None`, see
         `resolve_estimator`.
+      stopped_surrogate_posterior: accepted for `tfp.vi` compatibility and not
+        used: `tfp.vi`'s `DOUBLY_REPARAMETERIZED` needs a copy of the surrogate
+        with stopped parameters, while `"iwae_dreg"` stops the gradient itself
+        (at the samples, so the target's own variables are unaffected).
+        Default value: `None`.
 
     Returns:
       loss: Tensor of shape `surrogate_posterior.batch_shape`.
@@ -65,6 +128,15 @@ def monte_carlo_variational_loss(
         target_log_prob_fn, q, sample_size=8, gradient_estimator="stl", seed=1)
     ```
     """
+    if stopped_surrogate_posterior is not None and not hasattr(
+        stopped_surrogate_posterior, "log_prob"
+    ):
+        raise TypeError(
+            "`stopped_surrogate_posterior` must be a `tfd.Distribution` or None (it is not "
+            "needed here: every estimator stops its own gradients). "
+            f"Received: stopped_surrogate_posterior={stopped_surrogate_posterior!r}"
+        )
+    importance_sample_size = static_importance_sample_size(importance_sample_size)
     estimator = resolve_estimator(gradient_estimator, importance_sample_size)
     return estimator.loss(
         target_log_prob_fn,

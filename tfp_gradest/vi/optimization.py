@@ -6,7 +6,7 @@ import tensorflow_probability as tfp
 
 from tfp_gradest._util.seeds import sanitize_seed
 from tfp_gradest.estimators import Reparameterization
-from tfp_gradest.vi.losses import resolve_estimator
+from tfp_gradest.vi.losses import resolve_estimator, static_importance_sample_size
 
 __all__ = ["fit_surrogate_posterior"]
 
@@ -56,13 +56,15 @@ def fit_surrogate_posterior(
         Default value: the loss.
       discrepancy_fn: Csiszar function. Default value: `tfp.vi.kl_reverse`.
       sample_size: Python `int`. Default value: `1`.
-      importance_sample_size: Python `int`. Default value: `1`.
+      importance_sample_size: Python or NumPy `int` (or a constant Tensor).
+        Default value: `1`.
       trainable_variables: optional list of variables to optimise.
         Default value: `None` (all variables the loss reads).
       jit_compile: compile the step with XLA. Default value: `None`.
       seed: PRNG seed; see `tfp.random.sanitize_seed`. Default value: `None`.
       name: Python `str`. Default value: `"fit_surrogate_posterior"`.
-      gradient_estimator: registered name or `GradientEstimator`.
+      gradient_estimator: registered name, `GradientEstimator`, or a
+        `tfp.vi.GradientEstimators` value (see `tge.vi.losses.resolve_estimator`).
         Default value: `None` (`"reparameterization"`, or `"iwae"` for
         `importance_sample_size > 1`: what `tfp.vi` does).
       gradient_reuse: `None`, or a `tge.reuse.ISAG` for minibatched VI. Then
@@ -86,6 +88,7 @@ def fit_surrogate_posterior(
     ```
     """
     _check_optimizer(optimizer)
+    importance_sample_size = static_importance_sample_size(importance_sample_size)
     if gradient_reuse is not None:
         loss_fn, trainable_variables = _reuse_loss(
             target_log_prob_fn,
