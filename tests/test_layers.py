@@ -366,7 +366,10 @@ def test_dense_casts_inputs_to_its_compute_dtype_like_keras(dtype):
 def test_numpy_integers_are_accepted_like_keras():
     layer = tge.layers.DenseReparameterization(np.int64(4))
     assert layer.get_config()["units"] == 4 and type(layer.units) is int
-    conv = tge.layers.Conv2DReparameterization(np.int64(4), np.int32(3), strides=(np.int64(1), 1))
+    conv = tge.layers.Conv2DReparameterization(
+        np.int64(4), np.int32(3), strides=(np.int64(1), 1), seed=np.int64(7)
+    )
+    assert type(conv.get_config()["seed"]) is int
     assert conv.get_config()["filters"] == 4 and conv.kernel_size == (3, 3)
 
 
@@ -526,3 +529,49 @@ def test_tfp_port_from_config_rebuilds_the_same_layer(layer_name):
     assert clone.get_config() == layer.get_config()
     np.testing.assert_array_equal(clone(x), layer(x))
     np.testing.assert_array_equal(clone.losses[0], layer.losses[0])
+
+
+# --- mixed precision (TensorFlow backend) ------------------------------------------------
+
+
+@pytest.fixture(params=["mixed_float16", "mixed_bfloat16"])
+def mixed_policy(request):
+    keras.mixed_precision.set_global_policy(request.param)
+    try:
+        yield request.param
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def test_fit_under_mixed_precision_keeps_float32_variables_and_kl(mixed_policy):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((6, 6, 2)),
+            # 25 positions >= 9 weights per filter: R2-G2's solve is skipped (keeps XLA
+            # compilation cheap; the solve's own dtype handling is the R2-G2 tests' job).
+            tge.layers.Conv2DReparameterization(4, 2, activation="relu", seed=0),
+            keras.layers.Flatten(),
+            tge.layers.DenseReparameterization(3, kl_weight=0.01, seed=1),
+        ]
+    )
+    model.compile(
+        "adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=True
+    )
+    x = np.random.default_rng(0).normal(size=(8, 6, 6, 2)).astype("float32")
+    history = model.fit(x, np.arange(8) % 3, epochs=1, batch_size=8, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))
+    assert all(w.dtype == "float32" for w in model.weights)
+    compute = mixed_policy.split("_")[1]
+    assert model(x).dtype == compute
+    assert all(loss.dtype == tf.float32 for loss in model.losses)
+    # The KL from float32 parameters, not from their float16/bfloat16 images (those
+    # change it by ~1e-3 relative; float32 arithmetic on 100 terms by ~1e-6).
+    top = model.layers[-1]
+    expected = 0.0
+    for loc, raw in [(top.kernel_loc, top.kernel_scale_raw), (top.bias_loc, top.bias_scale_raw)]:
+        mu, sigma = np.float64(loc.numpy()), np.log1p(np.exp(np.float64(raw.numpy())))
+        expected += np.sum(-np.log(sigma) + (sigma**2 + mu**2) / 2 - 0.5)
+    kl = top.kl_divergence()
+    assert kl.dtype == tf.float32
+    np.testing.assert_allclose(float(kl), expected, rtol=1e-5)

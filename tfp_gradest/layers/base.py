@@ -82,8 +82,8 @@ class BayesianLayer(keras.layers.Layer):
             None if per_example_memory_limit is None else int(per_example_memory_limit)
         )
         self.inference_mode = inference_mode
-        self.seed = seed
-        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.seed = settings.integer_or_none(seed)  # NumPy integers too (Keras refuses them)
+        self.seed_generator = keras.random.SeedGenerator(self.seed)
 
     # --- live settings (read by compiled functions; `tfp_gradest.layers.settings`) -----
 
@@ -131,33 +131,48 @@ class BayesianLayer(keras.layers.Layer):
     # --- variables -------------------------------------------------------------------
 
     def _build_posterior(self, kernel_shape, units):
+        # `autocast=False`: under a mixed-precision policy the variables stay float32 when
+        # read, so the KL is computed in float32 from unrounded parameters; the forward
+        # pass casts them to the compute dtype itself (`call`, `posterior_scales`).
         raw = keras.initializers.Constant(_inverse_softplus(self.initial_posterior_scale))
         self.kernel_loc = self.add_weight(
-            name="kernel_loc", shape=kernel_shape, initializer=self.kernel_loc_initializer
+            name="kernel_loc",
+            shape=kernel_shape,
+            initializer=self.kernel_loc_initializer,
+            autocast=False,
         )
         self.kernel_scale_raw = self.add_weight(
-            name="kernel_scale_raw", shape=kernel_shape, initializer=raw
+            name="kernel_scale_raw", shape=kernel_shape, initializer=raw, autocast=False
         )
         if self.use_bias:
-            self.bias_loc = self.add_weight(name="bias_loc", shape=(units,), initializer="zeros")
+            self.bias_loc = self.add_weight(
+                name="bias_loc", shape=(units,), initializer="zeros", autocast=False
+            )
             self.bias_scale_raw = self.add_weight(
-                name="bias_scale_raw", shape=(units,), initializer=raw
+                name="bias_scale_raw", shape=(units,), initializer=raw, autocast=False
             )
 
-    def posterior_scales(self):
-        """`(σ_kernel, σ_bias or None)`."""
-        kernel = tf.nn.softplus(self.kernel_scale_raw)
-        return kernel, (tf.nn.softplus(self.bias_scale_raw) if self.use_bias else None)
+    def posterior_scales(self, dtype=None):
+        """`(σ_kernel, σ_bias or None)`, computed in the variables' dtype, returned in `dtype`.
+
+        `dtype` defaults to the layer's compute dtype (float16/bfloat16 under a
+        mixed-precision policy).
+        """
+        dtype = dtype or self.compute_dtype
+        kernel = tf.cast(tf.nn.softplus(self.kernel_scale_raw), dtype)
+        bias = tf.cast(tf.nn.softplus(self.bias_scale_raw), dtype) if self.use_bias else None
+        return kernel, bias
 
     def kl_divergence(self):
-        """`KL(q || prior)` summed over all weights (analytic, Normal-Normal)."""
-        kernel_scale, bias_scale = self.posterior_scales()
-        prior = tfd.Normal(
-            tf.zeros([], self.compute_dtype), tf.cast(self.prior_scale, self.compute_dtype)
-        )
-        kl = tf.reduce_sum(tfd.kl_divergence(tfd.Normal(self.kernel_loc, kernel_scale), prior))
+        """`KL(q || prior)` summed over all weights (analytic, Normal-Normal), in the variables' dtype."""
+        dtype = self.variable_dtype
+        kernel_scale, bias_scale = self.posterior_scales(dtype)
+        prior = tfd.Normal(tf.zeros([], dtype), tf.cast(self.prior_scale, dtype))
+        loc = tf.convert_to_tensor(self.kernel_loc)
+        kl = tf.reduce_sum(tfd.kl_divergence(tfd.Normal(loc, kernel_scale), prior))
         if self.use_bias:
-            kl += tf.reduce_sum(tfd.kl_divergence(tfd.Normal(self.bias_loc, bias_scale), prior))
+            loc = tf.convert_to_tensor(self.bias_loc)
+            kl += tf.reduce_sum(tfd.kl_divergence(tfd.Normal(loc, bias_scale), prior))
         return kl
 
     # --- forward ---------------------------------------------------------------------
@@ -186,8 +201,8 @@ class BayesianLayer(keras.layers.Layer):
     def call(self, inputs, training=None):
         inputs = self._prepare_inputs(inputs)
         linear_map = self._linear_map()
-        kernel_loc = tf.convert_to_tensor(self.kernel_loc)
-        bias_loc = tf.convert_to_tensor(self.bias_loc) if self.use_bias else None
+        kernel_loc = tf.cast(self.kernel_loc, self.compute_dtype)
+        bias_loc = tf.cast(self.bias_loc, self.compute_dtype) if self.use_bias else None
         kl = self.kl_divergence()
         self.add_loss(self._kl_weight.read(kl.dtype) * kl)
 

@@ -23,19 +23,29 @@ class DenseReparameterization(BayesianLayer):
     shared-weight forward pass (Lam et al. 2024, Proposition 4.2), at the cost
     of two extra matmuls.
 
+    Inputs of rank > 2 (`[B, ..., D]`, e.g. sequences) are mapped row by row
+    with one weight sample per call, like `keras.layers.Dense`; R2-G2 then
+    conditions on all of an example's rows (its "positions"), the local
+    reparameterisation trick is refused (it would give each row its own
+    weights). Inputs are cast to the compute dtype (integers too).
+
     At inference (`training=False`) the layer draws fresh weights; set
     `inference_mode="mean"` (or the attribute of the same name) to use the
-    posterior means instead.
+    posterior means instead. `kl_weight` and `inference_mode` are live: set
+    after compiling, they take effect in the compiled `fit`/`evaluate`/`predict`
+    (`tfp_gradest.layers.settings`; KL annealing: `tge.callbacks.KLAnnealing`).
 
     Args:
-      units: Python `int`, output size.
+      units: Python or NumPy `int`, output size.
       activation, use_bias: as in `keras.layers.Dense`.
       gradient_estimator: see above. Default value: `"r2g2"`.
       kernel_loc_initializer: initializer of `μ`. Default value: `"glorot_uniform"`.
       initial_posterior_scale: initial `σ`. Default value: `1e-2`.
       prior_scale: standard deviation of the Normal prior. Default value: `1.0`.
-      kl_weight: factor on the KL term (e.g. `1 / num_examples`, so the loss is
-        the per-example negative ELBO). Default value: `1.0`.
+      kl_weight: finite non-negative factor on the KL term (e.g.
+        `1 / num_examples`, so the loss is the per-example negative ELBO), or
+        a scalar `tf.Variable`/`keras.Variable` the layer reads (never trains).
+        Default value: `1.0`.
       conditioning: R2-G2's `"per_example"` or `"whole_batch"`. Default value:
         `"per_example"`.
       cg_iterations, cg_tolerance: R2-G2 solver budget (unused by the dense
@@ -43,7 +53,7 @@ class DenseReparameterization(BayesianLayer):
       per_example_memory_limit: bytes of per-example products above which a
         convolution's R2-G2 falls back to whole-batch conditioning (with a
         warning); `None` never falls back. Default value: 256 MiB.
-      inference_mode: `"sample"` or `"mean"`. Default value: `"sample"`.
+      inference_mode: `"sample"` or `"mean"` (any case). Default value: `"sample"`.
       seed: Python `int` for the layer's `SeedGenerator`. Default value: `None`.
 
     #### Examples

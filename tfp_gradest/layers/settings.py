@@ -31,6 +31,7 @@ __all__ = [
     "KLWeight",
     "check_positive_finite",
     "check_positive_int",
+    "integer_or_none",
 ]
 
 INFERENCE_MODES = ("sample", "mean")
@@ -52,6 +53,13 @@ def check_positive_int(name, value):
     ):
         raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
     return int(value)
+
+
+def integer_or_none(value):
+    """A NumPy integer as a Python `int` (for Keras arguments that refuse NumPy types); else `value`."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)):
+        return int(value)
+    return value
 
 
 def check_positive_finite(name, value):
