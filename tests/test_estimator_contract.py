@@ -6,6 +6,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 import tfp_gradest as tge
+from tfp_gradest._util import log_weights as lw
 from tfp_gradest.problems import CorrelatedGaussian
 
 tfd = tfp.distributions
@@ -88,6 +89,7 @@ def test_unknown_name_lists_the_valid_ones():
 # --- the contract's flags say what each estimator needs ------------------------------
 
 DATA_PATHS = ["pathwise_log_weights", "log_weight_terms", "path_weighted_surrogate"]
+assert DATA_PATHS == list(lw.DATA_PATHS)
 
 # Every registered estimator plus the instances whose arguments change a flag.
 INSTANCES = {name: tge.estimators.get(name) for name in ALL}
@@ -99,8 +101,6 @@ INSTANCES["score_function_leave_one_out"] = tge.estimators.ScoreFunction("leave_
 
 @pytest.mark.parametrize("name", sorted(INSTANCES))
 def test_data_path_flag_names_the_one_function_the_estimator_calls(name, monkeypatch):
-    from tfp_gradest._util import log_weights as lw
-
     estimator = INSTANCES[name]
     assert estimator.data_path in DATA_PATHS
     calls = []
@@ -113,6 +113,18 @@ def test_data_path_flag_names_the_one_function_the_estimator_calls(name, monkeyp
     s, k = _sizes(estimator)
     estimator.loss(problem.target_log_prob, problem.surrogate, s, k, seed=1)
     assert calls == [estimator.data_path]
+
+
+def test_register_refuses_an_unknown_data_path():
+    class _Unknown(tge.estimators.GradientEstimator):
+        data_path = "log_weights_somehow"
+
+        def _objective(self, inputs):
+            raise NotImplementedError
+
+    with pytest.raises(ValueError, match="data_path.*Received: data_path='log_weights_somehow'"):
+        tge.estimators.register("unknown_data_path")(_Unknown)
+    assert "unknown_data_path" not in tge.estimators.names()
 
 
 def test_min_sample_size_is_a_plain_flag():

@@ -36,6 +36,7 @@ import tensorflow as tf
 from tfp_gradest._util import structure
 
 __all__ = [
+    "DATA_PATHS",
     "LogWeightTerms",
     "ObjectiveInputs",
     "PathwiseLogWeights",
@@ -43,6 +44,10 @@ __all__ = [
     "path_weighted_surrogate",
     "pathwise_log_weights",
 ]
+
+
+# The values of an estimator's `data_path` flag: the functions below, one per need.
+DATA_PATHS = ("pathwise_log_weights", "log_weight_terms", "path_weighted_surrogate")
 
 
 class ObjectiveInputs(NamedTuple):

@@ -129,7 +129,8 @@ class GradientEstimator(abc.ABC):
     Zero and NaN densities: a sample where the target returns `-inf` has weight
     zero and contributes no gradient; an objective estimate of `-inf` gives the
     loss `+inf` (that objective then contributes no gradient, the others do). A
-    NaN from the target gives a NaN loss and NaN gradients.
+    NaN from the target is never masked: it reaches the loss, and the gradients
+    wherever differentiation carries it.
     """
 
     name: ClassVar[str] = ""
@@ -279,6 +280,12 @@ def register(name):
     def decorator(cls):
         if name in _REGISTRY:
             raise ValueError(f"An estimator is already registered as {name!r}.")
+        if cls.data_path not in lw.DATA_PATHS:
+            raise ValueError(
+                f"`{cls.__name__}.data_path` must name one of the data-path functions "
+                f"{lw.DATA_PATHS} of `tfp_gradest._util.log_weights`. "
+                f"Received: data_path={cls.data_path!r}"
+            )
         cls.name = name
         _REGISTRY[name] = cls
         return cls
