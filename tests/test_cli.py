@@ -165,7 +165,7 @@ def test_help_and_argument_errors_do_not_import_tensorflow():
         "    assert 'tensorflow' not in sys.modules, argv\n"
     )
     assert result.returncode == 0, result.stderr
-    assert "(default: 1000)" in result.stdout  # `compare --help` shows defaults
+    assert "(default: 300)" in result.stdout  # `compare --help` shows defaults (--fit-steps)
     assert "Valid problems" in result.stderr and "--draws must be at least 2" in result.stderr
 
 
