@@ -575,3 +575,16 @@ def test_fit_under_mixed_precision_keeps_float32_variables_and_kl(mixed_policy):
     kl = top.kl_divergence()
     assert kl.dtype == tf.float32
     np.testing.assert_allclose(float(kl), expected, rtol=1e-5)
+
+
+def test_kl_weight_read_inside_a_tf_function_is_not_frozen_at_tracing():
+    layer = tge.layers.DenseReparameterization(2, kl_weight=1.0)
+    layer.build((None, 3))
+
+    @tf.function
+    def weighted_kl():
+        return layer.kl_weight * layer.kl_divergence()
+
+    first = float(weighted_kl())
+    layer.kl_weight = 0.5
+    np.testing.assert_allclose(float(weighted_kl()), 0.5 * first, rtol=1e-6)

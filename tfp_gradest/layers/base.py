@@ -40,7 +40,7 @@ class BayesianLayer(keras.layers.Layer):
         self,
         activation=None,
         use_bias=True,
-        gradient_estimator="r2g2",
+        gradient_estimator="auto",
         kernel_loc_initializer="glorot_uniform",
         initial_posterior_scale=1e-2,
         prior_scale=1.0,
@@ -101,8 +101,12 @@ class BayesianLayer(keras.layers.Layer):
 
         Set at construction to a number or to a scalar `tf.Variable`/`keras.Variable`
         (read directly, so assigning that variable works too). For KL annealing see
-        `tge.callbacks.KLAnnealing`. Reads as a Python float.
+        `tge.callbacks.KLAnnealing`. Reads as a Python float; inside a `tf.function`,
+        as a Tensor (of the variables' dtype) read when the function runs, so that
+        a custom train step using it does not freeze its value at tracing time.
         """
+        if not tf.executing_eagerly():
+            return self._kl_weight.read(self.variable_dtype)
         return self._kl_weight.value()
 
     @kl_weight.setter
