@@ -1,0 +1,537 @@
+"""End to end: held-out results over seeds, at equal epochs and at an equal wall-clock budget.
+
+Four problems on scikit-learn's bundled digits (8x8, 1,437 train / 360 test):
+
+* `bnn_mlp`: a Bayesian MLP (`tge.layers.DenseReparameterization`, 200 relu
+  units, then 10 logits), KL weight 1/N. Arms: the layers' default (nothing
+  passed; the CSV records what it resolved to), `reparameterization`,
+  `local_reparameterization`, `flipout`, `r2g2`.
+* `bnn_cnn`: a Bayesian CNN (two `Conv2DReparameterization` layers, 8 and 16
+  filters of 3x3, the second with stride 2, then a Bayesian dense layer). Arms as
+  above without `local_reparameterization` (dense only).
+* `vae`: `tge.models.VariationalAutoencoder` (one tanh hidden layer of 100
+  units each way, 16 latents, K = 8), dynamically binarised. Arms: `iwae`,
+  `iwae_dreg`, `rws_dreg`.
+* `hvae`: `tge.models.HierarchicalVAE` (three stochastic layers of 32 latents,
+  conditionals with two hidden tanh layers of 16 units, ELBO training), dynamically
+  binarised. Arms: `reparameterization` (RT), `r2g2`.
+
+Held-out metrics: BNNs — the test log-likelihood of the posterior predictive
+`log (1/S) Σ_s p(y | x, w_s)` with S = 16 weight samples, and its accuracy; VAEs —
+the test IWAE bound with K = 64 (test images binarised once, fixed).
+
+Timing on a loaded machine: for every epoch, all (seed, arm) runs train one epoch
+each in alternation (arm order rotated every epoch), each run's epoch timed.
+An arm's seconds per step is the median over its epochs after the first (which
+compiles) of epoch seconds / steps; its wall-clock axis is steps x that median.
+So compilation, evaluation and the machine's other load are excluded, and slow
+drifts of the load hit all arms alike. The equal-wall-clock budget is the
+smallest arm's total (steps x seconds per step); each arm is read at its last
+evaluation within the budget. Writes `benchmarks/results/end_to_end.csv` (one row
+per evaluation), `end_to_end_summary.csv` and `end_to_end.png`.
+
+    python benchmarks/end_to_end.py            # all problems, 5 seeds (< 30 min on 2 cores)
+    python benchmarks/end_to_end.py --small    # smoke test
+"""
+
+import argparse
+import csv
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from _common import print_table  # noqa: E402
+
+import tfp_gradest as tge  # noqa: E402
+
+DEFAULT = "default"  # the arm that passes no `gradient_estimator`
+JIT_COMPILE = True  # `--no-jit` trains in graph mode instead of XLA
+
+
+class Problem:
+    """One model family: its arms, how to build a run, its data per epoch, its held-out metrics."""
+
+    name, arms, metric, epochs, eval_every, batch_size = "", (), "", 1, 1, 64
+
+    def __init__(self, data, small):
+        self.x_train, self.y_train, self.x_test, self.y_test = data
+        self.small = small
+        if small:
+            self.epochs, self.eval_every = 2, 1
+
+    def build(self, arm, seed):
+        raise NotImplementedError
+
+    def epoch_data(self, rng, num_batches):
+        """This epoch's training set: shuffled, whole batches only (one compiled shape)."""
+        order = rng.permutation(len(self.x_train))[: num_batches * self.batch_size]
+        return self.x_train[order], self.y_train[order]
+
+    def ensure_built(self, model):
+        if not model.built:
+            model.build((None, self.x_train.shape[1]))
+
+    def evaluate(self, model, seed):
+        raise NotImplementedError
+
+    def traced(self, model, fn):
+        """`fn(model, ...)` as a graph function traced once per model (evaluations stay cheap)."""
+        cache = self.__dict__.setdefault("_traced", {})
+        if id(model) not in cache:
+            cache[id(model)] = tf.function(lambda *args: fn(model, *args), autograph=False)
+        return cache[id(model)]
+
+    def resolved(self, model, arm):
+        return arm
+
+
+class BayesianClassifier(Problem):
+    metric = "test_log_likelihood"
+    num_weight_samples = 16
+
+    def _estimator_kwargs(self, arm):
+        return {} if arm == DEFAULT else {"gradient_estimator": arm}
+
+    def _compile(self, model):
+        model.compile(
+            keras.optimizers.Adam(1e-3),
+            keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            jit_compile=JIT_COMPILE,
+        )
+        return model
+
+    def evaluate(self, model, seed):
+        def predictive_log_probs(model, x):
+            # Each call draws fresh weights (inference_mode="sample"): the posterior predictive.
+            draws = [tf.nn.log_softmax(model(x)) for _ in range(self.num_weight_samples)]
+            return tf.reduce_logsumexp(tf.stack(draws), 0) - np.log(self.num_weight_samples)
+
+        x = tf.constant(self._inputs(self.x_test))
+        predictive = self.traced(model, predictive_log_probs)(x).numpy()
+        y = self.y_test
+        log_lik = np.take_along_axis(predictive, y[:, None], 1)[:, 0]
+        accuracy = np.mean(np.argmax(predictive, 1) == y)
+        return {"test_log_likelihood": float(log_lik.mean()), "test_accuracy": float(accuracy)}
+
+    def resolved(self, model, arm):
+        names = {getattr(layer, "resolved_gradient_estimator", None) for layer in model.layers}
+        names.discard(None)
+        return "+".join(sorted(names)) or arm
+
+    def epoch_data(self, rng, num_batches):
+        x, y = super().epoch_data(rng, num_batches)
+        return self._inputs(x), y
+
+    def _inputs(self, x):
+        return x
+
+
+class BNNMLP(BayesianClassifier):
+    name = "bnn_mlp"
+    arms = (DEFAULT, "reparameterization", "local_reparameterization", "flipout", "r2g2")
+    epochs, eval_every = 12, 2
+
+    def build(self, arm, seed):
+        keras.utils.set_random_seed(seed)
+        n, kwargs = len(self.x_train), self._estimator_kwargs(arm)
+        model = keras.Sequential(
+            [
+                keras.Input((self.x_train.shape[1],)),
+                tge.layers.DenseReparameterization(
+                    200, activation="relu", kl_weight=1 / n, seed=seed, **kwargs
+                ),
+                tge.layers.DenseReparameterization(10, kl_weight=1 / n, seed=seed + 1, **kwargs),
+            ]
+        )
+        return self._compile(model)
+
+
+class BNNCNN(BayesianClassifier):
+    name = "bnn_cnn"
+    arms = (DEFAULT, "reparameterization", "flipout", "r2g2")
+    epochs, eval_every = 10, 2
+
+    def _inputs(self, x):
+        side = int(np.sqrt(x.shape[1]))
+        return x.reshape(-1, side, side, 1)
+
+    def build(self, arm, seed):
+        keras.utils.set_random_seed(seed)
+        n, kwargs = len(self.x_train), self._estimator_kwargs(arm)
+        side = int(np.sqrt(self.x_train.shape[1]))
+        conv = dict(kl_weight=1 / n, activation="relu", **kwargs)
+        model = keras.Sequential(
+            [
+                keras.Input((side, side, 1)),
+                tge.layers.Conv2DReparameterization(8, 3, seed=seed, **conv),
+                tge.layers.Conv2DReparameterization(16, 3, strides=2, seed=seed + 1, **conv),
+                keras.layers.Flatten(),
+                tge.layers.DenseReparameterization(10, kl_weight=1 / n, seed=seed + 2, **kwargs),
+            ]
+        )
+        return self._compile(model)
+
+
+class BinarisedImages(Problem):
+    metric = "test_bound"
+    test_importance_samples = 64
+
+    def __init__(self, data, small):
+        super().__init__(data, small)
+        # Test images binarised once (fixed); training images afresh every epoch.
+        self.x_test = (np.random.default_rng(0).random(self.x_test.shape) < self.x_test).astype(
+            "float32"
+        )
+
+    def epoch_data(self, rng, num_batches):
+        x, _ = super().epoch_data(rng, num_batches)
+        return (rng.random(x.shape) < x).astype("float32"), None
+
+
+class VAE(BinarisedImages):
+    name = "vae"
+    arms = ("iwae", "iwae_dreg", "rws_dreg")
+    epochs, eval_every = 20, 4
+
+    def build(self, arm, seed):
+        keras.utils.set_random_seed(seed)
+        latent, pixels = 16, self.x_train.shape[1]
+        encoder = keras.Sequential(
+            [keras.layers.Dense(100, activation="tanh"), keras.layers.Dense(2 * latent)]
+        )
+        decoder = keras.Sequential(
+            [keras.layers.Dense(100, activation="tanh"), keras.layers.Dense(pixels)]
+        )
+        model = tge.models.VariationalAutoencoder(
+            encoder, decoder, latent, gradient_estimator=arm, importance_sample_size=8, seed=seed
+        )
+        model.compile(keras.optimizers.Adam(1e-3), jit_compile=JIT_COMPILE)
+        return model
+
+    def evaluate(self, model, seed):
+        iwae = tge.estimators.get("iwae")
+
+        def bound(model, x, seed):
+            negative_bound = iwae.loss(
+                model.target_log_prob_fn(x),
+                model.surrogate_posterior(x),
+                1,
+                self.test_importance_samples,
+                seed=seed,
+            )
+            return -tf.reduce_mean(negative_bound)
+
+        return {
+            "test_bound": float(self.traced(model, bound)(self.x_test, tf.constant([seed, 12345])))
+        }
+
+
+class HVAE(BinarisedImages):
+    name = "hvae"
+    arms = ("reparameterization", "r2g2")
+    epochs, eval_every = 40, 5
+
+    def build(self, arm, seed):
+        keras.utils.set_random_seed(seed)
+        model = tge.models.HierarchicalVAE(
+            self.x_train.shape[1],
+            latent_dims=(32, 32, 32),
+            hidden_units=16,
+            latent_gradient=arm,
+            seed=seed,
+        )
+        model.compile(keras.optimizers.Adam(1e-3), jit_compile=JIT_COMPILE)
+        return model
+
+    def evaluate(self, model, seed):
+        def bound(model, x, seed):
+            return tf.reduce_mean(model.log_likelihood_bound(x, self.test_importance_samples, seed))
+
+        return {
+            "test_bound": float(self.traced(model, bound)(self.x_test, tf.constant([seed, 12345])))
+        }
+
+
+PROBLEMS = {p.name: p for p in (BNNMLP, HVAE, VAE, BNNCNN)}
+
+
+class SeedStates:
+    """One compiled model per arm; each seed's weights, noise state and optimizer state swapped in.
+
+    Compiling once per arm instead of once per (arm, seed) cuts the benchmark's
+    compile time five-fold; a seed's state is every model variable (weights and the
+    layers' seed-generator states) and every optimizer variable, so a swapped-in
+    run continues exactly as its own model would.
+    """
+
+    def __init__(self, problem, arm, seeds):
+        self.model = problem.build(arm, seeds[0])
+        problem.ensure_built(self.model)
+        self.model.optimizer.build(self.model.trainable_variables)
+        optimizer_start = [v.numpy() for v in self.model.optimizer.variables]
+        self.states = {}
+        for seed in seeds:
+            fresh = problem.build(arm, seed)
+            problem.ensure_built(fresh)
+            self.states[seed] = ([v.numpy() for v in fresh.variables], optimizer_start)
+
+    def load(self, seed):
+        weights, optimizer = self.states[seed]
+        for v, value in zip(self.model.variables, weights):
+            v.assign(value)
+        for v, value in zip(self.model.optimizer.variables, optimizer):
+            v.assign(value)
+        return self.model
+
+    def save(self, seed):
+        self.states[seed] = (
+            [v.numpy() for v in self.model.variables],
+            [v.numpy() for v in self.model.optimizer.variables],
+        )
+
+
+def run_problem(problem, seeds, arms_filter):
+    """Trains every (seed, arm) run, one epoch each in turn; returns the evaluation rows."""
+    arms = [a for a in problem.arms if not arms_filter or a in arms_filter]
+    runs = {arm: SeedStates(problem, arm, seeds) for arm in arms}
+    steps_per_epoch = len(problem.x_train) // problem.batch_size
+    seconds = {(seed, arm): [] for seed in seeds for arm in arms}
+    evaluations = []
+    for epoch in range(1, problem.epochs + 1):
+        for seed in seeds:
+            x, y = problem.epoch_data(np.random.default_rng([seed, epoch]), steps_per_epoch)
+            shift = (epoch + seed) % len(arms)
+            for arm in arms[shift:] + arms[:shift]:  # rotate the order: no arm always first
+                model = runs[arm].load(seed)
+                start = time.perf_counter()
+                model.fit(x, y, epochs=1, batch_size=problem.batch_size, shuffle=False, verbose=0)
+                seconds[(seed, arm)].append(time.perf_counter() - start)
+                if epoch % problem.eval_every == 0 or epoch == problem.epochs:
+                    metrics = problem.evaluate(model, seed)
+                    evaluations.append(
+                        dict(
+                            problem=problem.name,
+                            arm=arm,
+                            resolved=problem.resolved(model, arm),
+                            seed=seed,
+                            epoch=epoch,
+                            steps=epoch * steps_per_epoch,
+                            **metrics,
+                        )
+                    )
+                runs[arm].save(seed)
+        print(f"  {problem.name} epoch {epoch}/{problem.epochs}", flush=True)
+    seconds_per_step = {}
+    for arm in arms:
+        # Epochs after each arm's first (which compiles); with one epoch, it is all there is.
+        times = [t for seed in seeds for t in seconds[(seed, arm)]][1:] or seconds[(seeds[0], arm)]
+        seconds_per_step[arm] = float(np.median(times)) / steps_per_epoch
+    for row in evaluations:
+        row["seconds_per_step"] = seconds_per_step[row["arm"]]
+        row["wallclock_seconds"] = row["steps"] * seconds_per_step[row["arm"]]
+    return evaluations
+
+
+def _mean_se(values):
+    values = np.asarray(values, float)
+    se = values.std(ddof=1) / np.sqrt(len(values)) if len(values) > 1 else float("nan")
+    return float(values.mean()), float(se)
+
+
+def summarise(rows):
+    """Per problem and arm: metrics at the last epoch and at the equal wall-clock budget."""
+    summary = []
+    for name in dict.fromkeys(r["problem"] for r in rows):
+        problem_rows = [r for r in rows if r["problem"] == name]
+        arms = list(dict.fromkeys(r["arm"] for r in problem_rows))
+        last_epoch = max(r["epoch"] for r in problem_rows)
+        budget = min(
+            max(r["wallclock_seconds"] for r in problem_rows if r["arm"] == a) for a in arms
+        )
+        metrics = [
+            k
+            for k in ("test_log_likelihood", "test_accuracy", "test_bound")
+            if k in problem_rows[0]
+        ]
+        for arm in arms:
+            arm_rows = [r for r in problem_rows if r["arm"] == arm]
+            seeds = sorted({r["seed"] for r in arm_rows})
+            final = [r for r in arm_rows if r["epoch"] == last_epoch]
+            at_budget = [
+                max(
+                    (
+                        r
+                        for r in arm_rows
+                        if r["seed"] == s and r["wallclock_seconds"] <= budget * (1 + 1e-9)
+                    ),
+                    key=lambda r: r["epoch"],
+                )
+                for s in seeds
+            ]
+            entry = dict(
+                problem=name,
+                arm=arm,
+                resolved=arm_rows[-1]["resolved"],
+                seeds=len(seeds),
+                epochs=last_epoch,
+                seconds_per_step=arm_rows[0]["seconds_per_step"],
+                budget_seconds=budget,
+                budget_epoch=float(np.mean([r["epoch"] for r in at_budget])),
+            )
+            for metric in metrics:
+                for label, chosen in [("final", final), ("budget", at_budget)]:
+                    mean, se = _mean_se([r[metric] for r in chosen])
+                    entry[f"{metric}_{label}_mean"], entry[f"{metric}_{label}_se"] = mean, se
+            summary.append(entry)
+    return summary
+
+
+def paired_difference(rows, problem, arm_a, arm_b, metric, epoch):
+    """Mean and standard error over seeds of `metric(arm_a) - metric(arm_b)` at `epoch`."""
+    by = {
+        (r["arm"], r["seed"]): r[metric]
+        for r in rows
+        if r["problem"] == problem and r["epoch"] == epoch
+    }
+    seeds = sorted(s for (a, s) in by if a == arm_a and (arm_b, s) in by)
+    return _mean_se([by[(arm_a, s)] - by[(arm_b, s)] for s in seeds])
+
+
+def report(rows, summary):
+    for name in dict.fromkeys(s["problem"] for s in summary):
+        entries = [s for s in summary if s["problem"] == name]
+        metrics = [k[: -len("_final_mean")] for k in entries[0] if k.endswith("_final_mean")]
+        header = ["arm", "resolved", "ms/step"] + [
+            f"{m} @ {label}" for m in metrics for label in ("last epoch", "equal time")
+        ]
+        table = [
+            [s["arm"], s["resolved"], f"{1e3 * s['seconds_per_step']:.2f}"]
+            + [
+                f"{s[f'{m}_{label}_mean']:.4f} ± {s[f'{m}_{label}_se']:.4f}"
+                for m in metrics
+                for label in ("final", "budget")
+            ]
+            for s in entries
+        ]
+        print_table(
+            f"{name}: mean ± SE over {entries[0]['seeds']} seeds; {entries[0]['epochs']} epochs; "
+            f"equal time = {entries[0]['budget_seconds']:.1f} s",
+            table,
+            header,
+        )
+        if name.startswith("bnn") and any(s["arm"] == DEFAULT for s in entries):
+            key = "test_log_likelihood_budget"
+            fixed = [s for s in entries if s["arm"] != DEFAULT]
+            best = max(fixed, key=lambda s: s[f"{key}_mean"])
+            default = next(s for s in entries if s["arm"] == DEFAULT)
+            gap = best[f"{key}_mean"] - default[f"{key}_mean"]
+            verdict = "within" if gap <= best[f"{key}_se"] else "NOT within"
+            print(
+                f"Target ({name}): default ({default['resolved']}) {verdict} one SE of the best fixed "
+                f"choice ({best['arm']}) at equal time: gap {gap:.4f}, SE {best[f'{key}_se']:.4f}"
+            )
+        if name == "hvae" and {"r2g2", "reparameterization"} <= {s["arm"] for s in entries}:
+            mean, se = paired_difference(
+                rows, "hvae", "r2g2", "reparameterization", "test_bound", entries[0]["epochs"]
+            )
+            verdict = "reproduced" if mean > 2 * se else "NOT reproduced"
+            print(
+                f"Target (hvae): R2-G2 - RT test bound after equal steps = {mean:.3f} ± {se:.3f} "
+                f"nats (paired over seeds): paper's 2-SE gain {verdict}"
+            )
+
+
+def plot(rows, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(dict.fromkeys(r["problem"] for r in rows))
+    figure, axes = plt.subplots(1, len(names), figsize=(4.6 * len(names), 3.8), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        problem_rows = [r for r in rows if r["problem"] == name]
+        metric = "test_log_likelihood" if name.startswith("bnn") else "test_bound"
+        for arm in dict.fromkeys(r["arm"] for r in problem_rows):
+            arm_rows = [r for r in problem_rows if r["arm"] == arm]
+            epochs = sorted({r["epoch"] for r in arm_rows})
+            t, mean, se = [], [], []
+            for e in epochs:
+                values = [r[metric] for r in arm_rows if r["epoch"] == e]
+                m, s = _mean_se(values)
+                t.append(next(r["wallclock_seconds"] for r in arm_rows if r["epoch"] == e))
+                mean.append(m)
+                se.append(0.0 if np.isnan(s) else s)
+            mean, se = np.array(mean), np.array(se)
+            label = arm if arm != DEFAULT else f"default ({arm_rows[-1]['resolved']})"
+            (line,) = ax.plot(t, mean, marker=".", label=label)
+            ax.fill_between(t, mean - se, mean + se, color=line.get_color(), alpha=0.25)
+        ax.set_xlabel("training seconds (steps x median s/step)")
+        ax.set_ylabel(metric.replace("_", " "))
+        ax.set_title(name)
+        ax.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+
+
+def write_csv(rows, path):
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, keys)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--small", action="store_true", help="smoke test: 2 seeds, 2 epochs, 200 images"
+    )
+    parser.add_argument("--seeds", type=int, default=None, help="default 5 (2 with --small)")
+    parser.add_argument("--problems", nargs="+", choices=sorted(PROBLEMS), default=list(PROBLEMS))
+    parser.add_argument("--arms", nargs="+", default=None, help="keep only these arms")
+    parser.add_argument("--epochs", type=int, default=None, help="override every problem's epochs")
+    parser.add_argument("--no-jit", action="store_true", help="graph mode instead of XLA")
+    parser.add_argument("--output-dir", default=os.path.join(os.path.dirname(__file__), "results"))
+    args = parser.parse_args(argv)
+    num_seeds = args.seeds or (2 if args.small else 5)
+    global JIT_COMPILE
+    JIT_COMPILE = not args.no_jit
+    x_train, y_train, x_test, y_test, _ = tge.datasets.load_images(prefer="digits", verbose=False)
+    if args.small:
+        x_train, y_train, x_test, y_test = x_train[:200], y_train[:200], x_test[:100], y_test[:100]
+    data = (x_train, y_train, x_test, y_test)
+    print(
+        f"digits: {len(x_train)} train / {len(x_test)} test; {num_seeds} seeds; "
+        f"devices: {[d.device_type for d in tf.config.list_logical_devices()]}"
+    )
+    rows = []
+    for name in args.problems:
+        problem = PROBLEMS[name](data, args.small)
+        if args.epochs:
+            problem.epochs = args.epochs
+            problem.eval_every = min(problem.eval_every, args.epochs)
+        start = time.perf_counter()
+        rows += run_problem(problem, list(range(num_seeds)), args.arms)
+        print(f"{name}: {time.perf_counter() - start:.0f} s in total", flush=True)
+        summary = write_results(rows, args.output_dir, "_small" if args.small else "")
+    report(rows, summary)
+    return rows, summary
+
+
+def write_results(rows, output_dir, suffix):
+    """CSV, summary CSV and figure of everything so far (written after every problem)."""
+    summary = summarise(rows)
+    os.makedirs(output_dir, exist_ok=True)
+    write_csv(rows, os.path.join(output_dir, f"end_to_end{suffix}.csv"))
+    write_csv(summary, os.path.join(output_dir, f"end_to_end{suffix}_summary.csv"))
+    plot(rows, os.path.join(output_dir, f"end_to_end{suffix}.png"))
+    return summary
+
+
+if __name__ == "__main__":
+    main()
