@@ -9,6 +9,7 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
 import tfp_gradest as tge
+from tfp_gradest.diagnostics.layer_gradients import gradient_variance
 
 LAYERS = {
     "dense": (lambda **kw: tge.layers.DenseReparameterization(3, **kw), (4, 6)),
@@ -127,21 +128,13 @@ def _bnn(estimator, kl_weight, hidden=100, inference_mode="sample", functional=F
 
 
 def _scale_gradient_variance(model, x, y, num_draws=500):
-    top = model.layers[-1].kernel_scale_raw
+    def loss():
+        logits = model(x, training=True)
+        return tf.reduce_mean(
+            keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
+        )
 
-    @tf.function(jit_compile=True)
-    def draws():
-        def one(_):
-            with tf.GradientTape() as tape:
-                logits = model(x, training=True)
-                loss = tf.reduce_mean(
-                    keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
-                )
-            return tape.gradient(loss, top.value)
-
-        return tf.map_fn(one, tf.range(num_draws), fn_output_signature=tf.TensorSpec(top.shape))
-
-    return float(tf.reduce_mean(tf.math.reduce_variance(draws(), axis=0)))
+    return gradient_variance(loss, model.layers[-1].kernel_scale_raw, num_draws)
 
 
 def test_top_layer_scale_gradient_variance_rt_over_r2g2_at_least_10(digits):
@@ -209,7 +202,7 @@ def test_trains_under_mirrored_strategy_on_two_devices(digits, mirrored_strategy
 
 def test_conv_r2g2_traces_with_an_unknown_batch_size():
     # Keras relaxes the batch dimension to None for a partial last batch.
-    layer = tge.layers.Conv2DReparameterization(4, 3, strides=2, seed=0)
+    layer = tge.layers.Conv2DReparameterization(4, 3, strides=2, gradient_estimator="r2g2", seed=0)
     layer.build((None, 8, 8, 1))
 
     @tf.function(input_signature=[tf.TensorSpec([None, 8, 8, 1], tf.float32)])
@@ -322,7 +315,10 @@ def test_every_layer_and_estimator_differentiates_eagerly(layer_name, estimator)
     assert all(g is not None and np.all(np.isfinite(g)) for g in grads)
 
 
-@pytest.mark.parametrize("estimator", ["reparameterization", "flipout", "r2g2"])
+CONV_ESTIMATORS = [e for e in tge.layers.GRADIENT_ESTIMATORS if e != "local_reparameterization"]
+
+
+@pytest.mark.parametrize("estimator", CONV_ESTIMATORS)
 def test_dense_on_sequences_is_a_width_one_convolution(estimator):
     """`[B, T, D]` inputs: same outputs and gradients as Conv1D with kernel_size 1 and the same noise.
 
@@ -403,7 +399,7 @@ def _posterior_means_conv(keras_layer, layer, x):
     return keras_layer(x)
 
 
-@pytest.mark.parametrize("estimator", ["reparameterization", "flipout", "r2g2"])
+@pytest.mark.parametrize("estimator", CONV_ESTIMATORS)
 @pytest.mark.parametrize(
     "make,keras_layer,shape",
     [
@@ -434,7 +430,7 @@ def test_causal_padding_and_groups_match_keras(make, keras_layer, shape, estimat
     for a, b in zip(sampling.weights, mean_layer.weights):
         a.assign(b) if "loc" in a.name else None
 
-    @tf.function(jit_compile=estimator == "r2g2")  # XLA where it costs most (compile time)
+    @tf.function(jit_compile=estimator == "r2g2")  # XLA once (compile time)
     def step(x):
         with tf.GradientTape() as tape:
             y = sampling(x, training=True)
