@@ -1,23 +1,30 @@
 """Bayesian layers: step time, gradient variance and work-normalised variance per estimator.
 
-    python benchmarks/layers.py [--repeats 5] [--skip-tfp]
+    python benchmarks/layers.py [--quick] [--repeats 7] [--skip-tfp]
 
 1. Dense BNN 784-400-400-10, synthetic data, batch 128, XLA: step time of each
-   estimator / reparameterization (target: R2-G2 <= 1.3), top-layer scale-
-   gradient variance, and work-normalised variance (variance x step time;
-   target: RT / R2-G2 >= 5).
+   estimator / reparameterization, top-layer scale-gradient variance, and the
+   gain in work-normalised variance (variance x step time) over RT
+   (targets: `auto`'s step time <= RT's).
 2. The same BNN built from `tfp.layers.DenseReparameterization` under tf_keras
-   (an optional dependency; skipped if missing): step-time ratio ours / theirs
-   (target <= 1.0), both with the reparameterisation estimator.
-3. A small Bayesian CNN (16x16x1 -> conv 8 -> conv 16/2 -> conv 16/2 -> conv 16/2 -> dense 10):
-   per-layer cost and scale-gradient variance gain of conv R2-G2, switched on one
-   layer at a time.
+   (an optional dependency; skipped if missing): step-time ratio ours / theirs.
+3. A small Bayesian CNN (16x16x1 -> conv 8 -> conv 16/2 -> conv 16/2 -> conv 16/2
+   -> dense 10), batch 64: each conv estimator switched on one layer at a time
+   (the others RT), step time / all-RT, that layer's scale-gradient variance,
+   work-normalised variance; `auto`'s choice against the best fixed choice
+   (targets: R2-G2-family step <= 1.3x all-RT where auto picks it; auto's
+   work-normalised variance within 1.25x of the best).
+4. A grid over one conv layer's (P, k, F, B): R2-G2 / RT and Flipout+R2-G2 /
+   Flipout time and variance ratios, against the predictions (gain k / P).
 
 Steps are SGD steps (loss, gradient, update) in one XLA-compiled loop, compiled
-once and timed in alternation (`_common`).
+once and timed in alternation; each time ratio is the median over repeats of
+the per-repeat ratio, with its range [min, max] (the machine may be loaded).
 """
 
 import argparse
+import math
+import time
 
 import _common
 import keras
@@ -25,8 +32,11 @@ import numpy as np
 import tensorflow as tf
 
 import tfp_gradest as tge
+from tfp_gradest.diagnostics.layer_gradients import gradient_variance
+from tfp_gradest.layers.estimators import auto
 
 BATCH = 128
+CONV_ESTIMATORS = ["reparameterization", "flipout", "r2g2", "flipout_r2g2"]
 
 
 def dense_bnn(estimator, seed=0):
@@ -82,31 +92,75 @@ def variables_of(model):
     return [v.value if hasattr(v, "value") else v for v in model.trainable_variables]
 
 
-def scale_gradient_variance(model, x, y, layer_index, num_draws=300):
-    target = model.layers[layer_index].kernel_scale_raw.value
-    loss = loss_fn(model, x, y)
-
-    @tf.function(jit_compile=True)
-    def draws():
-        def one(_):
-            with tf.GradientTape() as tape:
-                value = loss()
-            return tape.gradient(value, target)
-
-        return tf.map_fn(one, tf.range(num_draws), fn_output_signature=tf.TensorSpec(target.shape))
-
-    return float(tf.reduce_mean(tf.math.reduce_variance(draws(), axis=0)))
+def scale_variance(model, x, y, layer_index, num_draws):
+    return gradient_variance(
+        loss_fn(model, x, y), model.layers[layer_index].kernel_scale_raw, num_draws
+    )
 
 
-def time_models(models, data, steps, repeats):
-    loops = [
-        _common.compiled_training_loop(loss_fn(m, *data), variables_of(m), steps) for m in models
-    ]
+def time_ratios(loss_fns, variable_lists, steps, repeats):
+    """Per-run `(median seconds, median ratio to run 0, min ratio, max ratio)`, timed in alternation."""
+    loops = [_common.compiled_training_loop(f, v, steps) for f, v in zip(loss_fns, variable_lists)]
     seed = tf.constant([0, 1], tf.int32)
-    return _common.interleaved_seconds([lambda f=f: f(seed).numpy() for f in loops], repeats)
+    runs = [lambda f=f: f(seed).numpy() for f in loops]
+    for run in runs:
+        run()  # compile
+    times = np.zeros((repeats, len(runs)))
+    for r in range(repeats):
+        for i, run in enumerate(runs):
+            start = time.perf_counter()
+            run()
+            times[r, i] = time.perf_counter() - start
+    ratios = times / times[:, :1]
+    return [
+        (float(np.median(times[:, i])), *np.percentile(ratios[:, i], [50, 0, 100]))
+        for i in range(len(runs))
+    ]
 
 
-def tfp_layers_seconds(data, steps, repeats, ours_seconds):
+def fmt_ratio(median, low, high):
+    return f"{median:.2f} [{low:.2f}, {high:.2f}]"
+
+
+def dense_table(args, rng):
+    data = (
+        tf.constant(rng.random((BATCH, 784)), tf.float32),
+        tf.constant(rng.integers(0, 10, BATCH)),
+    )
+    estimators = ["reparameterization", "local_reparameterization", "flipout", "r2g2"]
+    estimators += ["flipout_r2g2", "auto"]
+    models = [dense_bnn(e) for e in estimators]
+    timing = time_ratios(
+        [loss_fn(m, *data) for m in models], [variables_of(m) for m in models], args.steps,
+        args.repeats,
+    )  # fmt: skip
+    variances = [scale_variance(m, *data, -1, args.draws) for m in models]
+    rt_s, rt_v = timing[0][0], variances[0]
+    rows = [
+        (
+            e if e != "auto" else f"auto (= {models[-1].layers[0].resolved_gradient_estimator})",
+            f"{1e3 * t[0] / args.steps:.2f}",
+            fmt_ratio(*t[1:]),
+            f"{v:.3g}",
+            f"{(rt_v * rt_s) / (v * t[0]):.1f}",
+        )
+        for e, t, v in zip(estimators, timing, variances)
+    ]
+    _common.print_table(
+        f"Dense BNN 784-400-400-10, batch {BATCH}, XLA",
+        rows,
+        [
+            "estimator",
+            "ms/step",
+            "time / RT, median [range] (auto target <= 1)",
+            "top-layer scale-grad variance",
+            "work-normalised gain vs RT",
+        ],
+    )
+    return data, rt_s
+
+
+def tfp_layers_seconds(data, steps, repeats):
     try:
         import tensorflow_probability as tfp
         import tf_keras
@@ -133,99 +187,175 @@ def tfp_layers_seconds(data, steps, repeats, ours_seconds):
     return _common.interleaved_seconds([lambda: loop(seed).numpy()], repeats)[0]
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--skip-tfp", action="store_true")
-    args = parser.parse_args()
-    rng = np.random.default_rng(0)
-    data = (
-        tf.constant(rng.random((BATCH, 784)), tf.float32),
-        tf.constant(rng.integers(0, 10, BATCH)),
-    )
-
-    estimators = list(tge.layers.GRADIENT_ESTIMATORS)
-    models = [dense_bnn(e) for e in estimators]
-    seconds = time_models(models, data, args.steps, args.repeats)
-    variances = [scale_gradient_variance(m, *data, layer_index=-1) for m in models]
-    rt_s, rt_v = seconds[0], variances[0]
-    rows = [
-        (
-            e,
-            f"{1e3 * s / args.steps:.2f}",
-            f"{s / rt_s:.2f}",
-            f"{v:.3g}",
-            f"{(rt_v * rt_s) / (v * s):.1f}",
-        )
-        for e, s, v in zip(estimators, seconds, variances)
-    ]
-    _common.print_table(
-        f"Dense BNN 784-400-400-10, batch {BATCH}, XLA",
-        rows,
-        [
-            "estimator",
-            "ms/step",
-            "time / RT (R2-G2 target <= 1.3)",
-            "top-layer scale-grad variance",
-            "work-normalised gain vs RT (target >= 5)",
-        ],
-    )
-
-    if not args.skip_tfp:
-        theirs = tfp_layers_seconds(data, args.steps, args.repeats, rt_s)
-        if theirs is None:
-            print("\n(tfp.layers comparison skipped: tf_keras not installed)")
-        else:
-            _common.print_table(
-                "Same BNN, reparameterization: tge (Keras 3) vs tfp.layers (tf_keras)",
-                [
-                    (
-                        "reparameterization",
-                        f"{1e3 * rt_s / args.steps:.2f}",
-                        f"{1e3 * theirs / args.steps:.2f}",
-                        f"{rt_s / theirs:.2f}",
-                    )
-                ],
-                ["estimator", "tge ms/step", "tfp.layers ms/step", "ratio (target <= 1.0)"],
-            )
-
+def cnn_table(args, rng):
     x = tf.constant(rng.random((64, 16, 16, 1)), tf.float32)
-    cnn_data = (x, tf.constant(rng.integers(0, 10, 64)))
+    data = (x, tf.constant(rng.integers(0, 10, 64)))
     base = ["reparameterization"] * 4
-    variants = [base] + [base[:i] + ["r2g2"] + base[i + 1 :] for i in range(4)]
-    models = [cnn(v) for v in variants]
-    seconds = time_models(models, cnn_data, args.steps, args.repeats)
-    rows = []
+    auto_model = cnn(["auto"] * 4)
+    auto_model(x)
+    resolved = [auto_model.layers[i].resolved_gradient_estimator for i in range(4)]
+    rows, summary = [], []
     for i in range(4):
+        variants = [base] + [base[:i] + [e] + base[i + 1 :] for e in CONV_ESTIMATORS[1:]]
+        models = [cnn(v) for v in variants]
+        timing = time_ratios(
+            [loss_fn(m, *data) for m in models], [variables_of(m) for m in models], args.steps,
+            args.repeats,
+        )  # fmt: skip
+        variances = [scale_variance(m, *data, i, args.draws) for m in models]
         layer = models[0].layers[i]
-        positions = int(np.prod(layer.output.shape[1:-1]))
-        weights = int(np.prod(layer.kernel_size)) * int(layer.kernel_loc.shape[-2]) + 1
-        v_rt = scale_gradient_variance(models[0], *cnn_data, layer_index=i)
-        v_r2 = scale_gradient_variance(models[i + 1], *cnn_data, layer_index=i)
-        skipped = tge.r2g2.solve_is_skipped("per_example", 64, positions, weights)
-        rows.append(
+        positions = math.prod(layer.output.shape[1:-1])
+        weights = math.prod(layer.kernel_size) * int(layer.kernel_loc.shape[-2]) + 1
+        work = [v * t[1] for v, t in zip(variances, timing)]
+        best = int(np.argmin(work))
+        for e, t, v, w in zip(CONV_ESTIMATORS, timing, variances, work):
+            rows.append(
+                (
+                    f"conv {i + 1}",
+                    positions,
+                    weights,
+                    e + (" (auto)" if e == resolved[i] else ""),
+                    fmt_ratio(*t[1:]),
+                    f"{variances[0] / v:.2f}",
+                    f"{w / work[0]:.3f}" + (" best" if e == CONV_ESTIMATORS[best] else ""),
+                )
+            )
+        chosen = CONV_ESTIMATORS.index(resolved[i])
+        summary.append(
             (
                 f"conv {i + 1}",
                 positions,
                 weights,
-                "skip (= RT)" if skipped else "CG",
-                f"{seconds[i + 1] / seconds[0]:.2f}",
-                f"{v_rt / v_r2:.1f}",
+                resolved[i],
+                CONV_ESTIMATORS[best],
+                f"{work[chosen] / work[best]:.2f}",
+                f"{timing[chosen][1]:.2f}",
             )
         )
     _common.print_table(
-        "Bayesian CNN, batch 64, XLA: conv R2-G2 (per example) on one layer at a time",
+        "Bayesian CNN, batch 64, XLA: one conv layer's estimator switched at a time (others RT)",
         rows,
         [
             "layer",
-            "positions P",
-            "weights k",
-            "solve",
-            "step time / all-RT",
-            "scale-grad variance RT / R2-G2",
+            "P",
+            "k",
+            "estimator",
+            "step time / all-RT, median [range]",
+            "scale-grad variance RT / this",
+            "work-normalised variance / RT's",
         ],
     )
+    _common.print_table(
+        "auto per layer (targets: work-normalised variance <= 1.25x best; "
+        "step time <= 1.3x all-RT where an R2-G2 family is picked)",
+        summary,
+        ["layer", "P", "k", "auto picks", "best fixed", "auto / best (WNV)", "auto step / all-RT"],
+    )
+
+
+def one_conv(filters, estimator):
+    keras.utils.set_random_seed(0)
+    return tge.layers.Conv2DReparameterization(
+        filters, 3, padding="same", gradient_estimator=estimator, seed=1, kl_weight=1e-4
+    )
+
+
+def grid_table(args, rng):
+    cells = [(p, c, 16, 64) for p in (4, 16, 64) for c in (8, 16)]
+    if not args.quick:
+        cells += [(16, 16, 32, 64), (16, 16, 16, 32), (4, 32, 16, 64), (16, 32, 16, 64)]
+    rows = []
+    for positions, channels, filters, batch in cells:
+        size = math.isqrt(positions)
+        x = tf.constant(rng.normal(size=(batch, size, size, channels)), tf.float32)
+        readout = tf.constant(rng.normal(size=(size, size, filters)), tf.float32)
+        layers = {e: one_conv(filters, e) for e in CONV_ESTIMATORS}
+
+        def loss(layer, x=x, readout=readout):
+            def f(seed=None):
+                h = layer(x, training=True)
+                return tf.reduce_mean(tf.reduce_sum(tf.sin(h) * readout, [1, 2, 3]))
+
+            return f
+
+        for layer in layers.values():
+            layer(x)
+        timing = time_ratios(
+            [loss(layers[e]) for e in CONV_ESTIMATORS],
+            [[v.value for v in layers[e].trainable_variables] for e in CONV_ESTIMATORS],
+            args.steps,
+            args.repeats,
+        )
+        var = {
+            e: gradient_variance(loss(layers[e]), layers[e].kernel_scale_raw, args.draws)
+            for e in CONV_ESTIMATORS
+        }
+        weights = 9 * channels + 1
+        rows.append(
+            (
+                positions,
+                weights,
+                filters,
+                batch,
+                f"{weights / positions:.1f}",
+                f"{var['reparameterization'] / var['r2g2']:.2f}",
+                f"{timing[2][1]:.2f}",
+                f"{var['flipout'] / var['flipout_r2g2']:.2f}",
+                f"{timing[3][1] / timing[1][1]:.2f}",
+                f"{var['reparameterization'] / var['flipout']:.2f}",
+                f"{timing[1][1]:.2f}",
+                auto.choose("conv", positions, weights),
+            )
+        )
+    _common.print_table(
+        "One conv layer (3x3, same, P = H*W positions, k = 9 C_in + 1), XLA: R2-G2 against its prediction",
+        rows,
+        [
+            "P",
+            "k",
+            "F",
+            "B",
+            "predicted gain k/P",
+            "var RT / R2-G2",
+            "time R2-G2 / RT",
+            "var Flipout / Flipout+R2-G2",
+            "time Flipout+R2-G2 / Flipout",
+            "var RT / Flipout",
+            "time Flipout / RT",
+            "auto picks",
+        ],
+    )
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--draws", type=int, default=300)
+    parser.add_argument("--quick", action="store_true", help="fewer repeats, draws and cells")
+    parser.add_argument("--skip-tfp", action="store_true")
+    parser.add_argument("--only", choices=["dense", "cnn", "grid"], default=None)
+    args = parser.parse_args()
+    if args.quick:
+        args.repeats, args.steps, args.draws = 3, 10, 100
+    rng = np.random.default_rng(0)
+    if args.only in (None, "dense"):
+        data, rt_s = dense_table(args, rng)
+        if not args.skip_tfp:
+            theirs = tfp_layers_seconds(data, args.steps, args.repeats)
+            if theirs is None:
+                print("\n(tfp.layers comparison skipped: tf_keras not installed)")
+            else:
+                _common.print_table(
+                    "Same BNN, reparameterization: tge (Keras 3) vs tfp.layers (tf_keras)",
+                    [("reparameterization", f"{1e3 * rt_s / args.steps:.2f}",
+                      f"{1e3 * theirs / args.steps:.2f}", f"{rt_s / theirs:.2f}")],
+                    ["estimator", "tge ms/step", "tfp.layers ms/step", "ratio (target <= 1.0)"],
+                )  # fmt: skip
+    if args.only in (None, "cnn"):
+        cnn_table(args, rng)
+    if args.only in (None, "grid"):
+        grid_table(args, rng)
 
 
 if __name__ == "__main__":

@@ -39,15 +39,18 @@ def _tuple(value, rank, name):
 class BayesianConv(BayesianLayer):
     """A convolution with a mean-field Normal posterior over its kernel and bias (channels last).
 
-    `gradient_estimator` is `"reparameterization"`, `"flipout"` or `"r2g2"`
-    (default). The local reparameterisation trick does not apply: a
+    `gradient_estimator` is `"auto"` (default; picks Flipout, or Flipout with
+    R2-G2's backward on deep layers with few output positions: see
+    `tfp_gradest.layers.estimators.Auto`), `"reparameterization"`,
+    `"flipout"`, `"r2g2"` or `"flipout_r2g2"`. The local reparameterisation trick does not apply: a
     convolution's outputs at different positions share weights, so sampling
     them independently would change the model.
 
     R2-G2 for convolutions conditions on the pre-activations through the
     im2col patches (`P` output positions, `k = prod(kernel_size) · C_in + 1`
     weights per filter, the bias included). Per-example conditioning solves
-    `P × P` systems per example and filter by conjugate gradients and holds
+    `P × P` systems per example and filter (directly, or by conjugate
+    gradients where cheaper: `tfp_gradest.r2g2.solvers`) and holds
     `B × k × F` per-example products; `conditioning="whole_batch"` avoids that
     memory, and the layer switches to it by itself (with a warning) when the
     products would exceed `per_example_memory_limit` bytes. When the

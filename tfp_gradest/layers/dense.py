@@ -17,8 +17,9 @@ class DenseReparameterization(BayesianLayer):
     q(W, b) = Π N(μ, softplus(ρ)²),   prior N(0, prior_scale²),   loss += kl_weight · KL(q || prior)
     ```
 
-    `gradient_estimator` is one of `"reparameterization"`, `"local_reparameterization"`,
-    `"flipout"` or `"r2g2"` (default). For a dense layer, per-example R2-G2 has the
+    `gradient_estimator` is `"auto"` (default: the local reparameterisation
+    trick for `[B, D]` inputs, see `tfp_gradest.layers.estimators.Auto`) or one
+    of `tfp_gradest.layers.GRADIENT_ESTIMATORS`. For a dense layer, per-example R2-G2 has the
     local reparameterisation trick's backward formula while keeping the
     shared-weight forward pass (Lam et al. 2024, Proposition 4.2), at the cost
     of two extra matmuls.
@@ -38,7 +39,8 @@ class DenseReparameterization(BayesianLayer):
     Args:
       units: Python or NumPy `int`, output size.
       activation, use_bias: as in `keras.layers.Dense`.
-      gradient_estimator: see above. Default value: `"r2g2"`.
+      gradient_estimator: see above; `layer.resolved_gradient_estimator` is
+        the one used. Default value: `"auto"`.
       kernel_loc_initializer: initializer of `μ`. Default value: `"glorot_uniform"`.
       initial_posterior_scale: initial `σ`. Default value: `1e-2`.
       prior_scale: standard deviation of the Normal prior. Default value: `1.0`.

@@ -30,6 +30,7 @@ import warnings
 
 import tensorflow as tf
 
+from tfp_gradest.r2g2 import solvers
 from tfp_gradest.r2g2.conjugate_gradient import conjugate_gradient
 
 __all__ = [
@@ -79,28 +80,41 @@ def solve_is_skipped(conditioning, batch_size, num_positions, num_weights):
     return rows >= num_weights
 
 
-def _residuals(patches, scale, noise):
-    """`h - P μ = P (σ ⊙ ε)`: `[B, P, F]`."""
-    return tf.einsum("bpk,kf->bpf", patches, scale * noise)
-
-
 def conditional_noise(
-    patches, scale, noise, conditioning="per_example", cg_iterations=50, cg_tolerance=1e-6
+    patches,
+    scale,
+    noise,
+    conditioning="per_example",
+    cg_iterations=50,
+    cg_tolerance=1e-6,
+    memory_limit=DEFAULT_PER_EXAMPLE_MEMORY_LIMIT,
 ):
     """`E[ε | h]` and the solver's relative residual (for diagnostics and tests).
+
+    Each system is solved directly or by conjugate gradients, whichever the
+    cost model of `tfp_gradest.r2g2.solvers` predicts cheaper, in float64. A
+    system whose relative residual stays above `cg_tolerance` (direct solves:
+    above `max(cg_tolerance, 1e-8)`) gets `ε` itself
+    (its reparameterisation gradient) instead: unbiased, because whether a
+    system is trusted depends on the noise only through the observed `h`.
 
     Args:
       patches: `[B, P, k]`.
       scale, noise: `[k, F]`.
       conditioning: `"per_example"` or `"whole_batch"`.
-      cg_iterations: Python `int`, static iteration budget.
-      cg_tolerance: Python `float`, relative residual at which a system stops.
+      cg_iterations: Python `int >= 1`, static iteration budget of conjugate gradients.
+      cg_tolerance: Python `float > 0`, relative residual above which a system
+        is not trusted (and below which conjugate gradients stop).
+      memory_limit: bytes the direct solve's Gram matrices may take; over it,
+        conjugate gradients. `None`: no limit. Default value: 256 MiB.
 
     Returns:
       expected_noise: `[B, k, F]` per example, or `[k, F]` for the whole batch.
-      relative_residual: the largest `||r|| / ||h - Pμ||` over the systems solved
-        (0 when the system is diagonal or the solve is skipped).
+      relative_residual: the largest `||A Aᵀ u - r|| / ||r||` over the systems
+        solved (0 when the system is diagonal or the solve is skipped); systems
+        above `cg_tolerance` have fallen back to `ε`.
     """
+    cg_iterations, cg_tolerance = solvers.validate_solver_options(cg_iterations, cg_tolerance)
     batch, positions, weights = patches.shape
     zero = tf.zeros([], scale.dtype)
     if solve_is_skipped(conditioning, batch or 0, positions, weights):
@@ -109,35 +123,68 @@ def conditional_noise(
             if conditioning == "whole_batch"
             else tf.broadcast_to(noise, [tf.shape(patches)[0], *noise.shape])
         ), zero
-    variance = tf.square(scale)
-    rhs = _residuals(patches, scale, noise)
-    if conditioning == "per_example":
-        if positions == 1:
-            # Scalar systems: u = (h - Pμ) / (P² σ²), element-wise.
-            u = tf.math.divide_no_nan(rhs, tf.einsum("bpk,kf->bpf", tf.square(patches), variance))
-            return scale * tf.einsum("bpk,bpf->bkf", patches, u), zero
+    if conditioning == "per_example" and positions == 1:
+        # Scalar systems: u = (h - Pμ) / (P² σ²), element-wise.
+        rhs = tf.einsum("bpk,kf->bpf", patches, scale * noise)
+        u = tf.math.divide_no_nan(
+            rhs, tf.einsum("bpk,kf->bpf", tf.square(patches), tf.square(scale))
+        )
+        return scale * tf.einsum("bpk,bpf->bkf", patches, u), zero
+    if conditioning == "whole_batch":
+        # One system per filter over all B·P rows: the per-example solve with one "example".
+        rows = None if batch is None or positions < 0 else batch * positions
+        patches = tf.reshape(patches, [1, rows if rows is not None else -1, weights])
+    expected, residual = _solve_groups(
+        patches, scale, noise, cg_iterations, cg_tolerance, memory_limit
+    )
+    if conditioning == "whole_batch":
+        expected = expected[0]
+    return expected, tf.cast(tf.reduce_max(residual), scale.dtype)
+
+
+def _solve_groups(patches, scale, noise, cg_iterations, cg_tolerance, memory_limit):
+    """`E[ε_f | h_gf]` for every group `g` of rows and filter `f`: `[G, k, F]`, and residuals `[G, F]`."""
+    groups, rows, weights = patches.shape
+    num_filters = scale.shape[-1]
+    dtype = scale.dtype
+    patches, scale, noise = (tf.cast(t, solvers.SOLVE_DTYPE) for t in (patches, scale, noise))
+    num_systems = None if groups is None or num_filters is None else groups * num_filters
+    if solvers.use_direct_solve(
+        num_systems, rows if rows is not None else -1, weights, memory_limit
+    ):
+        gram = solvers.gram_matrices(patches, tf.square(scale))  # A Aᵀ, A = P diag(σ_f)
+        rhs = tf.einsum("grk,kf->gfr", patches, scale * noise)  # r = A ε_f
+        u, residual = solvers.direct_solve(gram, rhs)
+        expected = scale * tf.einsum("grk,gfr->gkf", patches, u)  # Aᵀ u
+        tolerance = max(cg_tolerance, solvers.DIRECT_SOLVE_TOLERANCE)
+    else:
+        variance = tf.square(scale)
 
         def matvec(v):
             return tf.einsum(
-                "bpk,bkf->bpf", patches, variance * tf.einsum("bpk,bpf->bkf", patches, v)
+                "grk,gkf->grf", patches, variance * tf.einsum("grk,grf->gkf", patches, v)
             )
 
+        rhs = tf.einsum("grk,kf->grf", patches, scale * noise)
         result = conjugate_gradient(matvec, rhs, [1], cg_iterations, cg_tolerance)
-        return scale * tf.einsum("bpk,bpf->bkf", patches, result.solution), tf.reduce_max(
-            result.relative_residual
-        )
-
-    def matvec(v):
-        return tf.einsum("bpk,kf->bpf", patches, variance * tf.einsum("bpk,bpf->kf", patches, v))
-
-    result = conjugate_gradient(matvec, rhs, [0, 1], cg_iterations, cg_tolerance)
-    return scale * tf.einsum("bpk,bpf->kf", patches, result.solution), tf.reduce_max(
-        result.relative_residual
-    )
+        expected = scale * tf.einsum("grk,grf->gkf", patches, result.solution)
+        residual = result.relative_residual[:, 0, :]
+        tolerance = cg_tolerance
+    # Untrusted systems (residual above tolerance, or not finite) keep ε: the RT gradient.
+    trusted = residual <= tolerance
+    expected = tf.where(trusted[:, tf.newaxis, :], expected, noise)
+    return tf.cast(expected, dtype), residual
 
 
 def scale_gradient(
-    patches, scale, noise, upstream, conditioning="per_example", cg_iterations=50, cg_tolerance=1e-6
+    patches,
+    scale,
+    noise,
+    upstream,
+    conditioning="per_example",
+    cg_iterations=50,
+    cg_tolerance=1e-6,
+    memory_limit=DEFAULT_PER_EXAMPLE_MEMORY_LIMIT,
 ):
     """R2-G2 gradient w.r.t. `σ`: `Σ_b (P_bᵀ g_b) ⊙ E[ε | h_b]` (per example) or `(Pᵀ G) ⊙ E[ε | h]`.
 
@@ -152,7 +199,7 @@ def scale_gradient(
         )
         return scale * tf.matmul(x2, ratio, transpose_a=True)
     expected, _ = conditional_noise(
-        patches, scale, noise, conditioning, cg_iterations, cg_tolerance
+        patches, scale, noise, conditioning, cg_iterations, cg_tolerance, memory_limit
     )
     if conditioning == "per_example":
         return tf.reduce_sum(tf.einsum("bpk,bpf->bkf", patches, upstream) * expected, axis=0)

@@ -54,7 +54,10 @@ def conjugate_gradient(matvec, rhs, reduce_axes, max_iterations, tolerance):
 
     x0 = tf.zeros_like(rhs)
     _, x, r, _, _, steps = tf.while_loop(
-        lambda i, *_: i < max_iterations,
+        # Stop when every system has converged (or the budget is spent).
+        lambda i, x, r, p, rs, steps: tf.logical_and(
+            i < max_iterations, tf.reduce_any(rs > threshold2)
+        ),
         body,
         (tf.constant(0), x0, rhs, rhs, rhs_norm2, tf.constant(0)),
         maximum_iterations=max_iterations,

@@ -3,6 +3,7 @@
 import tensorflow as tf
 
 from tfp_gradest.r2g2 import conditioning as conditioning_lib
+from tfp_gradest.r2g2 import solvers
 
 __all__ = ["gaussian_linear"]
 
@@ -41,8 +42,12 @@ def gaussian_linear(
       linear_map: `tfp_gradest.r2g2.DenseMap` or `ConvolutionMap`.
       bias_loc, bias_scale, bias_noise: `[F]` Tensors, or `None` for no bias.
       conditioning: `"per_example"` (default) or `"whole_batch"`.
-      cg_iterations: Python `int`, conjugate-gradient iteration budget.
-      cg_tolerance: Python `float`, relative residual tolerance.
+      cg_iterations: Python `int >= 1`, conjugate-gradient iteration budget
+        (used where the cost model of `tfp_gradest.r2g2.solvers` prefers
+        conjugate gradients to a direct solve).
+      cg_tolerance: Python `float > 0`, relative residual above which a
+        system's solve is not trusted: that system then gets the (unbiased)
+        reparameterisation gradient.
       per_example_memory_limit: Python `int`, bytes. Per-example conditioning
         of a convolution holds `B × k × F` products; when that exceeds the
         limit (static shapes, decided at trace time) the backward pass falls
@@ -62,6 +67,7 @@ def gaussian_linear(
             f"`conditioning` must be one of {conditioning_lib.CONDITIONINGS}. "
             f"Received: conditioning={conditioning!r}"
         )
+    cg_iterations, cg_tolerance = solvers.validate_solver_options(cg_iterations, cg_tolerance)
     use_bias = bias_loc is not None
     kernel_noise = tf.stop_gradient(kernel_noise)
     bias_noise = tf.stop_gradient(bias_noise) if use_bias else None
@@ -113,7 +119,14 @@ def gaussian_linear(
             flat_scale = tf.concat([flat_scale, bias_scale[tf.newaxis]], axis=0)
             flat_noise = tf.concat([flat_noise, bias_noise[tf.newaxis]], axis=0)
         flat_grad = conditioning_lib.scale_gradient(
-            patches, flat_scale, flat_noise, positions, effective, cg_iterations, cg_tolerance
+            patches,
+            flat_scale,
+            flat_noise,
+            positions,
+            effective,
+            cg_iterations,
+            cg_tolerance,
+            per_example_memory_limit,
         )
         kernel_grad = linear_map.unflatten_kernel(
             flat_grad[: flat_grad.shape[0] - int(use_bias)], kernel_scale.shape

@@ -11,7 +11,8 @@ E[ε_n | h_n] = σ_n ⊙ W u_n,     (Wᵀ diag(σ_n²) W) u_n = h_n - Wᵀ μ_n,
 ∂f/∂σ_n = (W g_n) ⊙ E[ε_n | h_n],           g_n = ∂f/∂h_n,
 ```
 
-an `F × F` system per example (`F` = units), solved by conjugate gradients.
+an `F × F` system per example (`F` = units), solved directly or by conjugate
+gradients (`tfp_gradest.r2g2.solvers`).
 When `F ≥ d` the map is injective (for full-rank `W`), `h_n` determines `ε_n`
 and R2-G2 equals the reparameterisation gradient, so the solve is skipped: the
 gain is for latents wider than the first decoder layer.
@@ -23,6 +24,7 @@ example: patches `Wᵀ` (`[1, F, d]`), scales `σᵀ` (`[d, N]`).
 import tensorflow as tf
 
 from tfp_gradest.r2g2 import conditioning as conditioning_lib
+from tfp_gradest.r2g2 import solvers
 
 __all__ = ["gaussian_latent_dense"]
 
@@ -66,6 +68,7 @@ def gaussian_latent_dense(
     [1] Lam, Bui, Deligiannidis & Teh. Rao-Blackwellised Reparameterisation
         Gradients. 2024. https://arxiv.org/abs/2506.07687
     """
+    cg_iterations, cg_tolerance = solvers.validate_solver_options(cg_iterations, cg_tolerance)
     loc = tf.convert_to_tensor(loc)
     dtype = loc.dtype
     scale = tf.convert_to_tensor(scale, dtype)
