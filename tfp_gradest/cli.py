@@ -308,8 +308,9 @@ def _run_case(case, problem, args):
     if reports.reference is not None:
         size = sum(math.prod(v.shape) for v in problem.variables_for(case.estimators[0]))
         described = (
-            f"{reports.reference.description}; with no bias, max|z| over these {size} "
-            f"elements stays below {_max_abs_normal_quantile(size, 0.99):.1f} in 99% of runs"
+            f"{reports.reference.description}; with no bias and normal z-scores, max|z| over "
+            f"these {size} elements stays below {_max_abs_normal_quantile(size, 0.99):.1f} in "
+            f"99% of runs (heavy-tailed gradients need more --draws for that)"
         )
     elif args.reference_draws == 0:
         described = "n/a (--reference-draws 0)"
