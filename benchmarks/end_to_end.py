@@ -360,34 +360,47 @@ def summarise(rows):
         for arm in arms:
             arm_rows = [r for r in problem_rows if r["arm"] == arm]
             seeds = sorted({r["seed"] for r in arm_rows})
-            final = [r for r in arm_rows if r["epoch"] == last_epoch]
-            at_budget = [
-                max(
-                    (
-                        r
-                        for r in arm_rows
-                        if r["seed"] == s and r["wallclock_seconds"] <= budget * (1 + 1e-9)
-                    ),
-                    key=lambda r: r["epoch"],
-                )
+            final = {
+                s: next(r for r in arm_rows if r["seed"] == s and r["epoch"] == last_epoch)
                 for s in seeds
-            ]
+            }
+            seconds_per_step = arm_rows[0]["seconds_per_step"]
             entry = dict(
                 problem=name,
                 arm=arm,
                 resolved=arm_rows[-1]["resolved"],
                 seeds=len(seeds),
                 epochs=last_epoch,
-                seconds_per_step=arm_rows[0]["seconds_per_step"],
+                seconds_per_step=seconds_per_step,
                 budget_seconds=budget,
-                budget_epoch=float(np.mean([r["epoch"] for r in at_budget])),
+                budget_epoch=budget
+                / seconds_per_step
+                / (arm_rows[0]["steps"] / arm_rows[0]["epoch"]),
             )
             for metric in metrics:
-                for label, chosen in [("final", final), ("budget", at_budget)]:
-                    mean, se = _mean_se([r[metric] for r in chosen])
+                at_budget = [
+                    _at_time([r for r in arm_rows if r["seed"] == s], metric, budget) for s in seeds
+                ]
+                for label, values in [
+                    ("final", [final[s][metric] for s in seeds]),
+                    ("budget", at_budget),
+                ]:
+                    mean, se = _mean_se(values)
                     entry[f"{metric}_{label}_mean"], entry[f"{metric}_{label}_se"] = mean, se
             summary.append(entry)
     return summary
+
+
+def _at_time(seed_rows, metric, seconds):
+    """The metric at `seconds` of training, linearly interpolated between evaluations.
+
+    (Clamped to the first evaluation if `seconds` comes before it; the budget is the
+    fastest-finishing arm's total, so this happens only for an arm more than
+    `epochs / eval_every` times slower.)
+    """
+    seed_rows = sorted(seed_rows, key=lambda r: r["wallclock_seconds"])
+    times = [r["wallclock_seconds"] for r in seed_rows]
+    return float(np.interp(seconds, times, [r[metric] for r in seed_rows]))
 
 
 def paired_difference(rows, problem, arm_a, arm_b, metric, epoch):
@@ -486,6 +499,20 @@ def write_csv(rows, path):
         writer.writerows(rows)
 
 
+def read_csv(path):
+    def value(text):
+        try:
+            return int(text)
+        except ValueError:
+            try:
+                return float(text)
+            except ValueError:
+                return text
+
+    with open(path) as f:
+        return [{k: value(v) for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -495,10 +522,18 @@ def main(argv=None):
     parser.add_argument("--problems", nargs="+", choices=sorted(PROBLEMS), default=list(PROBLEMS))
     parser.add_argument("--arms", nargs="+", default=None, help="keep only these arms")
     parser.add_argument("--epochs", type=int, default=None, help="override every problem's epochs")
+    parser.add_argument(
+        "--from-csv", default=None, help="re-summarise and re-plot an earlier run's CSV"
+    )
     parser.add_argument("--no-jit", action="store_true", help="graph mode instead of XLA")
     parser.add_argument("--output-dir", default=os.path.join(os.path.dirname(__file__), "results"))
     args = parser.parse_args(argv)
     num_seeds = args.seeds or (2 if args.small else 5)
+    if args.from_csv:
+        rows = read_csv(args.from_csv)
+        summary = write_results(rows, args.output_dir, "_small" if args.small else "")
+        report(rows, summary)
+        return rows, summary
     global JIT_COMPILE
     JIT_COMPILE = not args.no_jit
     x_train, y_train, x_test, y_test, _ = tge.datasets.load_images(prefer="digits", verbose=False)
