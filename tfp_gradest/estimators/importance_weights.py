@@ -76,7 +76,10 @@ def leave_one_out_logsumexp(log_weights, axis=1):
     `O(K)` memory). A `-inf` entry is left out exactly; where every other entry
     is `-inf` the result is `-inf`.
     """
-    x = log_weights
+    # A row with no finite entry is -inf everywhere; computed on zeros so that its
+    # (zero) cotangent does not meet log(0)'s infinite derivative (0 * inf = NaN).
+    all_zero = _all_zero_weight(log_weights, axis)
+    x = tf.where(all_zero, tf.zeros_like(log_weights), log_weights)
     k = tf.shape(x)[axis]
     is_max = tf.one_hot(tf.argmax(x, axis=axis), k, on_value=True, off_value=False, axis=axis)
     without_max = tf.reduce_logsumexp(
@@ -89,7 +92,8 @@ def leave_one_out_logsumexp(log_weights, axis=1):
     # At the arg max `rest` can be 0; it is not used there, but log(0) would turn
     # the zero cotangent tf.where sends it into NaN, so feed log a 1 instead.
     rest = tf.where(is_max, tf.ones_like(rest), rest)
-    return tf.where(is_max, without_max, shift + tf.math.log(rest))
+    result = tf.where(is_max, without_max, shift + tf.math.log(rest))
+    return tf.where(all_zero, tf.fill(tf.shape(x), tf.constant(_MINUS_INF, x.dtype)), result)
 
 
 def leave_one_out_mean(log_weights, axis=1):

@@ -29,13 +29,19 @@ def _held_out_weight_sums(log_weights, power):
     """
     log_weights = tf.stop_gradient(log_weights)
     log_z = leave_one_out_logsumexp(log_weights)
-    return tf.exp(power * log_weights + leave_one_out_logsumexp(-power * log_z))
+    sums = tf.exp(power * log_weights + leave_one_out_logsumexp(-power * log_z))
+    # No sample of nonzero density: every held-out weight is 0 (not -inf + inf = NaN).
+    no_density = tf.reduce_all(tf.equal(log_weights, -float("inf")), axis=1, keepdims=True)
+    return tf.where(no_density, tf.zeros_like(sums), sums)
 
 
 def _jackknife(full, leave_one_out_terms, k):
     """`K · L_K - (K-1)/K · Σ_i L_{K-1}^{(-i)}` from the full and leave-one-out parts."""
     k = tf.cast(k, full.dtype)
-    return k * full - (k - 1.0) / k * tf.reduce_sum(leave_one_out_terms, axis=1)
+    estimate = k * full - (k - 1.0) / k * tf.reduce_sum(leave_one_out_terms, axis=1)
+    # No sample of nonzero density: every bound is -inf, and so is the estimate
+    # (not K·(-inf) + inf = NaN).
+    return tf.where(tf.equal(full, -float("inf")), full, estimate)
 
 
 class _JackknifeBase(GradientEstimator):

@@ -59,4 +59,9 @@ class VIMCO(GradientEstimator):
             tf.stack([leave_one_out_logsumexp(log_w), replacement], axis=-1), axis=-1
         ) - tf.math.log(tf.cast(k, log_w.dtype))
         signal = tf.stop_gradient(f(baseline) - f(log_mean_exp(log_w))[:, tf.newaxis])
+        # As in ScoreFunction: an objective with no sample of nonzero density has no
+        # signal (inf - inf), and an infinite signal (a baseline of zero density) no
+        # finite score term; both are dropped. The loss is then +inf. NaN passes.
+        no_density = tf.reduce_all(tf.equal(log_w, -float("inf")), axis=1, keepdims=True)
+        signal = tf.where(no_density | tf.math.is_inf(signal), tf.zeros_like(signal), signal)
         return value, weighted_sum(signal, terms.surrogate_log_prob) + value
