@@ -44,6 +44,16 @@ def surrogate_objective(value, surrogate):
 
     Returns:
       A Tensor with the value of `value` and the gradient of `surrogate`.
+
+    #### Examples
+
+    >>> x = tf.Variable(2.0)
+    >>> with tf.GradientTape() as tape:
+    ...     out = surrogate_objective(tf.constant(5.0), 3.0 * x)
+    >>> float(out), float(tape.gradient(out, x))
+    (5.0, 3.0)
+    >>> float(surrogate_objective(-float("inf"), tf.constant(-float("inf"))))
+    -inf
     """
     infinite = tf.math.is_inf(tf.stop_gradient(surrogate))
     surrogate = tf.where(infinite, tf.zeros_like(surrogate), surrogate)
