@@ -92,21 +92,10 @@ def test_bias_is_na_with_a_reason_when_there_is_no_reference(tmp_path, capsys):
     assert "n/a (--reference-draws 0)" in printed and " nan " not in printed
 
 
-def test_at_fitted_says_where_and_is_closer_to_the_optimum(tmp_path, capsys):
-    problem = tge.problems.get("linear_regression")
-    kl_at_init = float(problem.kl_to_posterior())
-    results = _run("--problem", "linear_regression", "--estimators", "reparameterization,stl",
-                   "--at", "fitted", "--fit-steps", "100", "--no-plot", tmp_path=tmp_path)  # fmt: skip
-    printed = capsys.readouterr().out
-    assert "gradients drawn after fitting: 100 Adam steps" in printed
-    kl_fitted = float(results[0].location.split("KL(q || exact posterior) = ")[1].split()[0])
-    assert kl_fitted < 0.5 * kl_at_init, (kl_fitted, kl_at_init)
-
-
 @pytest.mark.parametrize(
     "problem,estimators,draws",
     [
-        ("linear_regression", "reparameterization,stl", 200),  # measured cut 22x (1000 draws)
+        ("linear_regression", "reparameterization,stl", 200),  # measured 15x (100 steps)
         ("bnn_layers", "reparameterization,local_reparameterization,r2g2", 50),  # 140x, 11x
     ],
 )
@@ -117,13 +106,18 @@ def test_showcase_cases_cut_variance_at_least_five_fold(problem, estimators, dra
     at = "fitted" if problem == "linear_regression" else "init"
     results = cli.compare(
         ["compare", "--problem", problem, "--estimators", estimators, "--draws", str(draws),
-         "--at", at, "--reference-draws", "0", "--repeats", "1", "--no-plot",
-         "--output-dir", str(tmp_path)]
+         "--at", at, "--fit-steps", "100", "--reference-draws", "0", "--repeats", "1",
+         "--no-plot", "--output-dir", str(tmp_path)]
     )  # fmt: skip
     reports = results[0].reports
     cuts = [reports[0].mean_variance / r.mean_variance for r in reports]
     assert cuts[0] == 1.0 and cuts[0] < 5  # the same test fails for the plain gradient
     assert all(cut >= 5 for cut in cuts[1:]), cuts
+    if at == "fitted":  # says where the gradients were drawn, and it is nearer the optimum
+        assert results[0].location.startswith("after fitting: 100 Adam steps")
+        kl_at_init = float(tge.problems.get("linear_regression").kl_to_posterior())
+        kl_fitted = float(results[0].location.split("KL(q || exact posterior) = ")[1].split()[0])
+        assert kl_fitted < 0.5 * kl_at_init, (kl_fitted, kl_at_init)
 
 
 @pytest.mark.parametrize(
