@@ -129,7 +129,6 @@ def test_showcase_cases_cut_variance_at_least_five_fold(problem, estimators, dra
         (["--problem", "bnn_layers", "--estimators", "iwae"], "layers' estimators"),
         (["--sample-size", "0"], "sample-size"),
         (["--draws", "1"], "draws"),
-        (["--estimators", "stl"], "needs --problem"),
     ],
 )
 def test_bad_arguments_give_a_message_not_a_traceback(argv, match, tmp_path):
@@ -183,12 +182,15 @@ def test_console_script_exits_0_quietly(tmp_path):
         assert noise not in result.stderr, result.stderr
 
 
-def test_main_returns_exit_status_zero(tmp_path):
+def test_main_returns_exit_status_zero_and_estimators_alone_use_the_default_problem(
+    tmp_path, capsys
+):
+    # The issue's repro: `tfp-gradest compare --draws 50 --estimators stl; echo $?`.
     status = cli.main(
-        ["compare", "--problem", "gaussian", "--estimators", "stl", *CHEAP, "--no-plot",
-         "--output-dir", str(tmp_path)]
+        ["compare", "--estimators", "stl", *CHEAP, "--no-plot", "--output-dir", str(tmp_path)]
     )  # fmt: skip
     assert status == 0
+    assert f"== {cli.DEFAULT_PROBLEM}:" in capsys.readouterr().out
 
 
 def test_subpackages_are_attributes_and_keras_finds_the_layers():

@@ -55,6 +55,7 @@ SHOWCASE = (
 )
 FIT_STEPS = 300
 DEFAULT_DRAWS = 1000
+DEFAULT_PROBLEM = "gaussian"  # with --estimators, -S, -K or --at but no --problem
 COLUMNS = (
     "estimator",
     "mean_variance",
@@ -96,7 +97,8 @@ def _parser():
     compare_parser.add_argument(
         "--problem",
         default=None,
-        help=f"one of: {', '.join(problems.names())}; none: the showcase (three cases)",
+        help=f"one of: {', '.join(problems.names())}; none: the showcase (three cases), or "
+        f"{DEFAULT_PROBLEM!r} when --estimators, -S, -K or --at is given",
     )
     compare_parser.add_argument(
         "--estimators",
@@ -105,14 +107,14 @@ def _parser():
         "problem's own set (`python -m tfp_gradest list` prints the names)",
     )
     compare_parser.add_argument(
-        "-S", "--sample-size", type=int, default=1, help="objectives averaged; with --problem"
+        "-S", "--sample-size", type=int, default=1, help="objectives averaged"
     )
     compare_parser.add_argument(
         "-K",
         "--importance-sample-size",
         type=int,
         default=1,
-        help="samples per objective (multi-sample estimators: iwae, iwae_dreg, ...); with --problem",
+        help="samples per objective (multi-sample estimators: iwae, iwae_dreg, ...)",
     )
     compare_parser.add_argument(
         "--draws",
@@ -126,7 +128,7 @@ def _parser():
         choices=("init", "fitted"),
         default="init",
         help="draw the gradients at the problem's initialisation, or after --fit-steps "
-        "Adam steps on the ELBO; with --problem",
+        "Adam steps on the ELBO",
     )
     compare_parser.add_argument(
         "--fit-steps", type=int, default=FIT_STEPS, help="steps of fitting for --at fitted"
@@ -187,18 +189,18 @@ def _cases(args):
         estimators = tuple(n.strip() for n in args.estimators.split(",") if n.strip())
         if not estimators:
             raise ValueError(f"--estimators is empty. Received: {args.estimators!r}")
-    if args.problem is None:
-        if estimators is not None:
-            raise ValueError("--estimators needs --problem (the showcase fixes its estimators).")
-        if (args.sample_size, args.importance_sample_size, args.at) != (1, 1, "init"):
-            raise ValueError(
-                "-S, -K and --at need --problem (the showcase fixes its own sizes and places)."
-            )
-        return [c._replace(draws=args.draws or c.draws) for c in SHOWCASE]
-    problems.check_name(args.problem)
+    problem = args.problem
+    if problem is None:
+        single = (estimators, args.sample_size, args.importance_sample_size, args.at)
+        if single == (None, 1, 1, "init"):
+            return [c._replace(draws=args.draws or c.draws) for c in SHOWCASE]
+        # --estimators, -S, -K or --at ask for one comparison: on the default problem.
+        problem = DEFAULT_PROBLEM
+        sys.stderr.write(f"no --problem given: comparing on {DEFAULT_PROBLEM!r}\n")
+    problems.check_name(problem)
     return [
         Case(
-            args.problem,
+            problem,
             estimators,  # None: the problem's default_estimators, once it is built
             args.sample_size,
             args.importance_sample_size,
