@@ -448,13 +448,25 @@ def report(rows, summary):
                 f"choice ({best['arm']}) at equal time: gap {gap:.4f}, SE {best[f'{key}_se']:.4f}"
             )
         if name == "hvae" and {"r2g2", "reparameterization"} <= {s["arm"] for s in entries}:
-            mean, se = paired_difference(
-                rows, "hvae", "r2g2", "reparameterization", "test_bound", entries[0]["epochs"]
+            epochs = sorted({r["epoch"] for r in rows if r["problem"] == "hvae"})
+            table = []
+            for epoch in epochs:
+                mean, se = paired_difference(
+                    rows, "hvae", "r2g2", "reparameterization", "test_bound", epoch
+                )
+                table.append([epoch, f"{mean:+.5f} ± {se:.5f}", f"{mean / se:+.1f}"])
+            print_table(
+                "hvae: test bound R2-G2 - RT after equal steps (paired over seeds; nats)",
+                table,
+                ["epoch", "difference ± SE", "difference / SE"],
             )
-            verdict = "reproduced" if mean > 2 * se else "NOT reproduced"
+            mean, se = paired_difference(
+                rows, "hvae", "r2g2", "reparameterization", "test_bound", epochs[-1]
+            )
+            verdict = "ahead by 2 SE" if mean > 2 * se else "NOT ahead by 2 SE"
             print(
-                f"Target (hvae): R2-G2 - RT test bound after equal steps = {mean:.3f} ± {se:.3f} "
-                f"nats (paired over seeds): paper's 2-SE gain {verdict}"
+                f"Target (hvae): R2-G2 {verdict} of RT after {epochs[-1]} epochs: "
+                f"{mean:+.5f} ± {se:.5f} nats (the paper: +9.05 nats, 3 layers, MNIST, 100,000 steps)"
             )
 
 
