@@ -80,8 +80,11 @@ class ISAG:
 
     q = tfd.MultivariateNormalDiag(tf.Variable(tf.zeros(D)),
             tfp.util.TransformedVariable(tf.ones(D), tfb.Softplus()))
+    # A decaying step, below ~2 / curvature at the start (curvature ~ data size):
+    # too large a rate collapses the scales, which the fit reports with a warning.
+    schedule = keras.optimizers.schedules.InverseTimeDecay(2e-3, 150, 1.0)
     losses = tge.vi.fit_surrogate_posterior(
-        target_log_prob_fn, q, keras.optimizers.SGD(1e-3), num_steps=2000,
+        target_log_prob_fn, q, keras.optimizers.SGD(schedule), num_steps=2000,
         sample_size=4, jit_compile=True, seed=0,
         gradient_reuse=tge.reuse.ISAG(rho=0.5, alpha=1.0, weighting="per_element"),
         num_batches=num_batches)
