@@ -238,6 +238,18 @@ def test_target_output_shape_is_checked_when_traced_for_xla():
         step()
 
 
+def test_target_output_shape_is_checked_at_run_time_when_not_static():
+    _, q, log_prob = _standard_normal()
+
+    def target(z):  # keeps 3 of the 4 values: a data-dependent shape, unknown when traced
+        return tf.boolean_mask(log_prob(z), tf.range(4) < 3)
+
+    estimator = tge.estimators.get("reparameterization")
+    step = tf.function(lambda: estimator.loss(target, q, 4, seed=1), autograph=False)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="target_log_prob_fn"):
+        step()
+
+
 @pytest.mark.parametrize("name", ALL)
 def test_mixed_float_dtypes_name_both_arguments(name):
     estimator = tge.estimators.get(name)
