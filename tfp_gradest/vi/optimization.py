@@ -249,7 +249,8 @@ def _reuse_loss(
     if importance_sample_size != 1 or discrepancy_fn is not tfp.vi.kl_reverse:
         raise ValueError(
             "I-SAG fits the ELBO: use `importance_sample_size=1` and "
-            "`discrepancy_fn=tfp.vi.kl_reverse` with `gradient_reuse`."
+            "`discrepancy_fn=tfp.vi.kl_reverse` with `gradient_reuse`. Received: "
+            f"importance_sample_size={importance_sample_size!r}, discrepancy_fn={discrepancy_fn!r}"
         )
     if trainable_variables is not None:
         raise ValueError(
