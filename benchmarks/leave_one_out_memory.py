@@ -71,7 +71,9 @@ def main():
             float(
                 subprocess.run(
                     [sys.executable, __file__, "--one", run, str(k)],
-                    check=True, capture_output=True, text=True,
+                    check=True,
+                    capture_output=True,
+                    text=True,
                 ).stdout.split()[-1]
             )  # fmt: skip
             for run in RUNS

@@ -170,7 +170,9 @@ def test_a_bad_seed_is_a_type_error_naming_seed(seed):
 @pytest.mark.parametrize("seed", [7, np.int64(7), (1, 2), np.array([1, 2]), tf.constant([1, 2])])
 def test_integer_seeds_of_every_spelling_are_accepted(seed):
     problem = _gaussian()
-    loss = tge.vi.monte_carlo_variational_loss(problem.target_log_prob, problem.surrogate, seed=seed)
+    loss = tge.vi.monte_carlo_variational_loss(
+        problem.target_log_prob, problem.surrogate, seed=seed
+    )
     assert np.isfinite(loss)
 
 
