@@ -436,7 +436,8 @@ def report(rows, summary):
             table,
             header,
         )
-        if name.startswith("bnn") and any(s["arm"] == DEFAULT for s in entries):
+        has_fixed = any(s["arm"] != DEFAULT for s in entries)
+        if name.startswith("bnn") and has_fixed and any(s["arm"] == DEFAULT for s in entries):
             key = "test_log_likelihood_budget"
             fixed = [s for s in entries if s["arm"] != DEFAULT]
             best = max(fixed, key=lambda s: s[f"{key}_mean"])
