@@ -12,10 +12,10 @@
    -> dense 10), batch 64: each conv estimator switched on one layer at a time
    (the others RT), step time / all-RT, that layer's scale-gradient variance,
    work-normalised variance; `auto`'s choice against the best fixed choice
-   (targets: R2-G2-family step <= 1.3x all-RT where auto picks it; auto's
+   (targets: R2-G2 step <= 1.3x all-RT where auto picks it; auto's
    work-normalised variance within 1.25x of the best).
-4. A grid over one conv layer's (P, k, F, B): R2-G2 / RT and Flipout+R2-G2 /
-   Flipout time and variance ratios, against the predictions (gain k / P).
+4. A grid over one conv layer's (P, k, F, B): R2-G2 / RT and Flipout / RT time
+   and variance ratios, against R2-G2's predicted gain k / P.
 
 Steps are SGD steps (loss, gradient, update) in one XLA-compiled loop, compiled
 once and timed in alternation; each time ratio is the median over repeats of
@@ -36,7 +36,7 @@ from tfp_gradest.diagnostics.layer_gradients import gradient_variance
 from tfp_gradest.layers.estimators import auto
 
 BATCH = 128
-CONV_ESTIMATORS = ["reparameterization", "flipout", "r2g2", "flipout_r2g2"]
+CONV_ESTIMATORS = ["reparameterization", "flipout", "r2g2"]
 
 
 def dense_bnn(estimator, seed=0):
@@ -128,7 +128,7 @@ def dense_table(args, rng):
         tf.constant(rng.integers(0, 10, BATCH)),
     )
     estimators = ["reparameterization", "local_reparameterization", "flipout", "r2g2"]
-    estimators += ["flipout_r2g2", "auto"]
+    estimators += ["auto"]
     models = [dense_bnn(e) for e in estimators]
     timing = time_ratios(
         [loss_fn(m, *data) for m in models], [variables_of(m) for m in models], args.steps,
@@ -247,7 +247,7 @@ def cnn_table(args, rng):
     )
     _common.print_table(
         "auto per layer (targets: work-normalised variance <= 1.25x best; "
-        "step time <= 1.3x all-RT where an R2-G2 family is picked)",
+        "step time <= 1.3x all-RT where R2-G2 is picked)",
         summary,
         ["layer", "P", "k", "auto picks", "best fixed", "auto / best (WNV)", "auto step / all-RT"],
     )
@@ -300,8 +300,6 @@ def grid_table(args, rng):
                 f"{weights / positions:.1f}",
                 f"{var['reparameterization'] / var['r2g2']:.2f}",
                 f"{timing[2][1]:.2f}",
-                f"{var['flipout'] / var['flipout_r2g2']:.2f}",
-                f"{timing[3][1] / timing[1][1]:.2f}",
                 f"{var['reparameterization'] / var['flipout']:.2f}",
                 f"{timing[1][1]:.2f}",
                 auto.choose("conv", positions, weights),
@@ -318,8 +316,6 @@ def grid_table(args, rng):
             "predicted gain k/P",
             "var RT / R2-G2",
             "time R2-G2 / RT",
-            "var Flipout / Flipout+R2-G2",
-            "time Flipout+R2-G2 / Flipout",
             "var RT / Flipout",
             "time Flipout / RT",
             "auto picks",

@@ -1,11 +1,14 @@
 """The R2-G2 primitive: exact identities first, then unbiasedness with power, then the solver."""
 
+import functools
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
 import tfp_gradest as tge
 from tfp_gradest import r2g2
+from tfp_gradest.r2g2 import solvers
 
 from .conftest import Z_THRESHOLD
 
@@ -396,10 +399,9 @@ def _smooth_features(batch=2, size=12, channels=16, seed=0):
     return x + 0.01 * rng.normal(size=x.shape)
 
 
-def _ill_conditioned_bias_z(
-    padding, num_draws, cg_iterations=50, memory_limit=None, scale_factor=1.0, seed=11
-):
-    """|z| of R2-G2's mean kernel-scale gradient against the exact gradient (float32 layer).
+@functools.lru_cache(maxsize=2)  # the power check re-uses the unbiasedness test's draws
+def _ill_conditioned_draws(padding, num_draws, cg_iterations=50, memory_limit=None, seed=11):
+    """R2-G2's kernel-scale gradient draws and the exact gradient (float32 layer), for `_ill_conditioned_bias_z`.
 
     For the loss `½ Σ h²` with Gaussian pre-activations `h ~ N(m, v)` the
     expected loss is `½ Σ (m² + v)`, so the exact gradient `g` is known. The
@@ -426,12 +428,19 @@ def _ill_conditioned_bias_z(
         return 0.5 * tf.reduce_sum(tf.square(h))
 
     draws = tge.diagnostics.gradient_draws(loss, [scale], num_draws, seed=seed)[0].numpy()
-    draws = scale_factor * draws.reshape(num_draws, -1).astype(np.float64)
+    draws = draws.reshape(num_draws, -1).astype(np.float64)
     with tf.GradientTape() as tape:
         mean = conv.apply(x, loc) + bias_loc
         variance = conv.apply(tf.square(x), tf.square(scale)) + tf.square(bias_scale)
         expected_loss = 0.5 * tf.reduce_sum(tf.square(mean) + variance)
     exact = tape.gradient(expected_loss, scale).numpy().ravel().astype(np.float64)
+    return draws, exact
+
+
+def _ill_conditioned_bias_z(padding, num_draws, scale_factor=1.0, **kwargs):
+    """|z| of the inverse-variance-weighted mean against the exact gradient (see above)."""
+    draws, exact = _ill_conditioned_draws(padding, num_draws, **kwargs)
+    draws = scale_factor * draws
     # Inverse-variance weights (the most powerful linear statistic for independent elements).
     weights = exact / draws.var(0, ddof=1)
     projected = draws @ weights
@@ -446,6 +455,9 @@ def test_r2g2_is_unbiased_on_ill_conditioned_conv_features(padding):
     assert z < Z_THRESHOLD
 
 
+@pytest.mark.filterwarnings(
+    "ignore:R2-G2"
+)  # memory_limit=1 also asks for whole-batch (B = 1: the same)
 def test_r2g2_with_a_one_iteration_budget_stays_unbiased():
     # Forced onto conjugate gradients (no memory for the direct solve) with 1 iteration:
     # every system stops short and falls back to ε, the reparameterisation gradient.
@@ -457,3 +469,51 @@ def test_power_the_ill_conditioned_test_detects_a_5_percent_bias():
     # 1200 draws of 16 filters: a 5% bias shifts the statistic by about 8 standard errors.
     z = _ill_conditioned_bias_z("valid", 1200, scale_factor=1.05)
     assert z > Z_THRESHOLD
+
+
+@pytest.mark.parametrize(
+    "kwargs,error",
+    [
+        ({"cg_iterations": 0}, ValueError),
+        ({"cg_iterations": -3}, ValueError),
+        ({"cg_iterations": 2.5}, TypeError),
+        ({"cg_tolerance": 0.0}, ValueError),
+        ({"cg_tolerance": float("nan")}, ValueError),
+        ({"cg_tolerance": float("inf")}, ValueError),
+        ({"cg_tolerance": "1e-6"}, TypeError),
+    ],
+)
+def test_bad_solver_arguments_are_named(kwargs, error):
+    name = next(iter(kwargs))
+    with pytest.raises(error, match=f"{name}.*Received"):
+        tge.layers.Conv2DReparameterization(4, 3, **kwargs)
+    x, loc, scale, _, _ = _dense_case()
+    with pytest.raises(error, match=name):
+        r2g2.gaussian_linear(x, loc, scale, scale, r2g2.DenseMap(), **kwargs)
+
+
+def test_direct_solve_is_the_minimum_norm_projection_on_ill_conditioned_features():
+    # Exact check: E[ε|h] = A⁺ A ε (A = P diag σ), computed by SVD in numpy, for the
+    # smooth 16-channel features with 100 positions (condition numbers ~1e8).
+    conv = r2g2.ConvolutionMap(2, (3, 3), (1, 1), "valid", (1, 1))
+    patches = conv.patches(tf.constant(_smooth_features(batch=1)))
+    rng = np.random.default_rng(8)
+    scale = tf.constant(np.exp(rng.normal(size=(144, 2)) - 1))
+    noise = tf.constant(rng.normal(size=(144, 2)))
+    assert solvers.use_direct_solve(1, 2, 100, 144, memory_limit=None)
+    expected, residual = r2g2.conditional_noise(patches, scale, noise, memory_limit=None)
+    assert float(residual) < 1e-8
+    for f in range(2):
+        a = patches.numpy()[0] * scale.numpy()[:, f]
+        projection = np.linalg.pinv(a, rcond=1e-13) @ (a @ noise.numpy()[:, f])
+        np.testing.assert_allclose(expected.numpy()[0, :, f], projection, atol=1e-6)
+
+
+def test_cost_model_prefers_direct_solves_for_few_positions_and_cg_over_memory():
+    # Direct: R² k + 2 R³ + 2 R k per system; exact CG: R iterations of 2 R k.
+    cost = solvers.solve_cost(64, 16, 16, 145)
+    assert cost.direct < cost.conjugate_gradient
+    assert solvers.use_direct_solve(64, 16, 16, 145, memory_limit=2**28)
+    assert not solvers.use_direct_solve(64, 16, 16, 145, memory_limit=1000)
+    assert not solvers.use_direct_solve(1, 16, 140, 145, memory_limit=None)  # R > k / 2
+    assert not solvers.use_direct_solve(None, 16, 16, 145, memory_limit=None)

@@ -39,10 +39,9 @@ def _tuple(value, rank, name):
 class BayesianConv(BayesianLayer):
     """A convolution with a mean-field Normal posterior over its kernel and bias (channels last).
 
-    `gradient_estimator` is `"auto"` (default; picks Flipout, or Flipout with
-    R2-G2's backward on deep layers with few output positions: see
-    `tfp_gradest.layers.estimators.Auto`), `"reparameterization"`,
-    `"flipout"`, `"r2g2"` or `"flipout_r2g2"`. The local reparameterisation trick does not apply: a
+    `gradient_estimator` is `"auto"` (default; picks Flipout for convolutions:
+    see `tfp_gradest.layers.estimators.Auto`), `"reparameterization"`,
+    `"flipout"` or `"r2g2"`. The local reparameterisation trick does not apply: a
     convolution's outputs at different positions share weights, so sampling
     them independently would change the model.
 

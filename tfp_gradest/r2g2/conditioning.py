@@ -148,9 +148,8 @@ def _solve_groups(patches, scale, noise, cg_iterations, cg_tolerance, memory_lim
     num_filters = scale.shape[-1]
     dtype = scale.dtype
     patches, scale, noise = (tf.cast(t, solvers.SOLVE_DTYPE) for t in (patches, scale, noise))
-    num_systems = None if groups is None or num_filters is None else groups * num_filters
     if solvers.use_direct_solve(
-        num_systems, rows if rows is not None else -1, weights, memory_limit
+        groups, num_filters, rows if rows is not None else -1, weights, memory_limit
     ):
         gram = solvers.gram_matrices(patches, tf.square(scale))  # A Aᵀ, A = P diag(σ_f)
         rhs = tf.einsum("grk,kf->gfr", patches, scale * noise)  # r = A ε_f

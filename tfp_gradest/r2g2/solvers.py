@@ -94,17 +94,18 @@ class SolveCost(NamedTuple):
     direct_bytes: float
 
 
-def solve_cost(num_systems, rows, weights, cg_iterations=None):
-    """The cost model of the module docstring, for `num_systems` systems of `rows × rows`.
+def solve_cost(num_groups, num_filters, rows, weights, cg_iterations=None):
+    """The cost model of the module docstring: `num_groups × num_filters` systems of `rows × rows`.
 
     CG is costed at `min(cg_iterations, rows)` iterations (`rows`, the count an
-    exact answer may need, when `cg_iterations` is `None`).
+    exact answer may need, when `cg_iterations` is `None`). The direct solve's
+    memory is the rows' outer products (`G R² k`) and the Gram matrices (`S R²`).
     """
-    direct = num_systems * (rows**2 * weights + 2 * rows**3 + 2 * rows * weights)
+    systems = num_groups * num_filters
+    direct = systems * (rows**2 * weights + 2 * rows**3 + 2 * rows * weights)
     iterations = rows if cg_iterations is None else min(cg_iterations, rows)
-    cg = iterations * (num_systems * 2 * rows * weights + CG_ITERATION_OVERHEAD)
-    # The rows' outer products (`G R² k`, at most `S R² k`) and the Gram matrices.
-    direct_bytes = num_systems * (rows**2 * weights + rows**2) * SOLVE_DTYPE.size
+    cg = iterations * (systems * 2 * rows * weights + CG_ITERATION_OVERHEAD)
+    direct_bytes = (num_groups * rows**2 * weights + systems * rows**2) * SOLVE_DTYPE.size
     return SolveCost(direct, cg, direct_bytes)
 
 
@@ -112,14 +113,16 @@ def solve_cost(num_systems, rows, weights, cg_iterations=None):
 MAX_DIRECT_ROWS = 256
 
 
-def use_direct_solve(num_systems, rows, weights, memory_limit):
+def use_direct_solve(num_groups, num_filters, rows, weights, memory_limit):
     """True when an exact direct solve is predicted cheaper than an exact CG solve and fits in `memory_limit` bytes.
 
     Unknown sizes (`None`) pick conjugate gradients, which need no static shape.
     """
-    if num_systems is None or rows is None or rows < 0 or rows > MAX_DIRECT_ROWS:
+    if num_groups is None or num_filters is None or rows is None:
         return False
-    cost = solve_cost(num_systems, rows, weights)
+    if rows < 0 or rows > MAX_DIRECT_ROWS:
+        return False
+    cost = solve_cost(num_groups, num_filters, rows, weights)
     fits = memory_limit is None or cost.direct_bytes <= memory_limit
     return fits and cost.direct <= cost.conjugate_gradient
 

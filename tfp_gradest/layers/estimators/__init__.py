@@ -7,7 +7,6 @@
 from tfp_gradest.layers.estimators.auto import Auto
 from tfp_gradest.layers.estimators.base import LayerEstimator, Posterior, get, names, register
 from tfp_gradest.layers.estimators.flipout import Flipout
-from tfp_gradest.layers.estimators.flipout_r2g2 import FlipoutR2G2
 from tfp_gradest.layers.estimators.local_reparameterization import LocalReparameterization
 from tfp_gradest.layers.estimators.r2g2 import R2G2
 from tfp_gradest.layers.estimators.reparameterization import Reparameterization
@@ -15,7 +14,6 @@ from tfp_gradest.layers.estimators.reparameterization import Reparameterization
 __all__ = [
     "Auto",
     "Flipout",
-    "FlipoutR2G2",
     "LayerEstimator",
     "LocalReparameterization",
     "Posterior",

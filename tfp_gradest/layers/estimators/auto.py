@@ -6,13 +6,6 @@ from tfp_gradest.layers.estimators import base
 
 __all__ = ["Auto", "choose"]
 
-# Conv layers whose predicted R2-G2 variance gain k / P reaches this use the
-# R2-G2 family; see `Auto` for the derivation and benchmarks/layers.py for the check.
-GAIN_THRESHOLD = 4.0
-# Above this many output positions per example the Gram matrices (P^2 per
-# example and filter) cost more than the layer itself many times over.
-MAX_POSITIONS = 64
-
 
 def layer_sizes(layer, input_shape):
     """`(P, k)`: output positions per example (`None` if unknown) and weights per output unit, bias included.
@@ -28,14 +21,9 @@ def layer_sizes(layer, input_shape):
 
 def choose(layer_kind, positions=None, weights=None):
     """The estimator name `auto` picks for a layer of this kind and these sizes."""
+    del weights  # kept in the signature: the R2-G2 rule of `Auto` would use it
     if layer_kind == "dense" and positions == 1:
         return "local_reparameterization"
-    if (
-        positions is not None
-        and positions <= MAX_POSITIONS
-        and weights >= GAIN_THRESHOLD * positions
-    ):
-        return "flipout_r2g2"
     return "flipout"
 
 
@@ -51,22 +39,22 @@ class Auto(base.LayerEstimator):
       the minibatch terms are uncorrelated) and costs two matmuls, less than
       RT's weight sample (measured 0.57x RT's step time, 1/180 of its
       top-layer variance, `benchmarks/layers.py`).
-    * Convolutions (LRT does not apply): per example `P` output positions and
-      `k` weights per filter. R2-G2 replaces `ε` in an example's scale
-      gradient by its projection on the `P`-dimensional row space of
-      `A = P_b diag(σ)`; for isotropic `ε` the projection keeps a fraction
-      `P / k` of its energy, so the example's noise variance shrinks by up
-      to `k / P` (less where other layers' noise dominates the gradient).
-      Its extra cost per example and filter is the Gram matrix, `P² k`
-      multiply-adds against the layer's `3 P k`: `1 + P / 3` times the
-      layer. So R2-G2 pays when `k / P` is large and `P` small: the deep
-      layers. Flipout removes the correlation between examples at twice a
-      layer's cost, which on conv layers with a batch of 64 was worth it at
-      every depth measured. `auto` picks Flipout with R2-G2's backward
-      (`flipout_r2g2`) when `k ≥ GAIN_THRESHOLD · P` and `P ≤ MAX_POSITIONS`,
-      Flipout otherwise (also when the spatial size is unknown). A dense
-      layer on `[B, T, D]` inputs (the LRT would give each row its own
-      weights) follows the same rule with `P = T`, `k = D + 1`.
+    * Convolutions (LRT does not apply), and dense layers on `[B, T, D]`
+      inputs (where the LRT would give each row its own weights): Flipout.
+      It removes the correlation between examples at about twice a layer's
+      cost. R2-G2 was the candidate for deep layers: per example it replaces
+      `ε` by its projection on the `P`-dimensional row space of
+      `A = P_b diag(σ)` (`P` output positions, `k` weights per filter); for
+      isotropic `ε` the projection keeps a fraction `P / k` of its energy, so
+      that example's noise variance shrinks by up to `k / P` (less where other
+      layers' noise dominates the gradient), while the Gram matrices add
+      `P² k` multiply-adds per example and filter to the layer's `3 P k`
+      (`1 + P / 3` times the layer, run in float64). Measured in
+      `benchmarks/layers.py` (README, "Choosing a layer estimator"): its
+      work-normalised variance did not beat Flipout's on the benchmark CNN's
+      layers, and Flipout with R2-G2's backward was not shown unbiased at the
+      layer level in float32, so `auto` does not pick either; both stay
+      available by name where the user wants the variance reduction.
     """
 
     name = "auto"
