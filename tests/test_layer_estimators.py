@@ -200,20 +200,27 @@ def test_registry_names_every_estimator_and_refuses_unknown_ones():
     "make,shape,expected",
     [
         (lambda: tge.layers.DenseReparameterization(4), (8, 5), "local_reparameterization"),
-        # Early conv layer: P = 64 positions, k = 10 weights: Flipout.
+        # Early conv layer: P = 64 positions, k = 10 weights: RT.
         (
             lambda: tge.layers.Conv2DReparameterization(4, 3, padding="same"),
             (2, 8, 8, 1),
-            "flipout",
+            "reparameterization",
         ),
-        # Deep conv layer: P = 4, k = 145: Flipout too (see `Auto`).
+        # Deep conv layer: P = 4, k = 145: gain k/P = 36 > cost 1 + P/3: R2-G2.
         (
             lambda: tge.layers.Conv2DReparameterization(4, 3, strides=2, padding="same"),
             (2, 4, 4, 16),
-            "flipout",
+            "r2g2",
         ),
-        # Unknown spatial size: Flipout.
-        (lambda: tge.layers.Conv1DReparameterization(4, 3), (2, None, 16), "flipout"),
+        # P = 16, k = 145: 9.1 > 6.3: R2-G2; P = 64, k = 73: 1.1 < 22: RT.
+        (lambda: tge.layers.Conv2DReparameterization(4, 3, padding="same"), (2, 4, 4, 16), "r2g2"),
+        (
+            lambda: tge.layers.Conv2DReparameterization(4, 3, padding="same"),
+            (2, 8, 8, 8),
+            "reparameterization",
+        ),
+        # Unknown spatial size: RT.
+        (lambda: tge.layers.Conv1DReparameterization(4, 3), (2, None, 16), "reparameterization"),
     ],
 )
 def test_auto_resolves_per_layer_at_build_and_keeps_auto_in_the_config(make, shape, expected):

@@ -20,11 +20,16 @@ def layer_sizes(layer, input_shape):
 
 
 def choose(layer_kind, positions=None, weights=None):
-    """The estimator name `auto` picks for a layer of this kind and these sizes."""
-    del weights  # kept in the signature: the R2-G2 rule of `Auto` would use it
+    """The estimator name `auto` picks for a layer of this kind and these sizes.
+
+    R2-G2 where its predicted variance gain `k / P` exceeds its predicted
+    cost relative to the layer, `1 + P / 3` (see `Auto`); RT otherwise.
+    """
     if layer_kind == "dense" and positions == 1:
         return "local_reparameterization"
-    return "flipout"
+    if positions is not None and weights / positions > 1 + positions / 3:
+        return "r2g2"
+    return "reparameterization"
 
 
 @base.register
@@ -40,21 +45,22 @@ class Auto(base.LayerEstimator):
       RT's weight sample (measured 0.57x RT's step time, 1/180 of its
       top-layer variance, `benchmarks/layers.py`).
     * Convolutions (LRT does not apply), and dense layers on `[B, T, D]`
-      inputs (where the LRT would give each row its own weights): Flipout.
-      It removes the correlation between examples at about twice a layer's
-      cost. R2-G2 was the candidate for deep layers: per example it replaces
-      `ε` by its projection on the `P`-dimensional row space of
-      `A = P_b diag(σ)` (`P` output positions, `k` weights per filter); for
-      isotropic `ε` the projection keeps a fraction `P / k` of its energy, so
-      that example's noise variance shrinks by up to `k / P` (less where other
-      layers' noise dominates the gradient), while the Gram matrices add
-      `P² k` multiply-adds per example and filter to the layer's `3 P k`
-      (`1 + P / 3` times the layer, run in float64). Measured in
-      `benchmarks/layers.py` (README, "Choosing a layer estimator"): its
-      work-normalised variance did not beat Flipout's on the benchmark CNN's
-      layers, and Flipout with R2-G2's backward was not shown unbiased at the
-      layer level in float32, so `auto` does not pick either; both stay
-      available by name where the user wants the variance reduction.
+      inputs (where the LRT would give each row its own weights), with `P`
+      output positions per example and `k` weights per filter (bias
+      included). R2-G2 replaces an example's `ε` by its projection on the
+      `P`-dimensional row space of `A = P_b diag(σ)`; for isotropic `ε` the
+      projection keeps a fraction `P / k` of its energy, so the example's
+      noise variance falls by up to `k / P` (less where other layers' noise
+      dominates). The Gram matrices cost `P² k` multiply-adds per example and
+      filter on top of the layer's `3 P k` (forward and two backward
+      products): `1 + P / 3` times the layer. R2-G2 is picked when
+      `k / P > 1 + P / 3` — its variance gain outweighs its cost even if the
+      layer were the whole model, so the work-normalised variance improves;
+      RT otherwise (also for unknown spatial sizes). Flipout is never picked:
+      on the benchmark CNN's conv layers it reduced the variance by at most
+      1.19x for 0.95-1.54x the step time. Measured check (README, "Choosing a
+      layer estimator"): the rule picks the best fixed choice on all four conv
+      layers of `benchmarks/layers.py`'s CNN.
     """
 
     name = "auto"
