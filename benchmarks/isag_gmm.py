@@ -1,4 +1,5 @@
-"""I-SAG vs SGD and SAG: a Gaussian mixture fitted by minibatched VI on digits (the poster's experiment).
+"""I-SAG vs SGD and SAG: a Gaussian mixture fitted by minibatched VI on digits (the poster's
+experiment).
 
 Model: `C` isotropic unit-variance components with equal weights in the
 first `D` principal components of scikit-learn's digits (standardised),
@@ -43,7 +44,7 @@ def methods(rho, alpha):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--inits", type=int, default=50)
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--eval-every", type=int, default=5)
@@ -65,7 +66,11 @@ def main(argv=None):
         dim=args.dim,
         num_batches=args.batches,
     )
-    target, q, num_points = problem.batch_target_log_prob, problem.surrogate, int(problem.x.shape[0])
+    target, q, num_points = (
+        problem.batch_target_log_prob,
+        problem.surrogate,
+        int(problem.x.shape[0]),
+    )
     size = args.components * args.dim
     eval_noise = tf.random.stateless_normal([64, size], [0, 1])
 
@@ -139,7 +144,8 @@ def main(argv=None):
             ]
         )
     print_table(
-        f"GMM by minibatched VI on digits ({args.components} components, {args.dim}-d PCA, {num_points} points, "
+        f"GMM by minibatched VI on digits ({args.components} components, {args.dim}-d PCA, "
+        f"{num_points} points, "
         f"{args.batches} batches, M={args.sample_size}, SGD lr {args.learning_rate}, "
         f"rho={args.rho}, alpha={args.alpha}, {args.inits} inits)",
         rows,
@@ -168,7 +174,8 @@ def _restart(isag, problem, start_loc):
 
 
 def _loop(isag, target, full_elbo, args, record):
-    """`args.steps` plain-SGD steps in one XLA loop; the full ELBO every `eval_every` steps if `record`."""
+    """`args.steps` plain-SGD steps in one XLA loop; the full ELBO every `eval_every` steps if
+    `record`."""
     num_evals = args.steps // args.eval_every
 
     @tf.function(jit_compile=True, autograph=False)

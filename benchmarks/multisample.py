@@ -151,7 +151,8 @@ def main():
     tables = args.tables.split(",")
     if "vae" in tables:
         _common.print_table(
-            f"MLP VAE 784-200-50, batch 64, K=64, XLA: step time / IWAE ({args.steps} steps x {args.repeats})",
+            "MLP VAE 784-200-50, batch 64, K=64, XLA: step time / IWAE "
+            f"({args.steps} steps x {args.repeats})",
             vae_ratio(args),
             ["estimator", "ms/step", "ratio to IWAE (DReG target <= 1.3)"],
         )

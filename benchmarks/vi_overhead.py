@@ -92,9 +92,15 @@ def main():
             )
         )
     _common.print_table(
-        f"VI step time, 100-d correlated Gaussian, mean-field q, S={SAMPLE_SIZE}, XLA, {args.steps} steps x {args.repeats}",
+        f"VI step time, 100-d correlated Gaussian, mean-field q, S={SAMPLE_SIZE}, XLA, "
+        f"{args.steps} steps x {args.repeats}",
         rows,
-        ["estimator", "tge us/step", "tfp.vi us/step", "ratio tge/tfp median [IQR] (target <= 1.05)"],
+        [
+            "estimator",
+            "tge us/step",
+            "tfp.vi us/step",
+            "ratio tge/tfp median [IQR] (target <= 1.05)",
+        ],
     )
 
 

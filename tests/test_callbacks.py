@@ -1,4 +1,5 @@
-"""GradientVarianceMonitor: its numbers against a direct computation, History, TensorBoard, plots, strategies."""
+"""GradientVarianceMonitor: its numbers against a direct computation, History, TensorBoard, plots,
+strategies."""
 
 import glob
 import math
@@ -23,8 +24,10 @@ def _bnn(estimator="r2g2", jit_compile=True, optimizer="adam"):
     model = keras.Sequential(
         [
             keras.Input((6,)),
-            tge.layers.DenseReparameterization(8, activation="tanh", gradient_estimator=estimator, kl_weight=1 / 96, seed=1, name="hidden"),
-            tge.layers.DenseReparameterization(2, gradient_estimator=estimator, kl_weight=1 / 96, seed=2, name="top"),
+            tge.layers.DenseReparameterization(8, activation="tanh", gradient_estimator=estimator,
+                                               kl_weight=1 / 96, seed=1, name="hidden"),
+            tge.layers.DenseReparameterization(2, gradient_estimator=estimator,
+                                               kl_weight=1 / 96, seed=2, name="top"),
         ],
         name="bnn",
     )  # fmt: skip

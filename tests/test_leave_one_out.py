@@ -1,4 +1,5 @@
-"""Leave-one-out log-sum-exps and means (VIMCO, JVI): exact against brute force, linear memory in K."""
+"""Leave-one-out log-sum-exps and means (VIMCO, JVI): exact against brute force, linear
+memory in K."""
 
 import numpy as np
 import pytest

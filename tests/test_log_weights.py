@@ -1,4 +1,5 @@
-"""The log-weight decomposition: direct + path terms reproduce the full pathwise gradient exactly."""
+"""The log-weight decomposition: direct + path terms reproduce the full pathwise
+gradient exactly."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,5 @@
-"""Multi-sample estimators: exact identities, unbiasedness (with power), variance, numerics, errors."""
+"""Multi-sample estimators: exact identities, unbiasedness (with power), variance,
+numerics, errors."""
 
 import numpy as np
 import pytest

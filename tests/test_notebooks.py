@@ -1,4 +1,5 @@
-"""Every notebook in colabs/ runs top to bottom, offline, with small settings, and draws its figures."""
+"""Every notebook in colabs/ runs top to bottom, offline, with small settings, and draws its
+figures."""
 
 import glob
 import importlib.util
@@ -54,7 +55,7 @@ def test_install_cell_uses_the_package_url_from_setup():
 
     build = _build_module()
     assert f"git+{tfp_gradest.__url__}" in build.INSTALL
-    assert "find_spec(\"tfp_gradest\") is None" in build.INSTALL  # skipped when importable
+    assert 'find_spec("tfp_gradest") is None' in build.INSTALL  # skipped when importable
     root = os.path.join(COLABS, os.pardir)
     metadata = subprocess.run(
         [sys.executable, "setup.py", "--url", "--version"],

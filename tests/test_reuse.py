@@ -1,4 +1,5 @@
-"""I-SAG: exact reductions to SGD and SAG, exact re-use at λ₀, unbiasedness of importance re-use, XLA."""
+"""I-SAG: exact reductions to SGD and SAG, exact re-use at λ₀, unbiasedness of importance re-use,
+XLA."""
 
 import warnings
 
@@ -200,13 +201,17 @@ def test_fit_surrogate_posterior_with_isag_under_xla(full_rank):
     [
         (dict(gradient_reuse=tge.reuse.ISAG()), ValueError, "num_batches"),
         (dict(num_batches=4), ValueError, "gradient_reuse"),
-        (dict(gradient_reuse=tge.reuse.ISAG(), num_batches=4, gradient_estimator="stl"), ValueError, "gradient_estimator"),
+        (dict(gradient_reuse=tge.reuse.ISAG(), num_batches=4, gradient_estimator="stl"),
+         ValueError, "gradient_estimator"),
         (dict(gradient_reuse=tge.reuse.ISAG(), num_batches=0), ValueError, "num_batches"),
         (dict(gradient_reuse="isag", num_batches=4), TypeError, "gradient_reuse"),
         (dict(gradient_reuse=tge.reuse.ISAG(), num_batches=2.5), TypeError, "num_batches"),
-        (dict(gradient_reuse=tge.reuse.ISAG(), num_batches=4, sample_size=1.5), TypeError, "sample_size"),
-        (dict(gradient_reuse=tge.reuse.ISAG(), num_batches=4, gradient_estimator=tge.estimators.STL()), ValueError, "gradient_estimator"),
-        (dict(gradient_reuse=tge.reuse.ISAG(), num_batches=4, optimizer=None), TypeError, "optimizer"),
+        (dict(gradient_reuse=tge.reuse.ISAG(), num_batches=4, sample_size=1.5),
+         TypeError, "sample_size"),
+        (dict(gradient_reuse=tge.reuse.ISAG(), num_batches=4,
+              gradient_estimator=tge.estimators.STL()), ValueError, "gradient_estimator"),
+        (dict(gradient_reuse=tge.reuse.ISAG(), num_batches=4, optimizer=None),
+         TypeError, "optimizer"),
     ],
 )  # fmt: skip
 def test_bad_fit_arguments_are_named(kwargs, error, match):
@@ -241,7 +246,12 @@ def test_a_bad_seed_is_named_at_construction():
 def test_non_gaussian_surrogates_and_bad_settings_are_refused():
     with pytest.raises(TypeError, match="surrogate_posterior"):
         tge.reuse.ISAG().build(tfd.Normal(tf.Variable(0.0), 1.0), 2, 1)
-    for kwargs, match in [(dict(rho=1.5), "rho"), (dict(alpha=-1), "alpha"), (dict(weighting="x"), "weighting"), (dict(max_log_ratio=0), "max_log_ratio")]:  # fmt: skip
+    for kwargs, match in [
+        (dict(rho=1.5), "rho"),
+        (dict(alpha=-1), "alpha"),
+        (dict(weighting="x"), "weighting"),
+        (dict(max_log_ratio=0), "max_log_ratio"),
+    ]:
         with pytest.raises(ValueError, match=match):
             tge.reuse.ISAG(**kwargs)
 

@@ -49,7 +49,8 @@ class BernoulliProblem:
 
 
 class MixedProblem:
-    """`q(c, d) = N(c; μ, σ) Bernoulli(d; σ(φ))`, target `N(c; m + b d, s) e^{α d}`: closed-form ELBO."""
+    """`q(c, d) = N(c; μ, σ) Bernoulli(d; σ(φ))`, target `N(c; m + b d, s) e^{α d}`: closed-form
+    ELBO."""
 
     m, b, s, alpha = 0.5, 2.0, 0.7, -0.3
 

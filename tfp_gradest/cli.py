@@ -346,7 +346,8 @@ def format_table(reports):
             f"{1e6 * r.step_seconds_high:.3g}]"
         )
         lines.append(
-            f"{r.estimator:<25} {r.mean_variance:>10.3g} {_cut(base.mean_variance, r.mean_variance):>8} "
+            f"{r.estimator:<25} {r.mean_variance:>10.3g} "
+            f"{_cut(base.mean_variance, r.mean_variance):>8} "
             f"{r.mean_snr:>7.3f} {bias:>11} {timing:>22} {r.work_normalized_variance:>10.3g} "
             f"{_cut(base.work_normalized_variance, r.work_normalized_variance):>7}"
         )

@@ -1,4 +1,5 @@
-"""Image data for the notebooks: MNIST when it can be had, else scikit-learn's bundled digits — never silently."""
+"""Image data for the notebooks: MNIST when it can be had, else scikit-learn's bundled digits —
+never silently."""
 
 import os
 import socket

@@ -5,15 +5,15 @@ log-densities -> log-weights -> the estimator's surrogate. This module owns the
 middle arrows. Each estimator enters it at exactly one point, named by its
 `data_path` flag (see `GradientEstimator`), and each point serves one need:
 
-| `data_path`                 | gives                                       | used by                   |
-|-----------------------------|---------------------------------------------|---------------------------|
-| `pathwise_log_weights`      | `log w(z)`, every gradient live             | reparameterisation, IWAE, |
-|                             |                                             | JVI, score function       |
-|                             |                                             | (pathwise parts)          |
-| `log_weight_terms`          | `log p̃`, `log q̃`, `log ŵ` kept apart        | RWS, VIMCO, JVI-DReG,     |
-|                             | (direct, score and path gradients)          | score function            |
-| `path_weighted_surrogate`   | `Σ c ∇log p̃ + a ∇log ŵ` in ONE backward     | STL, IWAE-DReG, RWS-DReG, |
-|                             | pass through the target                     | DReG(α), IWAE-STL         |
+| `data_path`                | gives                                   | used by                   |
+|----------------------------|-----------------------------------------|---------------------------|
+| `pathwise_log_weights`     | `log w(z)`, every gradient live         | reparameterisation, IWAE, |
+|                            |                                         | JVI, score function       |
+|                            |                                         | (pathwise parts)          |
+| `log_weight_terms`         | `log p̃`, `log q̃`, `log ŵ` kept apart    | RWS, VIMCO, JVI-DReG,     |
+|                            | (direct, score and path gradients)      | score function            |
+| `path_weighted_surrogate`  | `Σ c ∇log p̃ + a ∇log ŵ` in ONE backward | STL, IWAE-DReG, RWS-DReG, |
+|                            | pass through the target                 | DReG(α), IWAE-STL         |
 
 Samples are drawn as `tfp.vi` draws them: one flat leading axis of size `S * K`
 (so targets written for `tfp.vi` work unchanged), from the first half of the
@@ -240,7 +240,9 @@ def _zero_where(zero_weight, gradient):
     `gradient` may have event axes after it.
     """
     extra = gradient.shape.rank - zero_weight.shape.rank
-    mask = tf.reshape(zero_weight, tf.concat([tf.shape(zero_weight), tf.ones([extra], tf.int32)], 0))
+    mask = tf.reshape(
+        zero_weight, tf.concat([tf.shape(zero_weight), tf.ones([extra], tf.int32)], 0)
+    )
     return tf.where(mask, tf.zeros_like(gradient), gradient)
 
 

@@ -1,4 +1,5 @@
-"""`GradientVarianceMonitor`: per-layer gradient variance and SNR recorded while `model.fit` runs."""
+"""`GradientVarianceMonitor`: per-layer gradient variance and SNR recorded while
+`model.fit` runs."""
 
 import math
 
@@ -114,7 +115,8 @@ class GradientVarianceMonitor(keras.callbacks.Callback):
             )
         if int(num_draws) < 2:
             raise ValueError(
-                f"`num_draws` must be at least 2 (a variance needs two draws). Received: num_draws={num_draws}"
+                "`num_draws` must be at least 2 (a variance needs two draws). "
+                f"Received: num_draws={num_draws}"
             )
         for name, value in [("every_n_epochs", every_n_epochs), ("every_n_steps", every_n_steps)]:
             if value is not None and int(value) < 1:

@@ -1,4 +1,5 @@
-"""`KLAnnealing`: a per-epoch factor on the Bayesian layers' KL weights (KL warm-up, beta annealing)."""
+"""`KLAnnealing`: a per-epoch factor on the Bayesian layers' KL weights (KL warm-up, beta
+annealing)."""
 
 import math
 import numbers
@@ -10,7 +11,8 @@ __all__ = ["KLAnnealing"]
 
 
 class KLAnnealing(keras.callbacks.Callback):
-    """Sets every Bayesian layer's `kl_weight` to `base · schedule(epoch)` at the start of each epoch.
+    """Sets every Bayesian layer's `kl_weight` to `base · schedule(epoch)` at the start of each
+    epoch.
 
     ```none
     loss_epoch = data loss + schedule(epoch) · Σ_layers kl_weight_layer · KL(q_layer || prior)

@@ -1,4 +1,5 @@
-"""Run estimators side by side on one problem: bias, variance, SNR, step time, work-normalised variance."""
+"""Run estimators side by side on one problem: bias, variance, SNR, step time, work-normalised
+variance."""
 
 from typing import NamedTuple
 
@@ -50,7 +51,8 @@ class EstimatorReport(NamedTuple):
 
 
 class Comparison(list):
-    """The `EstimatorReport`s of `compare_estimators`, with the `reference` they were tested against."""
+    """The `EstimatorReport`s of `compare_estimators`, with the `reference` they were tested
+    against."""
 
     reference = None
 
@@ -227,7 +229,8 @@ def _as_problem(problem):
 
 
 class _DuckTypedProblem(Problem):
-    """An object with `target_log_prob`, `surrogate` and `variables`, given the `Problem` methods."""
+    """An object with `target_log_prob`, `surrogate` and `variables`, given the
+    `Problem` methods."""
 
     def __init__(self, problem):
         self._problem = problem

@@ -1,4 +1,5 @@
-"""Gradient variance of one variable under a stochastic loss, as used to compare layer estimators."""
+"""Gradient variance of one variable under a stochastic loss, as used to compare layer
+estimators."""
 
 import tensorflow as tf
 

@@ -97,7 +97,8 @@ def gradient_moments(draws):
 
 
 def bias_z_scores(draws, reference, reference_standard_error=0.0):
-    """`(mean(draws) - reference) / sqrt(standard_error² + reference_standard_error²)`, element-wise.
+    """`(mean(draws) - reference) / sqrt(standard_error² + reference_standard_error²)`,
+    element-wise.
 
     `draws` are one variable's gradient draws (leading axis = draws), or their
     `GradientMoments`.

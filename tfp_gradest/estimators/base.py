@@ -75,12 +75,14 @@ def _static_int(value, arg_name, minimum):
 
 
 def check_real(value, arg_name, low, high, high_inclusive=True):
-    """`value` as a Python float in `[low, high]` (or `[low, high)`), else a TypeError/ValueError naming it."""
+    """`value` as a Python float in `[low, high]` (or `[low, high)`), else a TypeError/ValueError
+    naming it."""
     if isinstance(value, np.ndarray) and value.ndim == 0:
         value = value.item()
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(
-            f"`{arg_name}` must be a real number in [{low}, {high}{']' if high_inclusive else ')'}. "
+            f"`{arg_name}` must be a real number in "
+            f"[{low}, {high}{']' if high_inclusive else ')'}. "
             f"Received: {arg_name}={value!r} of type {type(value).__name__}"
         )
     value = float(value)
@@ -160,7 +162,8 @@ class GradientEstimator(abc.ABC):
         discrepancy_fn=None,
         target_log_prob_fn=_NOT_GIVEN,
     ):
-        """Raises a `ValueError`/`TypeError` naming the argument for calls this estimator cannot serve.
+        """Raises a `ValueError`/`TypeError` naming the argument for calls this estimator cannot
+        serve.
 
         `target_log_prob_fn` is checked when given (`None` is refused).
 
@@ -223,7 +226,8 @@ class GradientEstimator(abc.ABC):
         discrepancy_fn=None,
         name=None,
     ):
-        """Monte Carlo loss whose value is the negative objective and whose gradient is this estimator's.
+        """Monte Carlo loss whose value is the negative objective and whose gradient is this
+        estimator's.
 
         Args:
           target_log_prob_fn: Python callable: the unnormalised target log density

@@ -27,7 +27,8 @@ def _is_positive_int(value):
 
 
 def _tuple(value, rank, name):
-    """A tuple of `rank` Python ints from an int or a sequence (NumPy integers accepted, like Keras)."""
+    """A tuple of `rank` Python ints from an int or a sequence (NumPy integers accepted, like
+    Keras)."""
     value = (value,) * rank if isinstance(value, numbers.Integral) else tuple(value)
     if len(value) != rank or not all(_is_positive_int(v) for v in value):
         raise ValueError(
@@ -54,8 +55,9 @@ class BayesianConv(BayesianLayer):
     memory, and the layer switches to it by itself (with a warning) when the
     products would exceed `per_example_memory_limit` bytes. When the
     conditioning rows reach `k` the projection is the identity and R2-G2
-    equals the reparameterisation gradient: the solve is skipped, so early layers with large outputs cost nothing extra. The gain is in deep
-    layers with small spatial outputs.
+    equals the reparameterisation gradient: the solve is skipped, so early
+    layers with large outputs cost nothing extra. The gain is in deep layers
+    with small spatial outputs.
 
     Args:
       rank: Python `int`, spatial rank.
@@ -93,13 +95,15 @@ class BayesianConv(BayesianLayer):
         super().__init__(**kwargs)
         if data_format != "channels_last":
             raise ValueError(
-                f"Only data_format='channels_last' is supported. Received: data_format={data_format!r}"
+                "Only data_format='channels_last' is supported. "
+                f"Received: data_format={data_format!r}"
             )
         self.filters = settings.check_positive_int("filters", filters)
         self.groups = settings.check_positive_int("groups", groups)
         if self.filters % self.groups:
             raise ValueError(
-                f"`filters` must be a multiple of `groups`. Received: filters={filters}, groups={groups}"
+                "`filters` must be a multiple of `groups`. "
+                f"Received: filters={filters}, groups={groups}"
             )
         normalized = padding.lower() if isinstance(padding, str) else padding
         if normalized not in _PADDINGS or (normalized == "causal" and rank != 1):
@@ -128,7 +132,8 @@ class BayesianConv(BayesianLayer):
     def build(self, input_shape):
         if len(input_shape) != self.rank + 2:
             raise ValueError(
-                f"{type(self).__name__} expects inputs of rank {self.rank + 2}. Received: input_shape={input_shape}"
+                f"{type(self).__name__} expects inputs of rank {self.rank + 2}. "
+                f"Received: input_shape={input_shape}"
             )
         channels = input_shape[-1]
         if channels is None or channels % self.groups:
@@ -140,7 +145,8 @@ class BayesianConv(BayesianLayer):
             for size, k, d in zip(input_shape[1:-1], self.kernel_size, self.dilation_rate):
                 if size is not None and size < d * (k - 1) + 1:
                     raise ValueError(
-                        f"{type(self).__name__}: the input is smaller than the (dilated) kernel, so "
+                        f"{type(self).__name__}: the input is smaller than the (dilated) "
+                        "kernel, so "
                         "padding='valid' leaves no output. Use a smaller kernel_size, or "
                         "padding='same'. Received: input_shape="
                         f"{input_shape}, kernel_size={self.kernel_size}, "

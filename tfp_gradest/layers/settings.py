@@ -1,4 +1,5 @@
-"""Layer settings that compiled functions read live (`kl_weight`, `inference_mode`), and argument checks.
+"""Layer settings that compiled functions read live (`kl_weight`, `inference_mode`), and argument
+checks.
 
 Keras traces `fit`, `evaluate` and `predict` once. A Python attribute read
 while tracing is frozen into the compiled function, so changing it afterwards
@@ -46,7 +47,8 @@ def _is_number(value):
 
 
 def check_positive_int(name, value):
-    """`int(value)` for a positive Python or NumPy integer; a `ValueError` naming `name` otherwise."""
+    """`int(value)` for a positive Python or NumPy integer; a `ValueError` naming
+    `name` otherwise."""
     if (
         not (isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)))
         or value <= 0
@@ -56,17 +58,20 @@ def check_positive_int(name, value):
 
 
 def integer_or_none(value):
-    """A NumPy integer as a Python `int` (for Keras arguments that refuse NumPy types); else `value`."""
+    """A NumPy integer as a Python `int` (for Keras arguments that refuse NumPy types); else
+    `value`."""
     if isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)):
         return int(value)
     return value
 
 
 def check_positive_finite(name, value):
-    """`float(value)` for a finite positive number; a `TypeError`/`ValueError` naming `name` otherwise."""
+    """`float(value)` for a finite positive number; a `TypeError`/`ValueError` naming `name`
+    otherwise."""
     if not _is_number(value):
         raise TypeError(
-            f"`{name}` must be a positive float. Received: {name}={value!r} of type {type(value).__name__}"
+            f"`{name}` must be a positive float. Received: {name}={value!r} "
+            f"of type {type(value).__name__}"
         )
     if not (math.isfinite(value) and value > 0):
         raise ValueError(f"`{name}` must be a finite positive float. Received: {name}={value!r}")
@@ -147,7 +152,8 @@ class KLWeight:
 
 
 class InferenceMode:
-    """`"sample"` or `"mean"` (case-insensitive, stored lower-case), mirrored in a boolean variable."""
+    """`"sample"` or `"mean"` (case-insensitive, stored lower-case), mirrored in a
+    boolean variable."""
 
     def __init__(self, value):
         self._is_mean = None

@@ -50,10 +50,13 @@ class VariationalAutoencoder(keras.Model):
     #### Examples
 
     ```python
-    encoder = keras.Sequential([keras.layers.Dense(64, activation="tanh"), keras.layers.Dense(2 * 4)])
+    encoder = keras.Sequential(
+        [keras.layers.Dense(64, activation="tanh"), keras.layers.Dense(2 * 4)]
+    )
     decoder = keras.Sequential([keras.layers.Dense(64, activation="tanh"), keras.layers.Dense(64)])
-    vae = tge.models.VariationalAutoencoder(encoder, decoder, latent_dim=4,
-                                            gradient_estimator="iwae_dreg", importance_sample_size=16)
+    vae = tge.models.VariationalAutoencoder(
+        encoder, decoder, latent_dim=4, gradient_estimator="iwae_dreg", importance_sample_size=16
+    )
     vae.compile(optimizer=keras.optimizers.Adam(1e-3))
     vae.fit(x_train, epochs=10, batch_size=64)
     ```

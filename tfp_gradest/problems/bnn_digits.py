@@ -13,7 +13,8 @@ __all__ = ["BayesianNeuralNetworkDigits"]
 
 
 class BayesianNeuralNetworkDigits(Problem):
-    """A 64-`hidden`-10 tanh MLP with `w ~ N(0, I)` and a mean-field Normal surrogate over all weights.
+    """A 64-`hidden`-10 tanh MLP with `w ~ N(0, I)` and a mean-field Normal surrogate over all
+    weights.
 
     ```none
     log p(w, y | X) = Σ log N(w; 0, 1) + Σ_n log Categorical(y_n; softmax(f_w(x_n)))

@@ -1,4 +1,5 @@
-"""A Bayesian MLP built from `tge.layers` on scikit-learn's bundled digits: the layers' estimators."""
+"""A Bayesian MLP built from `tge.layers` on scikit-learn's bundled digits: the layers'
+estimators."""
 
 import keras
 import numpy as np

@@ -1,4 +1,5 @@
-"""A Gaussian mixture on a PCA projection of scikit-learn's digits, split into minibatches (I-SAG)."""
+"""A Gaussian mixture on a PCA projection of scikit-learn's digits, split into
+minibatches (I-SAG)."""
 
 import numpy as np
 import tensorflow as tf

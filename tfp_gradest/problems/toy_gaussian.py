@@ -75,7 +75,8 @@ class ToyGaussian(Problem):
         )
 
     def exact_objective(self):
-        """The exact ELBO, `log p(x) - KL(q || p(z | x))` (the IWAE bound for K > 1 has no closed form)."""
+        """The exact ELBO, `log p(x) - KL(q || p(z | x))` (the IWAE bound for K > 1 has no closed
+        form)."""
         return self.log_marginal() - tfd.kl_divergence(self.surrogate, self.posterior())
 
     def distance_to_optimum(self):

@@ -42,7 +42,8 @@ WEIGHTINGS = ("none", "importance", "global", "per_element")
 
 
 def check_gaussian(surrogate_posterior):
-    """Raises unless `surrogate_posterior` is an affine Gaussian with one event axis and no batch."""
+    """Raises unless `surrogate_posterior` is an affine Gaussian with one event axis
+    and no batch."""
     if not isinstance(surrogate_posterior, tfd.MultivariateNormalLinearOperator):
         raise TypeError(
             "I-SAG re-uses samples through `ε = C⁻¹(θ - μ)`, so `surrogate_posterior` must be a "

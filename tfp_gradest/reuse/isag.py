@@ -1,4 +1,5 @@
-"""I-SAG: importance-sampled stochastic average gradients for minibatched VI (Sakaya & Klami, 2017)."""
+"""I-SAG: importance-sampled stochastic average gradients for minibatched VI (Sakaya &
+Klami, 2017)."""
 
 import numbers
 
@@ -105,11 +106,13 @@ class ISAG:
                 raise ValueError(f"`{name}` must be in [0, 1]. Received: {name}={value!r}")
         if weighting not in importance.WEIGHTINGS:
             raise ValueError(
-                f"`weighting` must be one of {importance.WEIGHTINGS}. Received: weighting={weighting!r}"
+                f"`weighting` must be one of {importance.WEIGHTINGS}. "
+                f"Received: weighting={weighting!r}"
             )
         if max_log_ratio is not None and not float(max_log_ratio) > 0:
             raise ValueError(
-                f"`max_log_ratio` must be positive or None. Received: max_log_ratio={max_log_ratio!r}"
+                "`max_log_ratio` must be positive or None. "
+                f"Received: max_log_ratio={max_log_ratio!r}"
             )
         self.rho, self.alpha, self.weighting = float(rho), float(alpha), weighting
         self.max_log_ratio = None if max_log_ratio is None else float(max_log_ratio)
@@ -158,7 +161,8 @@ class ISAG:
         return self
 
     def reset(self):
-        """Forgets every stored sample and gradient (e.g. before a fit from a new initialisation)."""
+        """Forgets every stored sample and gradient (e.g. before a fit from a new
+        initialisation)."""
         state = [self.theta, self.target_grads, self.log_q0, self.marginal_log_q0, self.log_p]
         for var in (
             state

@@ -140,7 +140,8 @@ _BALANCE_RANGE = (0.1, 10.0)
 
 
 def _warn_unless_stationary(surrogate_posterior, target_log_prob_fn, num_batches, optimizer):
-    """After a minibatched fit, warns (naming the learning rate) if it diverged or its scales collapsed."""
+    """After a minibatched fit, warns (naming the learning rate) if it diverged or its scales
+    collapsed."""
     from tfp_gradest.reuse.stationarity import scale_balance
 
     learning_rate = getattr(optimizer, "learning_rate", None)
@@ -229,7 +230,8 @@ def _reuse_loss(
     gradient_reuse,
     num_batches,
 ):
-    """`(seed -> I-SAG step loss, the surrogate's variables)`, after checking the combination applies."""
+    """`(seed -> I-SAG step loss, the surrogate's variables)`, after checking the combination
+    applies."""
     from tfp_gradest.reuse import ISAG
 
     if not isinstance(gradient_reuse, ISAG):
