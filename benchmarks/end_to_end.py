@@ -44,7 +44,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from _common import print_table  # noqa: E402
+from _common import compiled_training_loop, interleaved_seconds, print_table  # noqa: E402
 
 import tfp_gradest as tge  # noqa: E402
 
@@ -512,6 +512,36 @@ def write_csv(rows, path):
         writer.writerows(rows)
 
 
+def hvae_step_ratio(blocks=5, repeats=5, steps=100):
+    """R2-G2 / RT seconds per step of the benchmark's HVAE in a bare XLA loop (no Keras overhead).
+
+    `blocks` ratios, each from `repeats` alternated timings of `steps` steps on one batch of 64.
+    """
+    x_train = tge.datasets.load_images(prefer="digits", verbose=False)[0]
+    x = tf.constant((x_train[:64] > 0.5).astype("float32"))
+    runs = []
+    for arm in HVAE.arms:
+        model = tge.models.HierarchicalVAE(
+            64, latent_dims=(32, 32, 32), hidden_units=16, latent_gradient=arm, seed=0
+        )
+        model.build((None, 64))
+        loop = compiled_training_loop(
+            lambda seed, model=model: -tf.reduce_mean(model.log_likelihood_bound(x, 1, seed)),
+            model.trainable_variables,
+            steps,
+        )
+        runs.append(lambda loop=loop: loop(tf.constant([1, 2])).numpy())
+    ratios = []
+    for _ in range(blocks):
+        rt, r2g2 = interleaved_seconds(runs, repeats)
+        ratios.append(r2g2 / rt)
+    print(
+        f"HVAE step time R2-G2 / RT, bare XLA loop: median {np.median(ratios):.2f} "
+        f"(blocks: {', '.join(f'{r:.2f}' for r in ratios)}); RT {1e3 * rt / steps:.2f} ms/step"
+    )
+    return ratios
+
+
 def read_csv(path):
     def value(text):
         try:
@@ -538,10 +568,15 @@ def main(argv=None):
     parser.add_argument(
         "--from-csv", default=None, help="re-summarise and re-plot an earlier run's CSV"
     )
+    parser.add_argument(
+        "--hvae-step-ratio", action="store_true", help="only time the HVAE step, R2-G2 / RT"
+    )
     parser.add_argument("--no-jit", action="store_true", help="graph mode instead of XLA")
     parser.add_argument("--output-dir", default=os.path.join(os.path.dirname(__file__), "results"))
     args = parser.parse_args(argv)
     num_seeds = args.seeds or (2 if args.small else 5)
+    if args.hvae_step_ratio:
+        return hvae_step_ratio()
     if args.from_csv:
         rows = read_csv(args.from_csv)
         summary = write_results(rows, args.output_dir, "_small" if args.small else "")
