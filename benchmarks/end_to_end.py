@@ -445,8 +445,9 @@ def report(rows, summary):
             gap = best[f"{key}_mean"] - default[f"{key}_mean"]
             verdict = "within" if gap <= best[f"{key}_se"] else "NOT within"
             print(
-                f"Target ({name}): default ({default['resolved']}) {verdict} one SE of the best fixed "
-                f"choice ({best['arm']}) at equal time: gap {gap:.4f}, SE {best[f'{key}_se']:.4f}"
+                f"Target ({name}): default ({default['resolved']}) {verdict} one SE of the best "
+                f"fixed choice ({best['arm']}) at equal time: "
+                f"gap {gap:.4f}, SE {best[f'{key}_se']:.4f}"
             )
         if name == "hvae" and {"r2g2", "reparameterization"} <= {s["arm"] for s in entries}:
             epochs = sorted({r["epoch"] for r in rows if r["problem"] == "hvae"})
@@ -467,7 +468,8 @@ def report(rows, summary):
             verdict = "ahead by 2 SE" if mean > 2 * se else "NOT ahead by 2 SE"
             print(
                 f"Target (hvae): R2-G2 {verdict} of RT after {epochs[-1]} epochs: "
-                f"{mean:+.5f} ± {se:.5f} nats (the paper: +9.05 nats, 3 layers, MNIST, 100,000 steps)"
+                f"{mean:+.5f} ± {se:.5f} nats "
+                "(the paper: +9.05 nats, 3 layers, MNIST, 100,000 steps)"
             )
 
 

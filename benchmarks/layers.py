@@ -99,7 +99,8 @@ def scale_variance(model, x, y, layer_index, num_draws):
 
 
 def time_ratios(loss_fns, variable_lists, steps, repeats):
-    """Per-run `(median seconds, median ratio to run 0, min ratio, max ratio)`, timed in alternation."""
+    """Per-run `(median seconds, median ratio to run 0, min ratio, max ratio)`, timed in
+    alternation."""
     loops = [_common.compiled_training_loop(f, v, steps) for f, v in zip(loss_fns, variable_lists)]
     seed = tf.constant([0, 1], tf.int32)
     runs = [lambda f=f: f(seed).numpy() for f in loops]
@@ -307,7 +308,8 @@ def grid_table(args, rng):
             )
         )
     _common.print_table(
-        "One conv layer (3x3, same, P = H*W positions, k = 9 C_in + 1), XLA: R2-G2 against its prediction",
+        "One conv layer (3x3, same, P = H*W positions, k = 9 C_in + 1), XLA: "
+        "R2-G2 against its prediction",
         rows,
         [
             "P",

@@ -12,14 +12,17 @@ import nbformat
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
+
 def _package_url():
-    """The package's home, read from `tfp_gradest/__init__.py` (`__url__`; setup.py reads it too)."""
+    """The package's home, read from `tfp_gradest/__init__.py` (`__url__`; setup.py reads it
+    too)."""
     init = os.path.join(HERE, os.pardir, "tfp_gradest", "__init__.py")
     with open(init, encoding="utf-8") as f:
         return re.search(r'^__url__ = "([^"]+)"', f.read(), re.MULTILINE).group(1)
 
 
-INSTALL = f"""# In Colab: install tfp_gradest from its repository (skipped when it is importable already).
+INSTALL = f"""\
+# In Colab: install tfp_gradest from its repository (skipped when it is importable already).
 import importlib.util
 import subprocess
 import sys
@@ -114,7 +117,8 @@ checkpoints, variance = [], {name: [] for name in estimators}
 for chunk in range(6):
     if chunk:
         tge.vi.fit_surrogate_posterior(
-            problem.target_log_prob, problem.surrogate, keras.optimizers.Adam(0.05 / 4**(chunk - 1)),
+            problem.target_log_prob, problem.surrogate,
+            keras.optimizers.Adam(0.05 / 4**(chunk - 1)),
             NUM_STEPS // 3, gradient_estimator="stl", jit_compile=True, seed=chunk)
     checkpoints.append(chunk * (NUM_STEPS // 3))
     for name, est in estimators.items():
@@ -164,7 +168,8 @@ for k in KS:
     for name in names:
         est = tge.estimators.get(name)
         grads = tge.diagnostics.gradient_draws(
-            lambda s, est=est, k=k: est.loss(problem.target_log_prob, problem.surrogate, 1, k, seed=s),
+            lambda s, est=est, k=k: est.loss(
+                problem.target_log_prob, problem.surrogate, 1, k, seed=s),
             problem.variables, NUM_DRAWS, seed=k)
         draws[name] = np.concatenate([g.numpy().reshape(NUM_DRAWS, -1) for g in grads], 1)
     reference = draws["iwae_dreg"].mean(0)  # unbiased and the least noisy
@@ -284,7 +289,8 @@ NUM_DRAWS = 4 if SMALL else 16  # gradient draws per monitored epoch""",
     ),
     (
         "code",
-        """x_train, y_train, x_test, y_test, data_name = tge.datasets.load_images(num_train=NUM_TRAIN)
+        """\
+x_train, y_train, x_test, y_test, data_name = tge.datasets.load_images(num_train=NUM_TRAIN)
 n, pixels = x_train.shape
 probe = (x_train[:256], y_train[:256])""",
     ),
@@ -298,7 +304,8 @@ probe = (x_train[:256], y_train[:256])""",
         keras.Input((pixels,)),
         tge.layers.DenseReparameterization(200, activation="relu", kl_weight=1 / n,
                                            seed=seed + 1, name="bottom", **choice),
-        tge.layers.DenseReparameterization(10, kl_weight=1 / n, seed=seed + 2, name="top", **choice),
+        tge.layers.DenseReparameterization(10, kl_weight=1 / n, seed=seed + 2, name="top",
+                                           **choice),
     ])
     model.compile(keras.optimizers.Adam(1e-3),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -308,8 +315,10 @@ probe = (x_train[:256], y_train[:256])""",
 monitors, accuracy = {}, {}
 for estimator in ["reparameterization", "local_reparameterization", "flipout", "r2g2"]:
     model = mlp(estimator)
-    monitors[estimator] = tge.callbacks.GradientVarianceMonitor(probe, num_draws=NUM_DRAWS, group_by="variable")
-    model.fit(x_train, y_train, epochs=EPOCHS, batch_size=64, verbose=0, callbacks=[monitors[estimator]])
+    monitors[estimator] = tge.callbacks.GradientVarianceMonitor(
+        probe, num_draws=NUM_DRAWS, group_by="variable")
+    model.fit(x_train, y_train, epochs=EPOCHS, batch_size=64, verbose=0,
+              callbacks=[monitors[estimator]])
     for layer in model.layers:
         layer.inference_mode = "mean"
     accuracy[estimator] = model.evaluate(x_test, y_test, verbose=0)[1]
@@ -323,7 +332,8 @@ for ax, layer in zip(axes, ["top", "bottom"]):
     ax.set_title(f"{layer} layer: posterior-scale gradient variance")
 axes[2].bar(range(4), list(accuracy.values()), color=["C0", "C1", "C2", "C3"])
 axes[2].set_xticks(range(4), ["RT", "LRT", "Flipout", "R2-G2"])
-axes[2].set_ylim(min(accuracy.values()) - 0.05, 1.0); axes[2].set_title(f"test accuracy, {data_name}")
+axes[2].set_ylim(min(accuracy.values()) - 0.05, 1.0)
+axes[2].set_title(f"test accuracy, {data_name}")
 save(figure, "bnn_r2g2_mlp.png")""",
     ),
     (
@@ -361,7 +371,8 @@ print("the layers' default resolved to:", default_choice)
 for name, runs in results.items():
     runs = np.array(runs)
     mean, se = runs.mean(0), runs.std(0, ddof=1) / np.sqrt(len(runs))
-    print(f"{name:>8}: test log-lik {mean[0]:.4f} ± {se[0]:.4f}   accuracy {mean[1]:.4f} ± {se[1]:.4f}")""",
+    print(f"{name:>8}: test log-lik {mean[0]:.4f} ± {se[0]:.4f}   "
+          f"accuracy {mean[1]:.4f} ± {se[1]:.4f}")""",
     ),
     (
         "code",
@@ -370,7 +381,8 @@ for ax, column, label in zip(axes, [0, 1], ["test log-likelihood (nats)", "test 
     values = [np.array(results[name])[:, column] for name in ARMS]
     means = [v.mean() for v in values]
     errors = [v.std(ddof=1) / np.sqrt(len(v)) for v in values]
-    ax.bar(range(len(ARMS)), means, yerr=errors, capsize=4, color=[f"C{i}" for i in range(len(ARMS))])
+    ax.bar(range(len(ARMS)), means, yerr=errors, capsize=4,
+           color=[f"C{i}" for i in range(len(ARMS))])
     ax.set_xticks(range(len(ARMS)), list(ARMS))
     low = min(m - e for m, e in zip(means, errors))
     high = max(m + e for m, e in zip(means, errors))

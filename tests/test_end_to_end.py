@@ -1,4 +1,5 @@
-"""Smoke test of benchmarks/end_to_end.py: one epoch of one arm, two seeds, written and summarised."""
+"""Smoke test of benchmarks/end_to_end.py: one epoch of one arm, two seeds, written and
+summarised."""
 
 import csv
 import os

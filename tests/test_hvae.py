@@ -1,4 +1,5 @@
-"""`tge.models.HierarchicalVAE`: shapes, training with `model.fit`, saving, dtypes, XLA, and R2-G2's gradient."""
+"""`tge.models.HierarchicalVAE`: shapes, training with `model.fit`, saving, dtypes, XLA, and
+R2-G2's gradient."""
 
 import keras
 import numpy as np
@@ -94,7 +95,8 @@ def test_bad_arguments_are_named():
 
 
 def _scale_gradient_draws(model, x, num_draws):
-    """Gradients of the loss w.r.t. the encoders' output layers (they produce the latents' σ), one per seed."""
+    """Gradients of the loss w.r.t. the encoders' output layers (they produce the latents' σ),
+    one per seed."""
     model(x)
     variables = [v for e in model.encoders for v in e.layers[-1].trainable_variables]
 

@@ -1,4 +1,5 @@
-"""Bayesian Keras 3 layers: contract for every layer x estimator, variance on digits, training, saving, distribution."""
+"""Bayesian Keras 3 layers: contract for every layer x estimator, variance on digits, training,
+saving, distribution."""
 
 import keras
 import numpy as np
@@ -320,7 +321,8 @@ CONV_ESTIMATORS = [e for e in tge.layers.GRADIENT_ESTIMATORS if e != "local_repa
 
 @pytest.mark.parametrize("estimator", CONV_ESTIMATORS)
 def test_dense_on_sequences_is_a_width_one_convolution(estimator):
-    """`[B, T, D]` inputs: same outputs and gradients as Conv1D with kernel_size 1 and the same noise.
+    """`[B, T, D]` inputs: same outputs and gradients as Conv1D with kernel_size 1 and the same
+    noise.
 
     For R2-G2 this pins per-example conditioning on all T rows of an example
     (T = 3 < D + 1 = 6, so the solve runs), the conv path's tested semantics.
@@ -404,13 +406,17 @@ def _posterior_means_conv(keras_layer, layer, x):
     "make,keras_layer,shape",
     [
         (
-            lambda **kw: tge.layers.Conv1DReparameterization(4, 3, padding="causal", dilation_rate=2, **kw),
+            lambda **kw: tge.layers.Conv1DReparameterization(
+                4, 3, padding="causal", dilation_rate=2, **kw
+            ),
             lambda: keras.layers.Conv1D(4, 3, padding="causal", dilation_rate=2),
             (2, 7, 3),
         ),
         (
             # 4 output positions < 19 weights per filter: R2-G2 solves.
-            lambda **kw: tge.layers.Conv2DReparameterization(6, 3, strides=2, groups=2, padding="SAME", **kw),
+            lambda **kw: tge.layers.Conv2DReparameterization(
+                6, 3, strides=2, groups=2, padding="SAME", **kw
+            ),
             lambda: keras.layers.Conv2D(6, 3, strides=2, groups=2, padding="same"),
             (2, 4, 4, 4),
         ),
@@ -418,7 +424,8 @@ def _posterior_means_conv(keras_layer, layer, x):
     ids=["causal", "groups"],
 )  # fmt: skip
 def test_causal_padding_and_groups_match_keras(make, keras_layer, shape, estimator):
-    """Posterior means equal Keras's layer; samples with a negligible scale too (every estimator)."""
+    """Posterior means equal Keras's layer; samples with a negligible scale too (every
+    estimator)."""
     x = tf.constant(np.random.default_rng(0).normal(size=shape), tf.float32)
     mean_layer = make(gradient_estimator=estimator, inference_mode="mean", seed=1)
     mean_layer.build(x.shape)

@@ -30,7 +30,8 @@ def _dense_case(batch=8, d_in=50, units=3, seed=0):
 def _loss_grads(
     x, loc, scale, noise, linear_map, bias=None, conditioning="per_example", use_r2g2=True
 ):
-    """Gradients of a non-linear per-example loss, `Σ sin(h)`, w.r.t. (loc, scale[, bias_loc, bias_scale])."""
+    """Gradients of a non-linear per-example loss, `Σ sin(h)`, w.r.t. (loc, scale[, bias_loc,
+    bias_scale])."""
     variables = [loc, scale] + (list(bias[:2]) if bias else [])
     with tf.GradientTape() as tape:
         tape.watch(variables)
@@ -401,7 +402,8 @@ def _smooth_features(batch=2, size=12, channels=16, seed=0):
 
 @functools.lru_cache(maxsize=2)  # the power check re-uses the unbiasedness test's draws
 def _ill_conditioned_draws(padding, num_draws, cg_iterations=50, memory_limit=None, seed=11):
-    """R2-G2's kernel-scale gradient draws and the exact gradient (float32 layer), for `_ill_conditioned_bias_z`.
+    """R2-G2's kernel-scale gradient draws and the exact gradient (float32 layer), for
+    `_ill_conditioned_bias_z`.
 
     For the loss `½ Σ h²` with Gaussian pre-activations `h ~ N(m, v)` the
     expected loss is `½ Σ (m² + v)`, so the exact gradient `g` is known. The

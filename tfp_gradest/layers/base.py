@@ -1,4 +1,5 @@
-"""Shared machinery of the Bayesian layers: a mean-field Normal posterior over the weights, its KL, noise."""
+"""Shared machinery of the Bayesian layers: a mean-field Normal posterior over the weights, its
+KL, noise."""
 
 import keras
 import numpy as np
@@ -60,7 +61,8 @@ class BayesianLayer(keras.layers.Layer):
         self._resolved_estimator = None
         if conditioning not in conditioning_lib.CONDITIONINGS:
             raise ValueError(
-                f"`conditioning` must be one of {conditioning_lib.CONDITIONINGS}. Received: conditioning={conditioning!r}"
+                f"`conditioning` must be one of {conditioning_lib.CONDITIONINGS}. "
+                f"Received: conditioning={conditioning!r}"
             )
         self.activation = keras.activations.get(activation)
         self.use_bias = use_bias
@@ -168,7 +170,8 @@ class BayesianLayer(keras.layers.Layer):
         return kernel, bias
 
     def kl_divergence(self):
-        """`KL(q || prior)` summed over all weights (analytic, Normal-Normal), in the variables' dtype."""
+        """`KL(q || prior)` summed over all weights (analytic, Normal-Normal), in the variables'
+        dtype."""
         dtype = self.variable_dtype
         kernel_scale, bias_scale = self.posterior_scales(dtype)
         prior = tfd.Normal(tf.zeros([], dtype), tf.cast(self.prior_scale, dtype))
@@ -198,7 +201,8 @@ class BayesianLayer(keras.layers.Layer):
         return tf.cast(2 * bits - 1, dtype)
 
     def _prepare_inputs(self, inputs):
-        """The inputs in the compute dtype (integers and other floats cast, like Keras's `Dense`)."""
+        """The inputs in the compute dtype (integers and other floats cast, like Keras's
+        `Dense`)."""
         inputs = tf.convert_to_tensor(inputs)
         return inputs if inputs.dtype == self.compute_dtype else tf.cast(inputs, self.compute_dtype)
 
@@ -239,7 +243,8 @@ class BayesianLayer(keras.layers.Layer):
 
     @property
     def resolved_gradient_estimator(self):
-        """The name of the estimator this layer uses (what `"auto"` resolved to); `None` before build."""
+        """The name of the estimator this layer uses (what `"auto"` resolved to); `None` before
+        build."""
         resolved = self._resolved_estimator
         return None if resolved is None else resolved.name
 

@@ -50,7 +50,8 @@ DEFAULT_PER_EXAMPLE_MEMORY_LIMIT = 2**28
 
 
 def fit_to_memory(conditioning, patches_shape, num_filters, dtype, memory_limit):
-    """The conditioning to use: `"whole_batch"` if per-example products would exceed `memory_limit` bytes.
+    """The conditioning to use: `"whole_batch"` if per-example products would exceed
+    `memory_limit` bytes.
 
     Decided from static shapes at trace time; with an unknown batch size, or
     `memory_limit=None`, the requested conditioning is kept. Both
@@ -143,7 +144,8 @@ def conditional_noise(
 
 
 def _solve_groups(patches, scale, noise, cg_iterations, cg_tolerance, memory_limit):
-    """`E[ε_f | h_gf]` for every group `g` of rows and filter `f`: `[G, k, F]`, and residuals `[G, F]`."""
+    """`E[ε_f | h_gf]` for every group `g` of rows and filter `f`: `[G, k, F]`, and residuals
+    `[G, F]`."""
     groups, rows, weights = patches.shape
     num_filters = scale.shape[-1]
     dtype = scale.dtype
@@ -185,7 +187,8 @@ def scale_gradient(
     cg_tolerance=1e-6,
     memory_limit=DEFAULT_PER_EXAMPLE_MEMORY_LIMIT,
 ):
-    """R2-G2 gradient w.r.t. `σ`: `Σ_b (P_bᵀ g_b) ⊙ E[ε | h_b]` (per example) or `(Pᵀ G) ⊙ E[ε | h]`.
+    """R2-G2 gradient w.r.t. `σ`: `Σ_b (P_bᵀ g_b) ⊙ E[ε | h_b]` (per example) or
+    `(Pᵀ G) ⊙ E[ε | h]`.
 
     `upstream` is `g = ∂f/∂h`, `[B, P, F]`. Returns `[k, F]`.
     """

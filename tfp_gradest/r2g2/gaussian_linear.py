@@ -1,4 +1,5 @@
-"""The R2-G2 primitive: a Gaussian weight sample seen through a linear map, with a Rao-Blackwellised backward pass."""
+"""The R2-G2 primitive: a Gaussian weight sample seen through a linear map, with a
+Rao-Blackwellised backward pass."""
 
 import tensorflow as tf
 

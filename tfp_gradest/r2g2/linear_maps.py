@@ -1,4 +1,5 @@
-"""Linear maps from a weight matrix to pre-activations, as patches: `h[b, p, f] = Σ_k P[b, p, k] β[k, f]`.
+"""Linear maps from a weight matrix to pre-activations, as patches:
+`h[b, p, f] = Σ_k P[b, p, k] β[k, f]`.
 
 A dense layer is the case `P = 1` (one "position" per example, the patch is the
 input row); a convolution's patches are its im2col rows. The kernel is used
@@ -31,7 +32,8 @@ class DenseMap:
         return tf.einsum("...i,io->...o", inputs, kernel)
 
     def patches(self, inputs):
-        """`[B, P, D_in]`: `P = 1` for `[B, D_in]` inputs, the product of the middle sizes otherwise."""
+        """`[B, P, D_in]`: `P = 1` for `[B, D_in]` inputs, the product of the middle sizes
+        otherwise."""
         return _to_positions(inputs)
 
     def flat_kernel(self, kernel):
@@ -49,7 +51,8 @@ class DenseMap:
 
 
 class ConvolutionMap:
-    """`h = conv(x, β)` for channels-last `x` of rank 1, 2 or 3 (spatial), `β` of shape `kernel_size + [C_in, F]`.
+    """`h = conv(x, β)` for channels-last `x` of rank 1, 2 or 3 (spatial), `β` of shape
+    `kernel_size + [C_in, F]`.
 
     Args:
       rank: Python `int` in {1, 2, 3}.
@@ -112,7 +115,8 @@ def _to_positions(outputs):
 
 
 def _num_positions(outputs):
-    """The number of output positions, static whenever the spatial shape is (even with an unknown batch).
+    """The number of output positions, static whenever the spatial shape is (even with an
+    unknown batch).
 
     R2-G2 decides statically whether to solve, so it must not be lost when
     Keras relaxes the batch dimension to `None` (e.g. for a partial last batch).

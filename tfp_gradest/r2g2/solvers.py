@@ -1,4 +1,5 @@
-"""Solving R2-G2's `P × P` systems: direct (Gram + elimination) or conjugate gradients, by a cost model.
+"""Solving R2-G2's `P × P` systems: direct (Gram + elimination) or conjugate gradients, by a
+cost model.
 
 Per example and filter the conditioning needs `u` with `(A Aᵀ) u = r`, where
 `A = P_b diag(σ_f)` is `R × k` (`R` conditioning rows: the `P` output
@@ -62,7 +63,8 @@ DIRECT_SOLVE_TOLERANCE = 1e-8
 
 
 def validate_solver_options(cg_iterations, cg_tolerance):
-    """`(int(cg_iterations), float(cg_tolerance))`, or a `TypeError`/`ValueError` naming the argument."""
+    """`(int(cg_iterations), float(cg_tolerance))`, or a `TypeError`/`ValueError` naming the
+    argument."""
     if isinstance(cg_iterations, bool) or not isinstance(cg_iterations, numbers.Integral):
         raise TypeError(
             "`cg_iterations` must be a positive Python int (the static conjugate-gradient "
@@ -114,7 +116,8 @@ MAX_DIRECT_ROWS = 256
 
 
 def use_direct_solve(num_groups, num_filters, rows, weights, memory_limit):
-    """True when an exact direct solve is predicted cheaper than an exact CG solve and fits in `memory_limit` bytes.
+    """True when an exact direct solve is predicted cheaper than an exact CG solve and fits in
+    `memory_limit` bytes.
 
     Unknown sizes (`None`) pick conjugate gradients, which need no static shape.
     """
@@ -138,7 +141,8 @@ def gram_matrices(patches, variance):
 
 
 def direct_solve(gram, rhs):
-    """`u` with `gram u = rhs` for a batch of symmetric positive semi-definite `gram` (`[..., R, R]`), and the relative residual.
+    """`u` with `gram u = rhs` for a batch of symmetric positive semi-definite `gram`
+    (`[..., R, R]`), and the relative residual.
 
     Gauss-Jordan elimination without pivoting (stable for positive definite
     matrices), unrolled over the `R` static rows: XLA's Cholesky on CPU is a

@@ -8,7 +8,8 @@ __all__ = ["Auto", "choose"]
 
 
 def layer_sizes(layer, input_shape):
-    """`(P, k)`: output positions per example (`None` if unknown) and weights per output unit, bias included.
+    """`(P, k)`: output positions per example (`None` if unknown) and weights per output unit,
+    bias included.
 
     Called after the layer built its posterior. A dense layer on `[B, D]`
     inputs has one position; on `[B, T, D]` inputs, `T`.

@@ -77,7 +77,8 @@ def register(cls):
 
 
 def names(layer_kind=None):
-    """Registered names (in registration order), optionally only those that apply to `layer_kind`."""
+    """Registered names (in registration order), optionally only those that apply to
+    `layer_kind`."""
     return tuple(
         name
         for name, estimator in _REGISTRY.items()
