@@ -415,7 +415,8 @@ def cnn(estimator):
                                            seed=3, name="top"),
     ])
     model.compile(keras.optimizers.Adam(1e-3),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=True)
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  jit_compile=not SMALL)  # CI: skip XLA compiles
     return model
 
 cnn_monitors = {}

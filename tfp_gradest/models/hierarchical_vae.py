@@ -34,6 +34,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfp_gradest import r2g2
+from tfp_gradest.models._loss import mean_training_loss
 
 tfd = tfp.distributions
 
@@ -220,12 +221,7 @@ class HierarchicalVAE(keras.Model):
         del y, y_pred  # unsupervised: the loss is the negative bound on log p(x)
         seed = tf.cast(self.seed_generator.next(), tf.int32)
         per_example = -self.log_likelihood_bound(x, self.importance_sample_size, seed)
-        if sample_weight is not None:
-            per_example = per_example * tf.cast(sample_weight, per_example.dtype)
-        loss = tf.reduce_mean(per_example)
-        if self.losses:
-            loss += tf.add_n(self.losses)
-        return loss
+        return mean_training_loss(per_example, sample_weight, self.losses)
 
     def get_config(self):
         config = {

@@ -5,6 +5,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfp_gradest import estimators
+from tfp_gradest.models._loss import mean_training_loss
 
 tfd = tfp.distributions
 
@@ -138,12 +139,7 @@ class VariationalAutoencoder(keras.Model):
             self.importance_sample_size,
             seed=seed,
         )
-        if sample_weight is not None:
-            per_example = per_example * tf.cast(sample_weight, per_example.dtype)
-        loss = tf.reduce_mean(per_example)
-        if self.losses:
-            loss += tf.add_n(self.losses)
-        return loss
+        return mean_training_loss(per_example, sample_weight, self.losses)
 
     def get_config(self):
         config = {
