@@ -157,7 +157,7 @@ def _reuse_bias_z(weighting, num_samples, replicates=8000):
     seeds = tf.stack([tf.fill([replicates], 11), tf.range(replicates)], axis=1)
     draws = tf.map_fn(one, seeds, fn_output_signature=tf.float64).numpy()
     exact = np.r_[-_A @ (loc.numpy() - _MEAN), -np.diag(_A) * scale.numpy()]
-    z = (draws.mean(0) - exact) / (draws.std(0, ddof=1) / np.sqrt(replicates))
+    z = tge.diagnostics.bias_z_scores(draws, exact)
     return np.abs(z), np.abs(draws.mean(0) - exact)
 
 
