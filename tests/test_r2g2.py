@@ -400,7 +400,7 @@ def _smooth_features(batch=2, size=12, channels=16, seed=0):
     return x + 0.01 * rng.normal(size=x.shape)
 
 
-@functools.lru_cache(maxsize=None)  # the power check re-uses the unbiasedness test's draws
+@functools.cache  # the power check re-uses the unbiasedness test's draws
 def _ill_conditioned_draws(padding, num_draws, cg_iterations=50, memory_limit=None, seed=11):
     """R2-G2's kernel-scale gradient draws and the exact gradient (float32 layer), for
     `_ill_conditioned_bias_z`.
