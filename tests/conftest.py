@@ -1,39 +1,85 @@
-"""Shared test set-up: quiet TensorFlow, and small statistical helpers."""
+"""Shared test set-up: quiet TensorFlow, the backend switch, and small statistical helpers.
+
+`python -m pytest -q` runs every test on TensorFlow. `KERAS_BACKEND=jax python -m pytest -q`
+runs only the tests marked `@pytest.mark.backends` (see tests/backend_utils.py), with two
+host devices for `keras.distribution.DataParallel`.
+"""
 
 import os
+import pathlib
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+# Decided from the environment, before Keras (and with it JAX) is imported: JAX fixes its
+# host device count at import.
+JAX_RUN = os.environ.get("KERAS_BACKEND") == "jax"
+if JAX_RUN:
+    _flag = "--xla_force_host_platform_device_count=2"
+    if _flag not in os.environ.get("XLA_FLAGS", ""):
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _flag).strip()
+
+import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
-# Two logical CPU devices, so that tf.distribute.MirroredStrategy runs two
-# replicas here; this must happen before TensorFlow initialises its devices.
-_cpu = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(
-    _cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
-)
+if JAX_RUN != (keras.backend.backend() == "jax"):
+    raise RuntimeError(
+        "tests/conftest.py chooses the test subset from the KERAS_BACKEND environment "
+        f"variable; Keras's backend is {keras.backend.backend()!r} (from ~/.keras/keras.json?). "
+        "Set KERAS_BACKEND explicitly."
+    )
 
-import tfp_gradest as tge  # noqa: E402
+if not JAX_RUN:
+    import tensorflow as tf
+
+    # Two logical CPU devices, so that tf.distribute.MirroredStrategy runs two
+    # replicas here; this must happen before TensorFlow initialises its devices.
+    _cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        _cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
+    )
+    DTYPES = [tf.float32, tf.float64]
+else:
+    DTYPES = ["float32", "float64"]
 
 # |z| < 4 per element: under an unbiased estimator each z-score is ~N(0, 1), so a
 # false alarm has probability ~6e-5 per element; seeds are fixed, so runs repeat.
 Z_THRESHOLD = 4.0
 
-DTYPES = [tf.float32, tf.float64]
+
+def pytest_ignore_collect(collection_path, config):
+    """Under JAX, test modules that never mention the `backends` marker are not imported."""
+    path = pathlib.Path(collection_path)
+    if JAX_RUN and path.suffix == ".py" and path.name.startswith("test_"):
+        return "backends" not in path.read_text(encoding="utf-8")
+    return None
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under JAX, every test not marked `backends` is deselected."""
+    if not JAX_RUN:
+        return
+    keep = [item for item in items if item.get_closest_marker("backends")]
+    dropped = [item for item in items if not item.get_closest_marker("backends")]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
 
 
 def max_abs_z(draws, exact):
     """Largest |bias z-score| over all variables and elements."""
+    from tfp_gradest.diagnostics import bias_z_scores
+
     return max(
-        float(np.max(np.abs(tge.diagnostics.bias_z_scores(np.asarray(d), np.asarray(e)))))
+        float(np.max(np.abs(bias_z_scores(np.asarray(d), np.asarray(e)))))
         for d, e in zip(draws, exact)
     )
 
 
 def exact_gradient(objective_fn, variables):
     """Gradient of the negative closed-form objective (the loss) w.r.t. `variables`."""
+    import tensorflow as tf
+
     with tf.GradientTape() as tape:
         loss = -objective_fn()
     return [g.numpy() for g in tape.gradient(loss, variables)]
@@ -47,11 +93,18 @@ def mirrored_strategy():
     then fail with "Shape mismatch in the collective instance"; one shared
     object does not.
     """
+    import tensorflow as tf
+
     return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 
 
-@pytest.fixture(params=DTYPES, ids=lambda d: d.name)
+@pytest.fixture(params=DTYPES, ids=lambda d: getattr(d, "name", d))
 def dtype(request):
+    if JAX_RUN and request.param == "float64":
+        import jax
+
+        if not jax.config.jax_enable_x64:
+            pytest.skip("float64 on JAX needs jax_enable_x64 (JAX computes it as float32)")
     return request.param
 
 

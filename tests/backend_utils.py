@@ -1,0 +1,207 @@
+"""Backend-neutral test helpers: gradients and repeated gradient draws on TensorFlow and JAX.
+
+A test that should also run under ``KERAS_BACKEND=jax`` is marked ``@pytest.mark.backends``
+(or a whole module: ``pytestmark = pytest.mark.backends``) and uses only ``keras.ops``,
+numpy and these helpers, never ``tf.`` APIs. ``KERAS_BACKEND=jax python -m pytest -q`` runs
+exactly the marked tests (tests/conftest.py deselects the rest, and does not even import
+test modules that never mention the marker); the plain run still runs everything on
+TensorFlow. Under JAX, two host devices are available (conftest sets
+``XLA_FLAGS=--xla_force_host_platform_device_count=2`` before JAX is imported).
+
+Usage::
+
+    import keras
+    from keras import ops
+    from tests import backend_utils as bu
+
+    layer = tge.layers.DenseReparameterization(3, seed=1)
+    x = np.ones((4, 5), "float32")
+    # One draw: numpy gradients w.r.t. layer.trainable_variables. The layer's own losses
+    # (the KL term, from `add_loss`) are added to `loss_fn(outputs)` unless
+    # add_layer_losses=False.
+    grads = bu.gradients(layer, lambda y: ops.sum(ops.sin(y)), x, jit_compile=True)
+    # n draws, fresh noise each (SeedGenerator states advance on both backends):
+    # one array of shape [n, *variable.shape] per trainable variable.
+    draws = bu.draw_gradients(200, layer, lambda y: ops.sum(y**2), x, jit_compile=True)
+
+    # A closure over Keras variables (e.g. the R2-G2 primitive): list every variable whose
+    # value the closure changes (SeedGenerator states: `seed_generator.state`) as
+    # state_variables, or JAX would replay the same noise (a ValueError says so).
+    loss, grads = bu.value_and_grad(lambda: loss_of(w), [w], state_variables=[sg.state])
+    step = bu.gradient_fn(lambda: loss_of(w), [w], state_variables=[sg.state],
+                          jit_compile=True)  # compile once, call many times
+    loss, grads = step()
+
+    bu.backend()                      # "tensorflow" or "jax"
+    bu.skip_unless("tensorflow", "TFP's own layers")  # inside a marked test
+
+How it works: on TensorFlow a `tf.GradientTape` (inside `tf.function(jit_compile=True)`
+when asked); on JAX `jax.value_and_grad` of a pure function that runs the loss inside a
+`keras.StatelessScope` mapping each variable to a traced value (the mechanism behind
+`Layer.stateless_call`), returns the updated non-trainable state as auxiliary output and
+assigns it back after the call (`jax.jit` when asked). Gradients of variables the loss
+does not depend on are zeros on both backends (TensorFlow's `UnconnectedGradients.ZERO`),
+so results compare one to one. float64 needs ``jax_enable_x64`` on JAX; without it the
+``dtype`` fixture skips float64 there.
+"""
+
+import keras
+import numpy as np
+import pytest
+
+__all__ = [
+    "backend",
+    "draw_gradients",
+    "gradient_fn",
+    "gradients",
+    "layer_gradient_fn",
+    "skip_unless",
+    "to_numpy",
+    "value_and_grad",
+]
+
+
+def backend():
+    """The Keras backend's name: "tensorflow" or "jax" (or "torch", "numpy")."""
+    return keras.backend.backend()
+
+
+def skip_unless(name, what):
+    """Skips the running test unless the backend is `name`; `what` says what needs it."""
+    if backend() != name:
+        pytest.skip(f"{what} needs the {name} backend; this run is on {backend()}")
+
+
+def to_numpy(x):
+    """A backend tensor (or nested list of them) as numpy."""
+    if isinstance(x, list | tuple):
+        return type(x)(to_numpy(v) for v in x)
+    return keras.ops.convert_to_numpy(x)
+
+
+def gradient_fn(loss_fn, variables, state_variables=(), jit_compile=False):
+    """A callable `() -> (loss, grads)` with numpy results; build once, call many times.
+
+    Args:
+      loss_fn: callable `() -> scalar`, reading `variables` (Keras variables). Each call may
+        draw fresh noise by advancing `keras.random.SeedGenerator`s.
+      variables: the Keras variables to differentiate with respect to.
+      state_variables: (JAX) every other variable `loss_fn` assigns, typically
+        `seed_generator.state` or a layer's `non_trainable_variables`; their new values are
+        written back after each call. Ignored on TensorFlow, where assignments are real.
+      jit_compile: compile with XLA (`tf.function(jit_compile=True)` / `jax.jit`).
+    """
+    variables = list(variables)
+    state_variables = [v for v in state_variables if id(v) not in {id(w) for w in variables}]
+    name = backend()
+    if name == "tensorflow":
+        step = _tensorflow_step(loss_fn, variables, jit_compile)
+    elif name == "jax":
+        step = _jax_step(loss_fn, variables, state_variables, jit_compile)
+    else:
+        raise NotImplementedError(f"backend_utils supports tensorflow and jax, not {name}")
+
+    def call():
+        loss, grads = step()
+        return float(to_numpy(loss)), [np.asarray(to_numpy(g)) for g in grads]
+
+    return call
+
+
+def value_and_grad(loss_fn, variables, state_variables=(), jit_compile=False):
+    """One call of `gradient_fn(...)`: `(loss, [numpy gradient per variable])`."""
+    return gradient_fn(loss_fn, variables, state_variables, jit_compile)()
+
+
+def layer_gradient_fn(
+    model_or_layer, loss_fn, *inputs, training=True, add_layer_losses=True, jit_compile=False
+):
+    """`gradient_fn` for `loss_fn(model_or_layer(*inputs, training=...))`.
+
+    Differentiates w.r.t. `model_or_layer.trainable_variables` and carries its
+    `non_trainable_variables` (which include the SeedGenerator states), so repeated calls
+    give fresh noise. With `add_layer_losses`, the sum of `model_or_layer.losses` (e.g.
+    the KL term) is added to the loss. An unbuilt layer is built by one eager call first
+    (one noise draw).
+    """
+    inputs = [keras.ops.convert_to_tensor(x) for x in inputs]
+    if not model_or_layer.built:
+        model_or_layer(*inputs, training=training)
+
+    def loss():
+        value = loss_fn(model_or_layer(*inputs, training=training))
+        if add_layer_losses and model_or_layer.losses:
+            value = value + keras.ops.sum(keras.ops.stack(model_or_layer.losses))
+        return value
+
+    return gradient_fn(
+        loss,
+        model_or_layer.trainable_variables,
+        state_variables=model_or_layer.non_trainable_variables,
+        jit_compile=jit_compile,
+    )
+
+
+def gradients(model_or_layer, loss_fn, *inputs, **kwargs):
+    """One draw of the gradients of `layer_gradient_fn`: a list of numpy arrays, one per
+    trainable variable (keyword arguments as `layer_gradient_fn`)."""
+    return layer_gradient_fn(model_or_layer, loss_fn, *inputs, **kwargs)()[1]
+
+
+def draw_gradients(num_draws, model_or_layer, loss_fn, *inputs, **kwargs):
+    """`num_draws` independent gradient draws (fresh noise each; compiled once).
+
+    Returns a list with one numpy array of shape `[num_draws, *variable.shape]` per
+    trainable variable (keyword arguments as `layer_gradient_fn`).
+    """
+    step = layer_gradient_fn(model_or_layer, loss_fn, *inputs, **kwargs)
+    draws = [step()[1] for _ in range(num_draws)]
+    return [np.stack(d) for d in zip(*draws)]
+
+
+def _tensorflow_step(loss_fn, variables, jit_compile):
+    import tensorflow as tf
+
+    def step():
+        with tf.GradientTape() as tape:
+            loss = loss_fn()
+        grads = tape.gradient(loss, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        return loss, grads
+
+    return tf.function(step, jit_compile=True) if jit_compile else step
+
+
+def _jax_step(loss_fn, variables, state_variables, jit_compile):
+    import jax
+
+    listed = {id(v) for v in variables + state_variables}
+
+    def pure(values, state_values):
+        mapping = list(zip(variables, values)) + list(zip(state_variables, state_values))
+        with keras.StatelessScope(state_mapping=mapping, collect_losses=True) as scope:
+            loss = loss_fn()
+        unlisted = [k for k in scope.state_mapping if k not in listed]
+        if unlisted:
+            # Without this, the assignments (e.g. a SeedGenerator advancing) would be
+            # dropped and every call would replay the same noise.
+            raise ValueError(
+                f"`loss_fn` assigned {len(unlisted)} variable(s) not passed in "
+                "`state_variables` (e.g. a SeedGenerator's `state`); pass them so that "
+                "their new values are kept between calls."
+            )
+        new_state = [scope.get_current_value(v) for v in state_variables]
+        return loss, new_state
+
+    value_and_grad = jax.value_and_grad(pure, has_aux=True)
+    if jit_compile:
+        value_and_grad = jax.jit(value_and_grad)
+
+    def step():
+        (loss, new_state), grads = value_and_grad(
+            [v.value for v in variables], [v.value for v in state_variables]
+        )
+        for v, value in zip(state_variables, new_state):
+            v.assign(value)
+        return loss, grads
+
+    return step
