@@ -1,0 +1,62 @@
+"""The only backend-specific code of the Keras 3 parts (`layers`, `r2g2`, `callbacks`).
+
+Everything else is written against `keras.ops` / `keras.random`. What Keras has no
+fast op for lives here, one module per backend (`tensorflow.py`, `jax.py`), chosen
+by `keras.backend.backend()` when first used:
+
+* `normal(shape, seed, dtype)`: standard Normal draws;
+* `random_signs(shape, seed, dtype)`: Rademacher `±1` draws;
+
+where `seed` is what `keras.random.SeedGenerator.next()` returns (a 2-vector of
+the backend's seed dtype). Both are stateless, so they trace under XLA, and use
+each backend's fastest counter-based generator there (measurements in the
+backend modules: `keras.random.normal` is 2-3 orders of magnitude slower under XLA
+on CPU, because it uses the Threefry generator).
+
+`check_supported(owner)` raises a clear error on a backend without such a module
+(PyTorch, NumPy, OpenVINO), naming the backend and the supported ones.
+"""
+
+import importlib
+
+import keras
+
+__all__ = ["SUPPORTED_BACKENDS", "check_supported", "current", "normal", "random_signs"]
+
+SUPPORTED_BACKENDS = ("tensorflow", "jax")
+
+_MODULES = {}
+
+
+def check_supported(owner="tfp_gradest"):
+    """Raises `RuntimeError` unless the Keras backend is one of `SUPPORTED_BACKENDS`."""
+    backend = keras.backend.backend()
+    if backend not in SUPPORTED_BACKENDS:
+        raise RuntimeError(
+            f"{owner} runs on the Keras backends {SUPPORTED_BACKENDS}; the current Keras backend "
+            f"is {backend!r}. Set the environment variable KERAS_BACKEND=jax or "
+            "KERAS_BACKEND=tensorflow before importing keras. "
+            f"Received: keras.backend.backend()={backend!r}"
+        )
+    return backend
+
+
+def current():
+    """The module implementing this file's functions for the current Keras backend."""
+    backend = check_supported()
+    module = _MODULES.get(backend)
+    if module is None:
+        module = importlib.import_module(f"{__name__}.{backend}")
+        _MODULES[backend] = module
+    return module
+
+
+def normal(shape, seed, dtype):
+    """Standard Normal draws of `shape` and `dtype` from a `SeedGenerator.next()` seed."""
+    return current().normal(shape, seed, dtype)
+
+
+def random_signs(shape, seed, dtype):
+    """`±1` with probability 1/2 each, of `shape` and `dtype`, from a `SeedGenerator.next()`
+    seed."""
+    return current().random_signs(shape, seed, dtype)
