@@ -44,6 +44,7 @@ setuptools.setup(
             "nbclient",  # the notebooks run in CI
             "nbformat",
             "ipykernel",
+            "jax[cpu]",  # the second test run, KERAS_BACKEND=jax (README: Tests)
         ],
     },
     entry_points={"console_scripts": ["tfp-gradest=tfp_gradest.cli:main"]},
