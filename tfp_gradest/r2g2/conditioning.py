@@ -26,9 +26,11 @@ skipped; skipping is unbiased even when the rank is deficient (it is then
 just the reparameterisation gradient).
 """
 
+import re
 import warnings
 
-import tensorflow as tf
+import keras
+from keras import ops
 
 from tfp_gradest.r2g2 import solvers
 from tfp_gradest.r2g2.conjugate_gradient import conjugate_gradient
@@ -61,7 +63,7 @@ def fit_to_memory(conditioning, patches_shape, num_filters, dtype, memory_limit)
     batch, positions, weights = patches_shape
     if conditioning != "per_example" or positions == 1 or memory_limit is None or batch is None:
         return conditioning
-    needed = batch * weights * num_filters * tf.as_dtype(dtype).size
+    needed = batch * weights * num_filters * _itemsize(dtype)
     if needed <= memory_limit:
         return conditioning
     warnings.warn(
@@ -73,6 +75,11 @@ def fit_to_memory(conditioning, patches_shape, num_filters, dtype, memory_limit)
         stacklevel=2,
     )
     return "whole_batch"
+
+
+def _itemsize(dtype):
+    """Bytes per element of a floating dtype (any backend's dtype object, or its name)."""
+    return int(re.search(r"\d+$", keras.backend.standardize_dtype(dtype)).group()) // 8
 
 
 def solve_is_skipped(conditioning, batch_size, num_positions, num_weights):
@@ -117,30 +124,30 @@ def conditional_noise(
     """
     cg_iterations, cg_tolerance = solvers.validate_solver_options(cg_iterations, cg_tolerance)
     batch, positions, weights = patches.shape
-    zero = tf.zeros([], scale.dtype)
+    zero = ops.zeros([], scale.dtype)
     if solve_is_skipped(conditioning, batch or 0, positions, weights):
         return (
             noise
             if conditioning == "whole_batch"
-            else tf.broadcast_to(noise, [tf.shape(patches)[0], *noise.shape])
+            else ops.broadcast_to(noise, (ops.shape(patches)[0], *noise.shape))
         ), zero
     if conditioning == "per_example" and positions == 1:
         # Scalar systems: u = (h - Pμ) / (P² σ²), element-wise.
-        rhs = tf.einsum("bpk,kf->bpf", patches, scale * noise)
-        u = tf.math.divide_no_nan(
-            rhs, tf.einsum("bpk,kf->bpf", tf.square(patches), tf.square(scale))
+        rhs = ops.einsum("bpk,kf->bpf", patches, scale * noise)
+        u = ops.divide_no_nan(
+            rhs, ops.einsum("bpk,kf->bpf", ops.square(patches), ops.square(scale))
         )
-        return scale * tf.einsum("bpk,bpf->bkf", patches, u), zero
+        return scale * ops.einsum("bpk,bpf->bkf", patches, u), zero
     if conditioning == "whole_batch":
         # One system per filter over all B·P rows: the per-example solve with one "example".
         rows = None if batch is None or positions < 0 else batch * positions
-        patches = tf.reshape(patches, [1, rows if rows is not None else -1, weights])
+        patches = ops.reshape(patches, [1, rows if rows is not None else -1, weights])
     expected, residual = _solve_groups(
         patches, scale, noise, cg_iterations, cg_tolerance, memory_limit
     )
     if conditioning == "whole_batch":
         expected = expected[0]
-    return expected, tf.cast(tf.reduce_max(residual), scale.dtype)
+    return expected, ops.cast(ops.max(residual), scale.dtype)
 
 
 def _solve_groups(patches, scale, noise, cg_iterations, cg_tolerance, memory_limit):
@@ -149,32 +156,32 @@ def _solve_groups(patches, scale, noise, cg_iterations, cg_tolerance, memory_lim
     groups, rows, weights = patches.shape
     num_filters = scale.shape[-1]
     dtype = scale.dtype
-    patches, scale, noise = (tf.cast(t, solvers.SOLVE_DTYPE) for t in (patches, scale, noise))
+    patches, scale, noise = (ops.cast(t, solvers.SOLVE_DTYPE) for t in (patches, scale, noise))
     if solvers.use_direct_solve(
         groups, num_filters, rows if rows is not None else -1, weights, memory_limit
     ):
-        gram = solvers.gram_matrices(patches, tf.square(scale))  # A Aᵀ, A = P diag(σ_f)
-        rhs = tf.einsum("grk,kf->gfr", patches, scale * noise)  # r = A ε_f
+        gram = solvers.gram_matrices(patches, ops.square(scale))  # A Aᵀ, A = P diag(σ_f)
+        rhs = ops.einsum("grk,kf->gfr", patches, scale * noise)  # r = A ε_f
         u, residual = solvers.direct_solve(gram, rhs)
-        expected = scale * tf.einsum("grk,gfr->gkf", patches, u)  # Aᵀ u
+        expected = scale * ops.einsum("grk,gfr->gkf", patches, u)  # Aᵀ u
         tolerance = max(cg_tolerance, solvers.DIRECT_SOLVE_TOLERANCE)
     else:
-        variance = tf.square(scale)
+        variance = ops.square(scale)
 
         def matvec(v):
-            return tf.einsum(
-                "grk,gkf->grf", patches, variance * tf.einsum("grk,grf->gkf", patches, v)
+            return ops.einsum(
+                "grk,gkf->grf", patches, variance * ops.einsum("grk,grf->gkf", patches, v)
             )
 
-        rhs = tf.einsum("grk,kf->grf", patches, scale * noise)
+        rhs = ops.einsum("grk,kf->grf", patches, scale * noise)
         result = conjugate_gradient(matvec, rhs, [1], cg_iterations, cg_tolerance)
-        expected = scale * tf.einsum("grk,grf->gkf", patches, result.solution)
+        expected = scale * ops.einsum("grk,grf->gkf", patches, result.solution)
         residual = result.relative_residual[:, 0, :]
         tolerance = cg_tolerance
     # Untrusted systems (residual above tolerance, or not finite) keep ε: the RT gradient.
     trusted = residual <= tolerance
-    expected = tf.where(trusted[:, tf.newaxis, :], expected, noise)
-    return tf.cast(expected, dtype), residual
+    expected = ops.where(ops.expand_dims(trusted, 1), expected, noise)
+    return ops.cast(expected, dtype), residual
 
 
 def scale_gradient(
@@ -195,14 +202,14 @@ def scale_gradient(
     if conditioning == "per_example" and patches.shape[1] == 1:
         # Dense closed form, two matmuls like the ordinary backward.
         x = patches[:, 0, :]
-        x2 = tf.square(x)
-        ratio = tf.math.divide_no_nan(
-            upstream[:, 0, :] * tf.matmul(x, scale * noise), tf.matmul(x2, tf.square(scale))
+        x2 = ops.square(x)
+        ratio = ops.divide_no_nan(
+            upstream[:, 0, :] * ops.matmul(x, scale * noise), ops.matmul(x2, ops.square(scale))
         )
-        return scale * tf.matmul(x2, ratio, transpose_a=True)
+        return scale * ops.matmul(ops.transpose(x2), ratio)
     expected, _ = conditional_noise(
         patches, scale, noise, conditioning, cg_iterations, cg_tolerance, memory_limit
     )
     if conditioning == "per_example":
-        return tf.reduce_sum(tf.einsum("bpk,bpf->bkf", patches, upstream) * expected, axis=0)
-    return tf.einsum("bpk,bpf->kf", patches, upstream) * expected
+        return ops.sum(ops.einsum("bpk,bpf->bkf", patches, upstream) * expected, axis=0)
+    return ops.einsum("bpk,bpf->kf", patches, upstream) * expected

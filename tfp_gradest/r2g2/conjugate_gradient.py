@@ -1,16 +1,16 @@
 """Batched conjugate gradients with a static iteration budget (XLA needs static loops)."""
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
-import tensorflow as tf
+from keras import ops
 
 __all__ = ["CGResult", "conjugate_gradient"]
 
 
 class CGResult(NamedTuple):
-    solution: tf.Tensor
-    relative_residual: tf.Tensor  # ||r|| / ||b|| per system
-    iterations: tf.Tensor  # iterations in which any system was still active
+    solution: Any  # a tensor of the Keras backend, like `rhs`
+    relative_residual: Any  # ||r|| / ||b|| per system
+    iterations: Any  # iterations in which any system was still active
 
 
 def conjugate_gradient(matvec, rhs, reduce_axes, max_iterations, tolerance):
@@ -25,7 +25,7 @@ def conjugate_gradient(matvec, rhs, reduce_axes, max_iterations, tolerance):
 
     Args:
       matvec: callable, `v -> A v`, same shape as `rhs`.
-      rhs: Tensor.
+      rhs: a floating tensor of the Keras backend.
       reduce_axes: list of axes summed in inner products.
       max_iterations: Python `int`.
       tolerance: Python `float`, relative residual.
@@ -35,32 +35,34 @@ def conjugate_gradient(matvec, rhs, reduce_axes, max_iterations, tolerance):
     """
 
     def dot(a, b):
-        return tf.reduce_sum(a * b, axis=reduce_axes, keepdims=True)
+        return ops.sum(a * b, axis=reduce_axes, keepdims=True)
 
     rhs_norm2 = dot(rhs, rhs)
-    threshold2 = tf.cast(tolerance, rhs.dtype) ** 2 * rhs_norm2
+    threshold2 = ops.cast(tolerance, rhs.dtype) ** 2 * rhs_norm2
+    zero = ops.zeros_like(rhs_norm2)
 
     def body(i, x, r, p, rs, active_steps):
         active = rs > threshold2
         ap = matvec(p)
-        alpha = tf.where(active, tf.math.divide_no_nan(rs, dot(p, ap)), tf.zeros_like(rs))
+        alpha = ops.where(active, ops.divide_no_nan(rs, dot(p, ap)), zero)
         x = x + alpha * p
         r = r - alpha * ap
         rs_new = dot(r, r)
-        beta = tf.where(active, tf.math.divide_no_nan(rs_new, rs), tf.zeros_like(rs))
-        p = tf.where(active, r + beta * p, p)
-        active_steps = active_steps + tf.cast(tf.reduce_any(active), tf.int32)
-        return i + 1, x, r, p, tf.where(active, rs_new, rs), active_steps
+        beta = ops.where(active, ops.divide_no_nan(rs_new, rs), zero)
+        p = ops.where(active, r + beta * p, p)
+        active_steps = active_steps + ops.cast(ops.any(active), "int32")
+        return i + 1, x, r, p, ops.where(active, rs_new, rs), active_steps
 
-    x0 = tf.zeros_like(rhs)
-    _, x, r, _, _, steps = tf.while_loop(
+    def keep_going(i, x, r, p, rs, steps):
         # Stop when every system has converged (or the budget is spent).
-        lambda i, x, r, p, rs, steps: tf.logical_and(
-            i < max_iterations, tf.reduce_any(rs > threshold2)
-        ),
+        return ops.logical_and(i < max_iterations, ops.any(rs > threshold2))
+
+    start = ops.convert_to_tensor(0, "int32")
+    _, x, r, _, _, steps = ops.while_loop(
+        keep_going,
         body,
-        (tf.constant(0), x0, rhs, rhs, rhs_norm2, tf.constant(0)),
+        (start, ops.zeros_like(rhs), rhs, rhs, rhs_norm2, start),
         maximum_iterations=max_iterations,
     )
-    residual = tf.sqrt(tf.math.divide_no_nan(dot(r, r), rhs_norm2))
+    residual = ops.sqrt(ops.divide_no_nan(dot(r, r), rhs_norm2))
     return CGResult(x, residual, steps)

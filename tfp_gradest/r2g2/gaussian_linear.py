@@ -1,7 +1,9 @@
 """The R2-G2 primitive: a Gaussian weight sample seen through a linear map, with a
 Rao-Blackwellised backward pass."""
 
-import tensorflow as tf
+import math
+
+from keras import ops
 
 from tfp_gradest.r2g2 import conditioning as conditioning_lib
 from tfp_gradest.r2g2 import solvers
@@ -70,43 +72,51 @@ def gaussian_linear(
         )
     cg_iterations, cg_tolerance = solvers.validate_solver_options(cg_iterations, cg_tolerance)
     use_bias = bias_loc is not None
-    kernel_noise = tf.stop_gradient(kernel_noise)
-    bias_noise = tf.stop_gradient(bias_noise) if use_bias else None
+    inputs, kernel_loc, kernel_scale = (
+        ops.convert_to_tensor(t) for t in (inputs, kernel_loc, kernel_scale)
+    )
+    # No gradient reaches the noise: R2-G2 replaces it by E[ε | h] in the scale's gradient.
+    kernel_noise = ops.stop_gradient(kernel_noise)
+    if use_bias:
+        bias_loc, bias_scale = ops.convert_to_tensor(bias_loc), ops.convert_to_tensor(bias_scale)
+        bias_noise = ops.stop_gradient(bias_noise)
+    num_weights = _num_rows(kernel_scale) + int(use_bias)
+    if conditioning_lib.solve_is_skipped(
+        conditioning, inputs.shape[0] or 0, linear_map.num_positions(inputs.shape), num_weights
+    ):
+        # Identity projection: R2-G2 is the reparameterisation gradient, which autodiff gives.
+        outputs = linear_map.apply(inputs, kernel_loc + kernel_scale * kernel_noise)
+        return outputs + (bias_loc + bias_scale * bias_noise) if use_bias else outputs
 
-    @tf.custom_gradient
-    def sample(inputs, kernel_loc, kernel_scale, *bias):
-        kernel = kernel_loc + kernel_scale * kernel_noise
-        with tf.GradientTape() as tape:
-            tape.watch([inputs, kernel])
-            linear_outputs = linear_map.apply(inputs, kernel)
-        outputs = linear_outputs + (bias[0] + bias[1] * bias_noise) if use_bias else linear_outputs
+    # The forward sample, differentiated as usual for the inputs and the means; the scales
+    # are cut off here and get their gradient from `attach_scale_gradient` below.
+    outputs = linear_map.apply(inputs, kernel_loc + ops.stop_gradient(kernel_scale) * kernel_noise)
+    if use_bias:
+        outputs = outputs + (bias_loc + ops.stop_gradient(bias_scale) * bias_noise)
 
-        def grad_fn(upstream):
-            # Inputs and means: the ordinary backward, from the forward pass's tape.
-            d_inputs, d_kernel = tape.gradient(
-                linear_outputs, [inputs, kernel], output_gradients=upstream
+    # Every tensor the backward pass reads is an argument (JAX's custom VJP may not close
+    # over values being differentiated); those that take no gradient here get zeros.
+    @ops.custom_gradient
+    def attach_scale_gradient(outputs, inputs, kernel_scale, kernel_noise, *bias):
+        """Identity on `outputs`; its backward pass gives the scales their R2-G2 gradient."""
+
+        def grad_fn(*args, upstream=None):
+            if upstream is None:
+                (upstream,) = args
+            d_scale = _scale_gradient(
+                inputs, kernel_scale, kernel_noise, *bias, linear_map.to_positions(upstream)
             )
-            positions = linear_map.to_positions(upstream)
-            d_bias = tf.reduce_sum(positions, axis=[0, 1]) if use_bias else None
-            d_scale = _scale_gradient(inputs, kernel_scale, positions, d_kernel, d_bias)
-            grads = [d_inputs, d_kernel, d_scale[0]]
+            grads = [upstream, ops.zeros_like(inputs), d_scale[0], ops.zeros_like(kernel_noise)]
             if use_bias:
-                grads += [d_bias, d_scale[1]]
-            return grads
+                grads += [d_scale[1], ops.zeros_like(bias[1])]
+            return tuple(grads)
 
         return outputs, grad_fn
 
-    def _scale_gradient(inputs, kernel_scale, positions, d_kernel, d_bias):
+    def _scale_gradient(inputs, kernel_scale, kernel_noise, *bias_and_positions):
+        *bias, positions = bias_and_positions
         flat_scale = linear_map.flat_kernel(kernel_scale)
         flat_noise = linear_map.flat_kernel(kernel_noise)
-        num_weights = flat_scale.shape[0] + int(use_bias)
-        batch, num_positions = inputs.shape[0] or 0, positions.shape[1]
-        if conditioning_lib.solve_is_skipped(conditioning, batch, num_positions, num_weights):
-            # Identity projection: R2-G2 is the reparameterisation gradient.
-            rt = [d_kernel * kernel_noise]
-            if use_bias:
-                rt.append(d_bias * bias_noise)
-            return rt
         patches = linear_map.patches(inputs)
         effective = conditioning_lib.fit_to_memory(
             conditioning,
@@ -116,9 +126,10 @@ def gaussian_linear(
             per_example_memory_limit,
         )
         if use_bias:
-            patches = tf.concat([patches, tf.ones_like(patches[..., :1])], axis=-1)
-            flat_scale = tf.concat([flat_scale, bias_scale[tf.newaxis]], axis=0)
-            flat_noise = tf.concat([flat_noise, bias_noise[tf.newaxis]], axis=0)
+            bias_scale, bias_noise = bias
+            patches = ops.concatenate([patches, ops.ones_like(patches[..., :1])], axis=-1)
+            flat_scale = ops.concatenate([flat_scale, bias_scale[None]], axis=0)
+            flat_noise = ops.concatenate([flat_noise, bias_noise[None]], axis=0)
         flat_grad = conditioning_lib.scale_gradient(
             patches,
             flat_scale,
@@ -134,5 +145,10 @@ def gaussian_linear(
         )
         return [kernel_grad, flat_grad[-1]] if use_bias else [kernel_grad]
 
-    args = [inputs, kernel_loc, kernel_scale] + ([bias_loc, bias_scale] if use_bias else [])
-    return sample(*args)
+    bias_args = [bias_scale, bias_noise] if use_bias else []
+    return attach_scale_gradient(outputs, inputs, kernel_scale, kernel_noise, *bias_args)
+
+
+def _num_rows(kernel):
+    """Weights per filter: the product of all but the last dimension."""
+    return math.prod(kernel.shape[:-1])

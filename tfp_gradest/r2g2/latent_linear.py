@@ -21,7 +21,7 @@ It is the weight primitive's per-example conditioning with one "filter" per
 example: patches `Wᵀ` (`[1, F, d]`), scales `σᵀ` (`[d, N]`).
 """
 
-import tensorflow as tf
+from keras import ops
 
 from tfp_gradest.r2g2 import conditioning as conditioning_lib
 from tfp_gradest.r2g2 import solvers
@@ -58,9 +58,9 @@ def gaussian_latent_dense(
 
     ```python
     loc, scale = encoder(x)                      # [N, d] each
-    noise = tf.random.stateless_normal(tf.shape(loc), seed)
+    noise = keras.random.normal(keras.ops.shape(loc), seed=seed_generator)
     h = tge.r2g2.gaussian_latent_dense(loc, scale, noise, dense.kernel, dense.bias)
-    logits = rest_of_decoder(tf.nn.relu(h))
+    logits = rest_of_decoder(keras.ops.relu(h))
     ```
 
     #### References
@@ -69,55 +69,56 @@ def gaussian_latent_dense(
         Gradients. 2024. https://arxiv.org/abs/2506.07687
     """
     cg_iterations, cg_tolerance = solvers.validate_solver_options(cg_iterations, cg_tolerance)
-    loc = tf.convert_to_tensor(loc)
+    loc = ops.convert_to_tensor(loc)
     dtype = loc.dtype
-    scale = tf.convert_to_tensor(scale, dtype)
-    kernel = tf.convert_to_tensor(kernel, dtype)
-    noise = tf.stop_gradient(tf.convert_to_tensor(noise, dtype))
-    if kernel.shape.rank != 2 or kernel.shape[0] != loc.shape[-1]:
+    scale = ops.convert_to_tensor(scale, dtype)
+    kernel = ops.convert_to_tensor(kernel, dtype)
+    noise = ops.stop_gradient(ops.convert_to_tensor(noise, dtype))
+    if len(kernel.shape) != 2 or kernel.shape[0] != loc.shape[-1]:
         raise ValueError(
             f"`kernel` must have shape [d, units] with d = loc.shape[-1] = {loc.shape[-1]}. "
-            f"Received: kernel.shape={kernel.shape}"
+            f"Received: kernel.shape={tuple(kernel.shape)}"
         )
-    if scale.shape != loc.shape or noise.shape != loc.shape:
+    if tuple(scale.shape) != tuple(loc.shape) or tuple(noise.shape) != tuple(loc.shape):
         raise ValueError(
             "`loc`, `scale` and `noise` must have the same shape. Received: "
-            f"loc.shape={loc.shape}, scale.shape={scale.shape}, noise.shape={noise.shape}"
+            f"loc.shape={tuple(loc.shape)}, scale.shape={tuple(scale.shape)}, "
+            f"noise.shape={tuple(noise.shape)}"
         )
-    use_bias = bias is not None
+    bias = 0 if bias is None else ops.convert_to_tensor(bias, dtype)
     latent_size, units = kernel.shape
+    if units >= latent_size:
+        # Injective map: h determines ε, and R2-G2 is the reparameterisation gradient.
+        return ops.matmul(loc + scale * noise, kernel) + bias
 
-    @tf.custom_gradient
-    def sample(loc, scale, kernel, *maybe_bias):
-        z = loc + scale * noise
-        outputs = tf.matmul(z, kernel) + (maybe_bias[0] if use_bias else 0)
+    # The sample, differentiated as usual for `loc`, `kernel` and `bias`; `scale` is cut off
+    # here and gets its gradient from `attach_scale_gradient`.
+    outputs = ops.matmul(loc + ops.stop_gradient(scale) * noise, kernel) + bias
 
-        def grad_fn(upstream):
-            d_z = tf.matmul(upstream, kernel, transpose_b=True)
-            flat_z = tf.reshape(z, [-1, latent_size])
-            flat_upstream = tf.reshape(upstream, [-1, units])
-            d_kernel = tf.matmul(flat_z, flat_upstream, transpose_a=True)
-            grads = [d_z, _scale_gradient(scale, d_z, upstream), d_kernel]
-            if use_bias:
-                grads.append(tf.reduce_sum(flat_upstream, axis=0))
-            return grads
+    # Every tensor the backward pass reads is an argument (JAX's custom VJP may not close
+    # over values being differentiated); those that take no gradient here get zeros.
+    @ops.custom_gradient
+    def attach_scale_gradient(outputs, scale, kernel, noise):
+        """Identity on `outputs`; its backward pass gives `scale` its R2-G2 gradient."""
+
+        def grad_fn(*args, upstream=None):
+            if upstream is None:
+                (upstream,) = args
+            d_z = ops.matmul(upstream, ops.transpose(kernel))
+            # One system per example: the examples are the "filters" of one patch matrix Wᵀ.
+            flat_scale = ops.transpose(ops.reshape(scale, [-1, latent_size]))
+            flat_noise = ops.transpose(ops.reshape(noise, [-1, latent_size]))
+            expected, _ = conditioning_lib.conditional_noise(
+                ops.transpose(kernel)[None],
+                flat_scale,
+                flat_noise,
+                "per_example",
+                cg_iterations,
+                cg_tolerance,
+            )
+            d_scale = d_z * ops.reshape(ops.transpose(expected[0]), ops.shape(scale))
+            return upstream, d_scale, ops.zeros_like(kernel), ops.zeros_like(noise)
 
         return outputs, grad_fn
 
-    def _scale_gradient(scale, d_z, upstream):
-        if units >= latent_size:
-            return d_z * noise  # injective map: R2-G2 is the reparameterisation gradient
-        # One system per example: the examples are the "filters" of a single patch matrix Wᵀ.
-        flat_scale = tf.transpose(tf.reshape(scale, [-1, latent_size]))
-        flat_noise = tf.transpose(tf.reshape(noise, [-1, latent_size]))
-        expected, _ = conditioning_lib.conditional_noise(
-            tf.transpose(kernel)[tf.newaxis],
-            flat_scale,
-            flat_noise,
-            "per_example",
-            cg_iterations,
-            cg_tolerance,
-        )
-        return d_z * tf.reshape(tf.transpose(expected[0]), tf.shape(scale))
-
-    return sample(loc, scale, kernel, *([tf.convert_to_tensor(bias, dtype)] if use_bias else []))
+    return attach_scale_gradient(outputs, scale, kernel, noise)

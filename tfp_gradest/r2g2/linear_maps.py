@@ -6,8 +6,10 @@ input row); a convolution's patches are its im2col rows. The kernel is used
 flattened to `[k, F]`; a bias is one more weight row whose input is a constant 1.
 """
 
+import math
+
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
 __all__ = ["DenseMap", "ConvolutionMap"]
 
@@ -27,27 +29,29 @@ class DenseMap:
     rank = 0
 
     def apply(self, inputs, kernel):
-        if inputs.shape.rank == 2:
-            return tf.matmul(inputs, kernel)
-        return tf.einsum("...i,io->...o", inputs, kernel)
+        return ops.matmul(inputs, kernel)
 
     def patches(self, inputs):
         """`[B, P, D_in]`: `P = 1` for `[B, D_in]` inputs, the product of the middle sizes
         otherwise."""
         return _to_positions(inputs)
 
+    def num_positions(self, input_shape):
+        """`P` for inputs of `input_shape` (static; `-1` if a middle size is unknown)."""
+        return _positions(input_shape[1:-1])
+
     def flat_kernel(self, kernel):
         return kernel
 
     def unflatten_kernel(self, flat, kernel_shape):
-        return tf.reshape(flat, kernel_shape)
+        return ops.reshape(flat, kernel_shape)
 
     def to_positions(self, outputs):
         """`[B, ..., F]` -> `[B, P, F]`."""
         return _to_positions(outputs)
 
     def from_positions(self, outputs, output_shape):
-        return tf.reshape(outputs, output_shape)
+        return ops.reshape(outputs, output_shape)
 
 
 class ConvolutionMap:
@@ -65,18 +69,17 @@ class ConvolutionMap:
             raise ValueError(f"`rank` must be 1, 2 or 3. Received: rank={rank}")
         self.rank = rank
         self.kernel_size, self.strides = tuple(kernel_size), tuple(strides)
-        self.padding, self.dilation_rate = padding.upper(), tuple(dilation_rate)
+        self.padding, self.dilation_rate = padding.lower(), tuple(dilation_rate)
 
     def apply(self, inputs, kernel):
-        # `data_format` explicitly, as Keras's convolutions pass it: without it TF's eager
-        # Conv3D gradient fails (`'NoneType' object has no attribute 'decode'`).
-        return tf.nn.convolution(
+        # `data_format` explicitly (not the global Keras setting): the maps are channels-last.
+        return ops.conv(
             inputs,
             kernel,
             strides=self.strides,
             padding=self.padding,
-            dilations=self.dilation_rate,
-            data_format=_CHANNELS_LAST[self.rank],
+            data_format="channels_last",
+            dilation_rate=self.dilation_rate,
         )
 
     def patches(self, inputs):
@@ -84,34 +87,47 @@ class ConvolutionMap:
 
         Computed as a convolution with a one-hot kernel (output channel `j`
         copies the `j`-th entry of the flattened receptive field): exact, any
-        rank, strides and dilation, and compilable by XLA (TensorFlow's
-        `extract_volume_patches` is not).
+        rank, strides and dilation, on every backend, and compilable by XLA
+        (TensorFlow's `extract_volume_patches` is not).
         """
         channels = inputs.shape[-1]
         size = channels * int(np.prod(self.kernel_size))
-        one_hot = tf.reshape(tf.eye(size, dtype=inputs.dtype), [*self.kernel_size, channels, size])
-        patches = self.apply(inputs, one_hot)
-        return tf.reshape(patches, [tf.shape(patches)[0], _num_positions(patches), size])
+        one_hot = np.eye(size).reshape([*self.kernel_size, channels, size])
+        patches = self.apply(inputs, ops.convert_to_tensor(one_hot, inputs.dtype))
+        return _to_positions(patches)
+
+    def num_positions(self, input_shape):
+        """`P`, the number of output positions for inputs of `input_shape` (static; `-1` if
+        a spatial size is unknown), by Keras's output-size rule."""
+        sizes = []
+        for size, k, s, d in zip(
+            input_shape[1:-1], self.kernel_size, self.strides, self.dilation_rate
+        ):
+            if size is None:
+                return -1
+            span = size if self.padding == "same" else size - d * (k - 1)
+            sizes.append(max(0, -(-span // s)))  # ceil(span / s)
+        return _positions(sizes)
 
     def flat_kernel(self, kernel):
-        return tf.reshape(kernel, [-1, kernel.shape[-1]])
+        return ops.reshape(kernel, [-1, kernel.shape[-1]])
 
     def unflatten_kernel(self, flat, kernel_shape):
-        return tf.reshape(flat, kernel_shape)
+        return ops.reshape(flat, kernel_shape)
 
     def to_positions(self, outputs):
         return _to_positions(outputs)
 
     def from_positions(self, outputs, output_shape):
-        return tf.reshape(outputs, output_shape)
-
-
-_CHANNELS_LAST = {1: "NWC", 2: "NHWC", 3: "NDHWC"}
+        return ops.reshape(outputs, output_shape)
 
 
 def _to_positions(outputs):
     """`[B, ..., C]` -> `[B, P, C]`, keeping `P` static when the middle sizes are."""
-    return tf.reshape(outputs, [tf.shape(outputs)[0], _num_positions(outputs), outputs.shape[-1]])
+    positions = _num_positions(outputs)
+    if positions < 0:
+        return ops.reshape(outputs, [ops.shape(outputs)[0], -1, outputs.shape[-1]])
+    return ops.reshape(outputs, [-1, positions, outputs.shape[-1]])
 
 
 def _num_positions(outputs):
@@ -121,5 +137,8 @@ def _num_positions(outputs):
     R2-G2 decides statically whether to solve, so it must not be lost when
     Keras relaxes the batch dimension to `None` (e.g. for a partial last batch).
     """
-    spatial = outputs.shape[1:-1]
-    return int(np.prod(spatial)) if all(d is not None for d in spatial) else -1
+    return _positions(outputs.shape[1:-1])
+
+
+def _positions(spatial):
+    return math.prod(spatial) if all(d is not None for d in spatial) else -1
