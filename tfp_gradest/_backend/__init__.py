@@ -6,6 +6,11 @@ by `keras.backend.backend()` when first used:
 
 * `normal(shape, seed, dtype)`: standard Normal draws;
 * `random_signs(shape, seed, dtype)`: Rademacher `±1` draws;
+* `in_traced_function()`: whether the code runs while a compiled function is traced;
+* `native_variables()`: the backend's own variable types other than `keras.Variable`
+  (a `tf.Variable` on TensorFlow), which the layers accept as live settings;
+* `current().STATELESS_TRAINING`: whether compiled training steps see only the variables
+  passed in as state (JAX), rather than reading any variable when they run (TensorFlow);
 
 where `seed` is what `keras.random.SeedGenerator.next()` returns (a 2-vector of
 the backend's seed dtype). Both are stateless, so they trace under XLA, and use
@@ -21,7 +26,15 @@ import importlib
 
 import keras
 
-__all__ = ["SUPPORTED_BACKENDS", "check_supported", "current", "normal", "random_signs"]
+__all__ = [
+    "SUPPORTED_BACKENDS",
+    "check_supported",
+    "current",
+    "in_traced_function",
+    "native_variables",
+    "normal",
+    "random_signs",
+]
 
 SUPPORTED_BACKENDS = ("tensorflow", "jax")
 
@@ -60,3 +73,13 @@ def random_signs(shape, seed, dtype):
     """`±1` with probability 1/2 each, of `shape` and `dtype`, from a `SeedGenerator.next()`
     seed."""
     return current().random_signs(shape, seed, dtype)
+
+
+def in_traced_function():
+    """True while a compiled function (`tf.function`, `jax.jit`, ...) is being traced."""
+    return current().in_traced_function()
+
+
+def native_variables():
+    """A tuple of the backend's own variable classes besides `keras.Variable` (maybe empty)."""
+    return current().native_variables()

@@ -11,7 +11,18 @@ benchmarks/noise_path.py`): `jax.random.normal` with the raw key 8.7 ms [8.0, 11
 import jax
 import jax.numpy as jnp
 
-__all__ = ["normal", "random_signs"]
+__all__ = [
+    "STATELESS_TRAINING",
+    "in_traced_function",
+    "native_variables",
+    "normal",
+    "random_signs",
+]
+
+
+# Keras's JAX trainer passes variables into the jitted step as state (`layer.variables`);
+# any other variable read there is a constant frozen at tracing time.
+STATELESS_TRAINING = True
 
 
 def _key(seed):
@@ -25,3 +36,12 @@ def normal(shape, seed, dtype):
 
 def random_signs(shape, seed, dtype):
     return jax.random.rademacher(_key(seed), tuple(shape), dtype=dtype)
+
+
+def in_traced_function():
+    # Under `jax.jit` (and `grad`, `vmap`, ...) every new array is a tracer.
+    return isinstance(jnp.zeros(()), jax.core.Tracer)
+
+
+def native_variables():
+    return ()

@@ -3,15 +3,13 @@ KL, noise."""
 
 import keras
 import numpy as np
-import tensorflow as tf
-import tensorflow_probability as tfp
+from keras import ops
 
+from tfp_gradest import _backend
 from tfp_gradest.layers import estimators as layer_estimators
 from tfp_gradest.layers import settings
 from tfp_gradest.r2g2 import conditioning as conditioning_lib
 from tfp_gradest.r2g2 import solvers
-
-tfd = tfp.distributions
 
 __all__ = ["BayesianLayer", "GRADIENT_ESTIMATORS"]
 
@@ -21,6 +19,18 @@ GRADIENT_ESTIMATORS = layer_estimators.names()
 
 def _inverse_softplus(x):
     return float(np.log(np.expm1(x)))
+
+
+def normal_kl(loc, scale, prior_scale):
+    """`KL(N(loc, scale²) || N(0, prior_scale²))` elementwise, in TFP's numerically stable form.
+
+    ```none
+    KL = ½ (loc / s)² + ½ expm1(2 d) - d,      d = log(scale) - log(s),   s = prior_scale
+    ```
+    (`tfp.distributions.kl_divergence` of two Normals, written in `keras.ops`.)
+    """
+    log_ratio = ops.log(scale) - ops.log(prior_scale)
+    return 0.5 * ops.square(loc / prior_scale) + 0.5 * ops.expm1(2.0 * log_ratio) - log_ratio
 
 
 class BayesianLayer(keras.layers.Layer):
@@ -55,6 +65,7 @@ class BayesianLayer(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
+        _backend.check_supported(type(self).__name__)
         self._estimator = layer_estimators.get(
             gradient_estimator, self.layer_kind, type(self).__name__
         )
@@ -86,11 +97,12 @@ class BayesianLayer(keras.layers.Layer):
         self.inference_mode = inference_mode
         self.seed = settings.integer_or_none(seed)  # NumPy integers too (Keras refuses them)
         self.seed_generator = keras.random.SeedGenerator(self.seed)
+        self._replay_seeds(None)
 
     # --- live settings (read by compiled functions; `tfp_gradest.layers.settings`) -----
 
     def __setattr__(self, name, value):
-        if name in ("kl_weight", "inference_mode"):
+        if name in ("kl_weight", "inference_mode", "_replayed_seeds"):
             # Straight to the property: Keras would otherwise track a Variable passed as
             # `kl_weight` as a (trainable) weight of this layer.
             object.__setattr__(self, name, value)
@@ -101,13 +113,15 @@ class BayesianLayer(keras.layers.Layer):
     def kl_weight(self):
         """Factor on the KL term; assigning it (a number) takes effect in compiled functions.
 
-        Set at construction to a number or to a scalar `tf.Variable`/`keras.Variable`
-        (read directly, so assigning that variable works too). For KL annealing see
-        `tge.callbacks.KLAnnealing`. Reads as a Python float; inside a `tf.function`,
-        as a Tensor (of the variables' dtype) read when the function runs, so that
-        a custom train step using it does not freeze its value at tracing time.
+        Set at construction to a number or to a scalar `keras.Variable` (on
+        TensorFlow also a `tf.Variable`; on JAX a non-trainable one), read directly,
+        so assigning that variable works too. For KL annealing see
+        `tge.callbacks.KLAnnealing`. Reads as a Python float; inside a compiled
+        function (`tf.function`, `jax.jit`), as a Tensor (of the variables' dtype)
+        read when the function runs, so that a custom train step using it does not
+        freeze its value at tracing time.
         """
-        if not tf.executing_eagerly():
+        if _backend.in_traced_function():
             return self._kl_weight.read(self.variable_dtype)
         return self._kl_weight.value()
 
@@ -122,8 +136,8 @@ class BayesianLayer(keras.layers.Layer):
     def inference_mode(self):
         """`"sample"` or `"mean"` (set in any case); applies to calls with `training` false.
 
-        Held in a boolean variable read with `tf.cond`, so a change takes effect in
-        an already compiled `predict`/`evaluate`.
+        Held in a boolean variable read with `keras.ops.cond`, so a change takes effect
+        in an already compiled `predict`/`evaluate`.
         """
         return self._inference_mode.name
 
@@ -133,6 +147,26 @@ class BayesianLayer(keras.layers.Layer):
             self._inference_mode.set(value)
         else:
             self._inference_mode = settings.InferenceMode(value)
+
+    @property
+    def variables(self):
+        """The layer's state: its weights, its `SeedGenerator`'s state, and the live
+        settings' variables.
+
+        The settings' variables are not weights (saved weight files keep their
+        layout), but they are state that compiled functions read: listing them here
+        is what passes them into JAX's stateless training step, as Keras does for
+        seed states.
+        """
+        variables = super().variables
+        seen = {id(v) for v in variables}
+        settings_ = [self.__dict__.get(name) for name in ("_kl_weight", "_inference_mode")]
+        for setting in filter(None, settings_):  # absent while `__init__` runs
+            state = setting.state()
+            if state is not None and id(state) not in seen:
+                variables.append(state)
+                seen.add(id(state))
+        return variables
 
     # --- variables -------------------------------------------------------------------
 
@@ -165,8 +199,8 @@ class BayesianLayer(keras.layers.Layer):
         mixed-precision policy).
         """
         dtype = dtype or self.compute_dtype
-        kernel = tf.cast(tf.nn.softplus(self.kernel_scale_raw), dtype)
-        bias = tf.cast(tf.nn.softplus(self.bias_scale_raw), dtype) if self.use_bias else None
+        kernel = ops.cast(ops.softplus(self.kernel_scale_raw), dtype)
+        bias = ops.cast(ops.softplus(self.bias_scale_raw), dtype) if self.use_bias else None
         return kernel, bias
 
     def kl_divergence(self):
@@ -174,43 +208,55 @@ class BayesianLayer(keras.layers.Layer):
         dtype."""
         dtype = self.variable_dtype
         kernel_scale, bias_scale = self.posterior_scales(dtype)
-        prior = tfd.Normal(tf.zeros([], dtype), tf.cast(self.prior_scale, dtype))
-        loc = tf.convert_to_tensor(self.kernel_loc)
-        kl = tf.reduce_sum(tfd.kl_divergence(tfd.Normal(loc, kernel_scale), prior))
+        prior_scale = ops.convert_to_tensor(self.prior_scale, dtype)
+        loc = ops.convert_to_tensor(self.kernel_loc)
+        kl = ops.sum(normal_kl(loc, kernel_scale, prior_scale))
         if self.use_bias:
-            loc = tf.convert_to_tensor(self.bias_loc)
-            kl += tf.reduce_sum(tfd.kl_divergence(tfd.Normal(loc, bias_scale), prior))
+            loc = ops.convert_to_tensor(self.bias_loc)
+            kl = kl + ops.sum(normal_kl(loc, bias_scale, prior_scale))
         return kl
 
     # --- forward ---------------------------------------------------------------------
 
-    def _seed(self):
-        return tf.cast(self.seed_generator.next(), tf.int32)
+    # The seed state is the layer's Keras SeedGenerator; the draws are each backend's fast
+    # stateless generator (`tfp_gradest._backend`: TF's Philox, JAX's Threefry; on TF under
+    # XLA, keras.random.normal is 28x to 500x slower, see `_backend/tensorflow.py`).
 
-    # The seed state is the layer's Keras SeedGenerator; the draws use TF's stateless
-    # Philox generator, which XLA compiles to fast code. (Measured on CPU under XLA for
-    # 313,600 normals: keras.random.normal 150 ms, this 0.3 ms.)
+    def _seed(self):
+        """The next seed: `seed_generator.next()`, or its replay inside the inference branch."""
+        if self._replayed_seeds is None:
+            return self.seed_generator.next()
+        # Inside `keras.ops.cond` a branch must not assign variables (JAX would leak its
+        # traced values), so `call` reads the state before the branch and this returns what
+        # `next()` would: the state plus [0, i] at the i-th draw; `call` advances it after.
+        state, draws = self._replayed_seeds
+        self._replay_seeds((state, draws + 1))
+        return state + ops.convert_to_tensor([0, draws], state.dtype)
+
+    def _replay_seeds(self, replay):
+        """`None`, or `(state, draws)`: the seed state read before the inference branch and the
+        number of seeds drawn in it so far."""
+        self._replayed_seeds = replay
 
     def _noise(self, shape, dtype):
-        return tf.random.stateless_normal(shape, self._seed(), dtype=dtype, alg="philox")
+        return _backend.normal(shape, self._seed(), dtype)
 
     def _random_signs(self, shape, dtype):
-        bits = tf.random.stateless_uniform(
-            shape, self._seed(), minval=0, maxval=2, dtype=tf.int32, alg="philox"
-        )
-        return tf.cast(2 * bits - 1, dtype)
+        return _backend.random_signs(shape, self._seed(), dtype)
 
     def _prepare_inputs(self, inputs):
         """The inputs in the compute dtype (integers and other floats cast, like Keras's
         `Dense`)."""
-        inputs = tf.convert_to_tensor(inputs)
-        return inputs if inputs.dtype == self.compute_dtype else tf.cast(inputs, self.compute_dtype)
+        inputs = ops.convert_to_tensor(inputs)
+        if keras.backend.standardize_dtype(inputs.dtype) == self.compute_dtype:
+            return inputs
+        return ops.cast(inputs, self.compute_dtype)
 
     def call(self, inputs, training=None):
         inputs = self._prepare_inputs(inputs)
         linear_map = self._linear_map()
-        kernel_loc = tf.cast(self.kernel_loc, self.compute_dtype)
-        bias_loc = tf.cast(self.bias_loc, self.compute_dtype) if self.use_bias else None
+        kernel_loc = ops.cast(self.kernel_loc, self.compute_dtype)
+        bias_loc = ops.cast(self.bias_loc, self.compute_dtype) if self.use_bias else None
         kl = self.kl_divergence()
         self.add_loss(self._kl_weight.read(kl.dtype) * kl)
 
@@ -225,8 +271,28 @@ class BayesianLayer(keras.layers.Layer):
             outputs = sampled_outputs()
         else:
             # Read when the compiled function runs, so `layer.inference_mode = ...` is live.
-            outputs = tf.cond(self._inference_mode.is_mean(), mean_outputs, sampled_outputs)
+            outputs = self._inference_outputs(mean_outputs, sampled_outputs)
         return self.activation(outputs) if self.activation is not None else outputs
+
+    def _inference_outputs(self, mean_outputs, sampled_outputs):
+        """`cond(is_mean, mean_outputs, sampled_outputs)`, advancing the seed state outside it.
+
+        The sampling branch replays the seeds `next()` would give (`_seed`), so the
+        draws and the seed state afterwards are those of calling it directly.
+        """
+        is_mean = self._inference_mode.is_mean()
+        # A copy read now (`convert_to_tensor` would return the Variable itself on TensorFlow).
+        state = ops.cast(self.seed_generator.state, self.seed_generator.state.dtype)
+        self._replay_seeds((state, 0))
+        try:
+            outputs = ops.cond(is_mean, mean_outputs, sampled_outputs)
+            draws = self._replayed_seeds[1]  # 0 if eager TensorFlow ran only the mean branch
+        finally:
+            self._replay_seeds(None)
+        if draws:
+            step = ops.convert_to_tensor([0, draws], state.dtype)
+            self.seed_generator.state.assign(state + ops.where(is_mean, ops.zeros_like(step), step))
+        return outputs
 
     def _sample_outputs(self, inputs, linear_map, kernel_loc, bias_loc):
         kernel_scale, bias_scale = self.posterior_scales()

@@ -5,7 +5,7 @@ import numbers
 
 import keras
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
 from tfp_gradest.layers import estimators as layer_estimators
 from tfp_gradest.layers import settings
@@ -161,7 +161,7 @@ class BayesianConv(BayesianLayer):
         if self.padding != "causal":
             return inputs
         left = self.dilation_rate[0] * (self.kernel_size[0] - 1)
-        return tf.pad(inputs, [[0, 0], [left, 0], [0, 0]])
+        return ops.pad(inputs, [[0, 0], [left, 0], [0, 0]])
 
     def _sample_outputs(self, inputs, linear_map, kernel_loc, bias_loc):
         if self.groups == 1:
@@ -171,7 +171,7 @@ class BayesianConv(BayesianLayer):
         if self._resolved_estimator is None:
             self._resolve_gradient_estimator(inputs.shape)
         kernel_scale, bias_scale = self.posterior_scales()
-        inputs_per_group = tf.split(inputs, self.groups, axis=-1)
+        inputs_per_group = ops.split(inputs, self.groups, axis=-1)
         filters = self.filters // self.groups
         outputs = []
         for g, group_inputs in enumerate(inputs_per_group):
@@ -184,7 +184,7 @@ class BayesianConv(BayesianLayer):
             outputs.append(
                 self._resolved_estimator.sample(self, group_inputs, linear_map, posterior)
             )
-        return tf.concat(outputs, axis=-1)
+        return ops.concatenate(outputs, axis=-1)
 
     def _linear_map(self):
         return self._map

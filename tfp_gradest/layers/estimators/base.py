@@ -10,9 +10,9 @@ Each is one small immutable object in its own module, so adding one (or the
 rule that picks one, `auto`) is one file.
 """
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
-import tensorflow as tf
+from keras import ops
 
 __all__ = ["LayerEstimator", "Posterior", "get", "names", "register"]
 
@@ -20,12 +20,13 @@ LAYER_KINDS = ("dense", "conv")
 
 
 class Posterior(NamedTuple):
-    """A layer's posterior parameters as Tensors; the bias fields are `None` without a bias."""
+    """A layer's posterior parameters as backend tensors; the bias fields are `None` without a
+    bias."""
 
-    kernel_loc: tf.Tensor
-    kernel_scale: tf.Tensor
-    bias_loc: tf.Tensor = None
-    bias_scale: tf.Tensor = None
+    kernel_loc: Any
+    kernel_scale: Any
+    bias_loc: Any = None
+    bias_scale: Any = None
 
     @property
     def use_bias(self):
@@ -41,8 +42,9 @@ class LayerEstimator:
       `h` (before the activation), a sample whose gradient w.r.t. the posterior
       parameters is an unbiased estimate of the gradient of the expected loss.
       Randomness comes only from the layer's noise source (`layer._noise`,
-      `layer._random_signs`: stateless Philox draws seeded by the layer's
-      `keras.random.SeedGenerator`), so everything traces under XLA.
+      `layer._random_signs`: stateless draws, `tfp_gradest._backend`, seeded by the
+      layer's `keras.random.SeedGenerator`), so everything traces under XLA. Written
+      in `keras.ops`, so it runs on every supported Keras backend.
     * `layer_kinds`: the layers (`"dense"`, `"conv"`) for which the estimator
       is exact; `why_not` explains the refusal for the others.
     * `resolve(layer, input_shape)`: the estimator actually used by `layer`,
@@ -101,5 +103,5 @@ def get(name, layer_kind=None, layer_name="The layer"):
 def sampled_bias(layer, posterior, dtype):
     """`μ_b + σ_b ⊙ ε_b`, one draw shared by the batch (or 0 without a bias)."""
     if not posterior.use_bias:
-        return tf.zeros([], dtype)
+        return ops.zeros((), dtype)
     return posterior.bias_loc + posterior.bias_scale * layer._noise(posterior.bias_loc.shape, dtype)

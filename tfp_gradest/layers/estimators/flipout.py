@@ -1,6 +1,6 @@
 """Flipout: pseudo-independent weight perturbations per example by random sign flips."""
 
-import tensorflow as tf
+from keras import ops
 
 from tfp_gradest.layers.estimators.base import LayerEstimator, register, sampled_bias
 
@@ -14,8 +14,8 @@ def flip_signs(layer, inputs, num_outputs):
     positions of a convolution, so that example `b` sees one perturbed weight
     tensor `ΔW ⊙ s_b r_bᵀ` at every position.
     """
-    ones = [1] * (inputs.shape.rank - 2)
-    batch = [tf.shape(inputs)[0]]
+    ones = [1] * (len(inputs.shape) - 2)
+    batch = [ops.shape(inputs)[0]]  # a Tensor on TensorFlow when the batch size is unknown
     sign_in = layer._random_signs(batch + ones + [inputs.shape[-1]], inputs.dtype)
     sign_out = layer._random_signs(batch + ones + [num_outputs], inputs.dtype)
     return sign_in, sign_out

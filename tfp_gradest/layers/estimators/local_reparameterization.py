@@ -1,6 +1,6 @@
 """The local reparameterisation trick (LRT): the pre-activations' marginal, sampled per example."""
 
-import tensorflow as tf
+from keras import ops
 
 from tfp_gradest.layers.estimators.base import LayerEstimator, register
 
@@ -36,8 +36,8 @@ class LocalReparameterization(LayerEstimator):
 
     def sample(self, layer, inputs, linear_map, posterior):
         mean = linear_map.apply(inputs, posterior.kernel_loc)
-        variance = linear_map.apply(tf.square(inputs), tf.square(posterior.kernel_scale))
+        variance = linear_map.apply(ops.square(inputs), ops.square(posterior.kernel_scale))
         if posterior.use_bias:
             mean = mean + posterior.bias_loc
-            variance = variance + tf.square(posterior.bias_scale)
-        return mean + tf.sqrt(variance) * layer._noise(tf.shape(mean), inputs.dtype)
+            variance = variance + ops.square(posterior.bias_scale)
+        return mean + ops.sqrt(variance) * layer._noise(ops.shape(mean), inputs.dtype)
