@@ -40,10 +40,13 @@ def _bnn(estimator="r2g2", jit_compile=True, optimizer="adam"):
 
 
 def _direct_probe(model, x, y, seed, epoch, num_draws, jit_compile):
-    """One draw per call, numpy moments: what the monitor documents it computes.
+    """One stateful draw per call, numpy moments: what the monitor documents it computes.
 
-    Each draw is compiled like the model (XLA's normal sampler maps Philox bits
-    to normals differently from TensorFlow's kernels, so the noise depends on it).
+    The model's SeedGenerator states are assigned the monitor's documented starting
+    states and advance by themselves from draw to draw (the monitor instead carries
+    them through a stateless loop); each draw is compiled like the model (XLA's
+    normal sampler maps Philox bits to normals differently from TensorFlow's kernels,
+    so the noise depends on it).
     """
 
     @tf.function(jit_compile=jit_compile)
@@ -52,17 +55,16 @@ def _direct_probe(model, x, y, seed, epoch, num_draws, jit_compile):
             loss = model.compute_loss(x=x, y=y, y_pred=model(x, training=True))
         return tape.gradient(loss, model.trainable_weights)
 
-    generators = monitor_lib._seed_generators(model)
-    saved = [g.state.numpy() for g in generators]
+    generators = monitor_lib.seed_state_variables(model)
+    saved = [g.numpy() for g in generators]
     for i, g in enumerate(generators):
-        g.state.assign(np.array([seed * 2**20 + i, (epoch + 1) * 2**32], np.int64))
+        g.assign(monitor_lib.probe_seed_state(seed, epoch, i, g.dtype))
     draws = []
     for _ in range(num_draws):
         draws.append([g.numpy() for g in one_draw()])
     for g, state in zip(generators, saved):
-        g.state.assign(state)
-    per_variable = [np.stack(d) for d in zip(*draws)]
-    return [d.mean(0) for d in per_variable], [d.var(0, ddof=1) for d in per_variable]
+        g.assign(state)
+    return [tge.diagnostics.gradient_moments(np.stack(d)) for d in zip(*draws)]
 
 
 @pytest.mark.parametrize("jit_compile", [True, False], ids=["xla", "graph"])
@@ -72,18 +74,18 @@ def test_probe_numbers_equal_a_direct_computation_on_the_same_seeds(jit_compile)
     monitor = tge.callbacks.GradientVarianceMonitor((x[:32], y[:32]), num_draws=8, seed=3)
     history = model.fit(x, y, epochs=2, batch_size=32, verbose=0, callbacks=[monitor])
     # After the last epoch the weights are the ones the monitor saw at epoch 1.
-    mean, variance = _direct_probe(
+    moments = _direct_probe(
         model, x[:32], y[:32], seed=3, epoch=1, num_draws=8, jit_compile=jit_compile
     )
     groups = monitor.groups()
     assert list(groups) == ["hidden", "top"]
     for group, indices in groups.items():
-        var = np.concatenate([variance[i].ravel() for i in indices])
-        avg = np.concatenate([mean[i].ravel() for i in indices])
+        var = np.concatenate([moments[i].variance.ravel() for i in indices])
         np.testing.assert_allclose(
             history.history[f"grad_log10_variance/{group}"][-1], math.log10(var.mean()), atol=1e-4
         )
-        snr = np.mean(np.abs(avg[var > 0]) / np.sqrt(var[var > 0]))
+        # The package's one SNR definition, on the same draws.
+        snr = tge.diagnostics.signal_to_noise_ratio([moments[i] for i in indices])
         np.testing.assert_allclose(history.history[f"grad_snr/{group}"][-1], snr, rtol=1e-3)
 
 

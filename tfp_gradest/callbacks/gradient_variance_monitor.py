@@ -1,18 +1,27 @@
 """`GradientVarianceMonitor`: per-layer gradient variance and SNR recorded while
-`model.fit` runs."""
+`model.fit` runs, on the TensorFlow and JAX Keras backends."""
 
 import math
 
 import keras
 import numpy as np
-import tensorflow as tf
 
-__all__ = ["GradientVarianceMonitor"]
+from tfp_gradest.callbacks import _gradients
+from tfp_gradest.callbacks._tensorboard import ScalarWriter
+from tfp_gradest.diagnostics.moments import (
+    moments_from_running,
+    running_moments_update,
+    signal_to_noise_ratio,
+)
+
+__all__ = ["GradientVarianceMonitor", "probe_seed_state", "seed_state_variables"]
 
 _MODES = ("probe", "streaming")
 VARIANCE_KEY = "{}log10_variance/{}"
 SNR_KEY = "{}snr/{}"
 _PREFIXES = {"probe": "grad_", "streaming": "grad_streaming_"}
+# The name Keras gives the state variable of every `keras.random.SeedGenerator`.
+SEED_STATE_NAME = "seed_generator_state"
 
 
 class GradientVarianceMonitor(keras.callbacks.Callback):
@@ -26,34 +35,53 @@ class GradientVarianceMonitor(keras.callbacks.Callback):
 
     ```none
     grad_log10_variance/<group> = log10( mean over elements of Var[g] )
-    grad_snr/<group>            = mean over elements of |E[g]| / sd[g]
+    grad_snr/<group>            = tge.diagnostics.signal_to_noise_ratio(moments of g)
+                                ≈ mean over elements of |E[g]| / sd[g]
     ```
 
     (streaming mode writes `grad_streaming_log10_variance/<group>` and
     `grad_streaming_snr/<group>`, so both modes can run side by side)
 
-    with `Var` the unbiased sample variance over the draws. The data are fixed,
-    so this is the variance due to the estimator alone, as in the R2-G2 paper's
-    Figure 1. The draws run in one compiled loop with running (Welford)
-    moments, so memory is that of three copies of the weights. Before drawing,
-    generator `i` (in `model._flatten_layers()` order) is set to state
-    `[seed · 2²⁰ + i, (epoch + 1) · 2³²]` so that the numbers are reproducible;
-    afterwards the training states are restored, so monitoring never changes
-    the training run.
+    with `Var` the unbiased sample variance over the draws, and the SNR the
+    package's one definition (`(E g)²` estimated without the `Var/N` bias of a
+    squared sample mean; elements with zero variance left out). The data are
+    fixed, so this is the variance due to the estimator alone, as in the R2-G2
+    paper's Figure 1. The draws run in one compiled loop with running (Welford)
+    moments, so memory is that of three copies of the weights.
+
+    The draws are stateless: each runs the model inside a `keras.StatelessScope`
+    that maps every variable to a value (the mechanism of `Layer.stateless_call`),
+    differentiated by the backend (`tf.GradientTape`; `jax.value_and_grad` inside
+    one `jax.jit`). No variable of the model is ever assigned, so monitoring never
+    changes the training run. The noise comes from the model's `SeedGenerator`
+    state variables (`seed_state_variables(model)`: those named
+    `"seed_generator_state"` in `model.non_trainable_variables`); for the
+    recording at epoch (or step) `index`, generator `i` starts from
+    `probe_seed_state(seed, index, i)`, so the numbers are reproducible, and
+    advances from draw to draw inside the loop.
 
     **Streaming mode** (`mode="streaming"`): no extra gradients. The callback
-    wraps `model.optimizer.apply` for the duration of `fit` and keeps running
-    moments of the gradients the optimizer is actually given, reset after each
-    recording. This is cheap, but its variance *includes minibatch noise* and
-    the drift of the weights over the window: use it to watch training, and
-    probe mode to compare estimators. Under a distribution strategy the
+    keeps running moments of the gradients the optimizer is actually given,
+    reset after each recording. This is cheap, but its variance *includes
+    minibatch noise* and the drift of the weights over the window: use it to
+    watch training, and probe mode to compare estimators. Keras 3 has no
+    documented hook that shows a callback the training gradients (callbacks get
+    only `logs`; optimizers have no gradient callback), and the one public
+    method that every Keras trainer calls with them is `Optimizer.apply`
+    (`apply_gradients` on TensorFlow, `stateless_apply` on JAX both go through
+    it). So for the duration of `fit` the callback sets an instance attribute
+    `optimizer.apply` that records the gradients and calls the original, and
+    removes it at the end of `fit`. The moments are kept in TF variables on
+    TensorFlow, and on the host on JAX (the JAX train step is pure: see
+    `_gradients/jax.py`). Under a TensorFlow distribution strategy the
     gradients are summed across replicas first (one extra all-reduce), so the
     moments are of the global-batch gradient.
 
     The loss is `model.compute_loss(x, y, y_pred, sample_weight)` on
     `y_pred = model(x, training=True)` (this includes the layers' `add_loss`
     KL terms); a model with its own `train_step` passes `loss_fn(model, x, y,
-    sample_weight) -> scalar`. Epochs that are not recorded get NaN, so every
+    sample_weight) -> scalar`, written with the model's layers (it runs inside
+    the stateless scope). Epochs that are not recorded get NaN, so every
     `History` list has one entry per epoch. `self.history` keeps the recorded
     values with their epoch (or step); `plot()` draws them.
 
@@ -69,9 +97,12 @@ class GradientVarianceMonitor(keras.callbacks.Callback):
         owns them) or `"variable"`. Default value: `"layer"`.
       loss_fn: optional callable `(model, x, y, sample_weight) -> scalar loss`.
       seed: Python `int`. Default value: `0`.
-      log_dir: optional directory for TensorBoard scalars.
-      jit_compile: compile the probe loop with XLA. Default value: `None`,
-        meaning the model's own `jit_compile` setting.
+      log_dir: optional directory for TensorBoard scalars (written with
+        `tf.summary` on either backend; skipped with a warning if TensorFlow
+        is not installed).
+      jit_compile: compile the probe loop with XLA (TensorFlow; JAX always
+        compiles it). Default value: `None`, meaning the model's own
+        `jit_compile` setting.
 
     #### Examples
 
@@ -86,6 +117,8 @@ class GradientVarianceMonitor(keras.callbacks.Callback):
 
     [1] Lam, Bui, Deligiannidis & Teh. Rao-Blackwellised Reparameterisation
         Gradients. 2024. https://arxiv.org/abs/2506.07687 (Figure 1)
+    [2] Welford. Note on a method for calculating corrected sums of squares and
+        products. Technometrics, 1962.
     """
 
     def __init__(
@@ -130,6 +163,7 @@ class GradientVarianceMonitor(keras.callbacks.Callback):
         self.seed, self.log_dir, self.jit_compile = int(seed), log_dir, jit_compile
         self.history = {}  # key -> list of (epoch or step, value)
         self._probe_function = None
+        self._streaming = None
         self._writer = None
         self._step = 0
         self._last_logs = {}
@@ -155,163 +189,164 @@ class GradientVarianceMonitor(keras.callbacks.Callback):
 
     # --- the statistics ----------------------------------------------------------------
 
-    def summarize(self, mean, variance):
-        """Per-group `{key: value}` from element-wise moments (lists of numpy arrays)."""
+    def summarize(self, moments):
+        """Per-group `{key: value}` from per-variable `tge.diagnostics.GradientMoments`."""
         logs, prefix = {}, _PREFIXES[self.mode]
         for group, indices in self.groups().items():
-            var = np.concatenate([np.ravel(variance[i]) for i in indices]).astype(np.float64)
-            avg = np.concatenate([np.ravel(mean[i]) for i in indices]).astype(np.float64)
-            positive = var > 0
+            mine = [moments[i] for i in indices]
+            variance = float(np.mean(np.concatenate([np.ravel(m.variance) for m in mine])))
             logs[VARIANCE_KEY.format(prefix, group)] = (
-                math.log10(var.mean()) if var.mean() > 0 else -np.inf
+                math.log10(variance) if variance > 0 else -np.inf
             )
-            logs[SNR_KEY.format(prefix, group)] = (
-                float(np.mean(np.abs(avg[positive]) / np.sqrt(var[positive])))
-                if positive.any()
-                else float("nan")
-            )
+            logs[SNR_KEY.format(prefix, group)] = signal_to_noise_ratio(mine)
         return logs
 
-    def _loss(self, x, y, sample_weight):
+    def _loss(self, model, x, y, sample_weight):
         if self.loss_fn is not None:
-            return self.loss_fn(self.model, x, y, sample_weight)
-        y_pred = self.model(x, training=True)
-        return self.model.compute_loss(
+            return self.loss_fn(model, x, y, sample_weight)
+        y_pred = model(x, training=True)
+        return model.compute_loss(
             x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True
         )
 
     def _build_probe_function(self):
-        variables = list(self.model.trainable_weights)
-        x, y, sample_weight = self.probe_data
-        jit = self.model.jit_compile if self.jit_compile is None else self.jit_compile
+        model = self.model
+        backend = _gradients.current()
+        trainable = list(model.trainable_variables)
+        state = list(model.non_trainable_variables)
+        jit = model.jit_compile if self.jit_compile is None else self.jit_compile
         num_draws = self.num_draws
 
-        def one_gradient():
-            with tf.GradientTape() as tape:
-                loss = self._loss(x, y, sample_weight)
-            return tape.gradient(
-                loss, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO
-            )
+        def one_gradient(trainable_values, state_values, data):
+            def loss_of(values):
+                # `values` is None where the backend differentiates the variables themselves.
+                weights = [] if values is None else list(zip(trainable, values))
+                mapping = weights + list(zip(state, state_values))
+                with keras.StatelessScope(state_mapping=mapping, collect_losses=True) as scope:
+                    loss = self._loss(model, *data)
+                # The SeedGenerators advanced (and e.g. BatchNorm statistics moved): carry
+                # their new values to the next draw; nothing is assigned to the model.
+                updated = [scope.get_current_value(v) for v in state]
+                return loss, _carried(state_values, updated)
 
-        @tf.function(jit_compile=bool(jit), autograph=False)
-        def probe():
-            zeros = [tf.zeros(v.shape, v.dtype) for v in variables]
+            (_, state_values), grads = backend.value_and_grad(loss_of, trainable, trainable_values)
+            return grads, state_values
 
-            def body(n, mean, m2):
-                # Welford's update: stable running mean and sum of squared deviations.
-                grads = one_gradient()
-                count = tf.cast(n + 1, variables[0].dtype)
+        def probe(trainable_values, state_values, data):
+            zeros = [keras.ops.zeros(v.shape, v.dtype) for v in trainable]
+
+            def body(n, carry):
+                state_values, mean, m2 = carry
+                grads, state_values = one_gradient(trainable_values, state_values, data)
                 new_mean, new_m2 = [], []
                 for g, mu, s in zip(grads, mean, m2):
-                    g = tf.cast(g, mu.dtype)
-                    delta = g - mu
-                    mu = mu + delta / tf.cast(count, mu.dtype)
+                    count = keras.ops.cast(n + 1, mu.dtype)
+                    mu, s = running_moments_update(count, mu, s, keras.ops.cast(g, mu.dtype))
                     new_mean.append(mu)
-                    new_m2.append(s + delta * (g - mu))
-                return n + 1, new_mean, new_m2
+                    new_m2.append(s)
+                return state_values, new_mean, new_m2
 
-            _, mean, m2 = tf.while_loop(
-                lambda n, *_: n < num_draws, body, (tf.constant(0), zeros, zeros)
-            )
-            return mean, [s / tf.cast(num_draws - 1, s.dtype) for s in m2]
+            _, mean, m2 = keras.ops.fori_loop(0, num_draws, body, (state_values, zeros, zeros))
+            return mean, m2
 
-        return probe
+        return backend.compiled(probe, jit)
 
-    def probe_moments(self, epoch):
-        """Element-wise gradient mean and variance on the probe batch, as monitored at `epoch`."""
+    def probe_moments(self, index):
+        """Per-variable `GradientMoments` on the probe batch, as recorded at epoch (or step)
+        `index`."""
+        model = self.model
         if self._probe_function is None:
             self._probe_function = self._build_probe_function()
-        generators = _seed_generators(self.model)
-        saved = [g.state.numpy() for g in generators]
-        for i, g in enumerate(generators):
-            g.state.assign(np.array([self.seed * 2**20 + i, (epoch + 1) * 2**32], np.int64))
-        try:
-            mean, variance = self._probe_function()
-        finally:
-            for g, state in zip(generators, saved):
-                g.state.assign(state)
-        return [m.numpy() for m in mean], [v.numpy() for v in variance]
+        seeds = {id(v): i for i, v in enumerate(seed_state_variables(model))}
+        state_values = [
+            probe_seed_state(self.seed, index, seeds[id(v)], v.dtype)
+            if id(v) in seeds
+            else keras.ops.convert_to_tensor(v)
+            for v in model.non_trainable_variables
+        ]
+        trainable_values = [keras.ops.convert_to_tensor(v) for v in model.trainable_variables]
+        data = keras.tree.map_structure(_as_tensor, self.probe_data)
+        mean, m2 = self._probe_function(trainable_values, state_values, data)
+        return [
+            moments_from_running(keras.ops.convert_to_numpy(mu), keras.ops.convert_to_numpy(s),
+                                 self.num_draws, np.dtype(v.dtype).type)
+            for mu, s, v in zip(mean, m2, model.trainable_variables)
+        ]  # fmt: skip
 
     # --- streaming -----------------------------------------------------------------------
 
     def _start_streaming(self):
-        optimizer = self.model.optimizer
-        variables = list(self.model.trainable_weights)
+        model = self.model
+        optimizer = model.optimizer
+        variables = list(model.trainable_variables)
         if not variables:
             raise ValueError(
                 'GradientVarianceMonitor(mode="streaming") needs the model\'s weights before '
                 "training starts: build the model first, e.g. call it on one batch."
             )
-        with self.model.distribute_strategy.scope():
-            first = dict(trainable=False, aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
-            self._count = tf.Variable(0.0, **first)
-            self._mean = [tf.Variable(tf.zeros(v.shape, v.dtype), **first) for v in variables]
-            self._m2 = [tf.Variable(tf.zeros(v.shape, v.dtype), **first) for v in variables]
+        self._streaming = accumulator = _gradients.current().StreamingMoments(model)
         keys = {id(v): i for i, v in enumerate(variables)}
         original = optimizer.apply
-        monitor = self
 
         def apply(grads, trainable_variables=None):
             grads = list(grads)
-            targets = list(trainable_variables or optimizer._trainable_variables)
-            context = tf.distribute.get_replica_context()
-            if context is not None and context.num_replicas_in_sync > 1:
-                # Keras scales each replica's loss by 1/replicas: the sum is the batch gradient.
-                summed = context.all_reduce("sum", [g for g in grads if g is not None])
-                it = iter(summed)
-                grads = [None if g is None else next(it) for g in grads]
-            monitor._update_streaming(grads, [keys.get(id(v)) for v in targets])
+            if trainable_variables is None:
+                # The optimizer's own list: for `fit`, the model's trainable variables
+                # (both trainers build the optimizer on them).
+                if len(grads) != len(variables):
+                    raise ValueError(
+                        'GradientVarianceMonitor(mode="streaming") was given '
+                        f"{len(grads)} gradients without their variables, but the model has "
+                        f"{len(variables)} trainable variables; pass `trainable_variables` to "
+                        "`optimizer.apply`, or use probe mode."
+                    )
+                indices = list(range(len(grads)))
+            else:
+                indices = [keys.get(id(v)) for v in trainable_variables]
+            accumulator.update(grads, indices)
             return original(grads, trainable_variables)
 
         self._optimizer_had_own_apply = "apply" in vars(optimizer)
         self._original_apply = original
         optimizer.apply = apply
-        self.model.make_train_function(force=True)
+        model.make_train_function(force=True)
 
-    def _update_streaming(self, grads, indices):
-        count = self._count.assign_add(1.0)
-        for g, i in zip(grads, indices):
-            if g is None or i is None:
-                continue
-            g = tf.convert_to_tensor(g)
-            delta = g - self._mean[i]
-            mean = self._mean[i].assign_add(delta / tf.cast(count, g.dtype))
-            self._m2[i].assign_add(delta * (g - mean))
+    def _stop_streaming(self):
+        model = self.model
+        if self._optimizer_had_own_apply:
+            model.optimizer.apply = self._original_apply
+        else:
+            del model.optimizer.apply  # back to the class's method
+        del self._original_apply
+        model.make_train_function(force=True)
 
     def _streaming_moments(self):
-        count = float(self._count.numpy())
-        mean = [m.numpy() for m in self._mean]
-        variance = [s.numpy() / max(count - 1.0, 1.0) for s in self._m2]
-        self._count.assign(0.0)
-        for m, s in zip(self._mean, self._m2):
-            m.assign(tf.zeros_like(m))
-            s.assign(tf.zeros_like(s))
-        return mean, variance
+        count, mean, m2 = self._streaming.read_and_reset()
+        count = int(count)
+        return [
+            moments_from_running(mu, s, count, np.dtype(v.dtype).type)
+            for mu, s, v in zip(mean, m2, self.model.trainable_variables)
+        ]
 
     # --- Keras hooks ---------------------------------------------------------------------
 
     def on_train_begin(self, logs=None):
         self._probe_function = None  # the model may have changed since the last fit
         if self.log_dir is not None:
-            self._writer = tf.summary.create_file_writer(self.log_dir)
+            self._writer = ScalarWriter(self.log_dir)
         if self.mode == "streaming":
             self._start_streaming()
 
     def on_train_end(self, logs=None):
         if self.mode == "streaming" and hasattr(self, "_original_apply"):
-            if self._optimizer_had_own_apply:
-                self.model.optimizer.apply = self._original_apply
-            else:
-                del self.model.optimizer.apply  # back to the class's method
-            del self._original_apply
-            self.model.make_train_function(force=True)
+            self._stop_streaming()
         if self._writer is not None:
             self._writer.flush()
 
     def on_train_batch_end(self, batch, logs=None):
         self._step += 1
         if self.every_n_steps is not None and self._step % self.every_n_steps == 0:
-            self._last_logs = self._record(self._step, *self.probe_moments(self._step))
+            self._last_logs = self._record(self._step, self.probe_moments(self._step))
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is None:
@@ -321,19 +356,17 @@ class GradientVarianceMonitor(keras.callbacks.Callback):
             moments = (
                 self._streaming_moments() if self.mode == "streaming" else self.probe_moments(epoch)
             )
-            self._last_logs = self._record(epoch, *moments)
+            self._last_logs = self._record(epoch, moments)
         values = self._last_logs if (record or self.every_n_steps is not None) else {}
         for key in self.keys():
             logs[key] = values.get(key, float("nan"))
 
-    def _record(self, index, mean, variance):
-        values = self.summarize(mean, variance)
+    def _record(self, index, moments):
+        values = self.summarize(moments)
         for key, value in values.items():
             self.history.setdefault(key, []).append((index, value))
         if self._writer is not None:
-            with self._writer.as_default():
-                for key, value in values.items():
-                    tf.summary.scalar(key, value, step=index)
+            self._writer.write(values, step=index)
         return values
 
     # --- plotting -------------------------------------------------------------------------
@@ -355,15 +388,33 @@ class GradientVarianceMonitor(keras.callbacks.Callback):
         return plot_gradient_variance({label or "": self}, path=path, groups=groups, ax=ax)
 
 
+def seed_state_variables(model):
+    """The state variables of `model`'s `keras.random.SeedGenerator`s, in
+    `model.non_trainable_variables` order (Keras names each `"seed_generator_state"`)."""
+    return [v for v in model.non_trainable_variables if v.name == SEED_STATE_NAME]
+
+
+def probe_seed_state(seed, index, generator, dtype):
+    """The state generator number `generator` starts from at recording `index` (an
+    epoch or a step) of a monitor with `seed`: two 32-bit words of
+    `numpy.random.SeedSequence([seed, index, generator])`, so that different seeds,
+    recordings and generators get unrelated streams, on every backend's seed dtype
+    (int64 on TensorFlow, uint32 on JAX).
+    """
+    words = np.random.SeedSequence([seed % 2**64, index, generator]).generate_state(2)
+    return keras.ops.convert_to_tensor(np.asarray(words).astype(dtype))
+
+
+def _as_tensor(value):
+    return None if value is None else keras.ops.convert_to_tensor(value)
+
+
+def _carried(old_values, new_values):
+    return [old if new is None else new for old, new in zip(old_values, new_values)]
+
+
 def _unpack(data):
     if isinstance(data, (tuple, list)):
         data = tuple(data) + (None,) * (3 - len(data))
         return data[:3]
     return data, None, None
-
-
-def _seed_generators(model):
-    generators = []
-    for layer in model._flatten_layers(include_self=True, recursive=True):
-        generators.extend(getattr(layer, "_seed_generators", []))
-    return generators

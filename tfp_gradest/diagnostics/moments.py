@@ -1,12 +1,14 @@
-"""Gradient moments over fresh noise draws: mean, variance, SNR, bias z-scores."""
+"""Gradient moments over fresh noise draws: mean, variance, SNR, bias z-scores.
+
+The moments, the SNR and the bias z-scores are numpy (or, for `running_moments_update`,
+plain arithmetic on any backend's tensors), so they serve every Keras backend; only the
+draw loops (`gradient_draws`, `gradient_sampler`, `draw_seeds`) use TensorFlow and
+TFP, imported when first called.
+"""
 
 from typing import NamedTuple
 
 import numpy as np
-import tensorflow as tf
-import tensorflow_probability as tfp
-
-from tfp_gradest._util.seeds import sanitize_seed
 
 __all__ = [
     "GradientMoments",
@@ -15,6 +17,8 @@ __all__ = [
     "gradient_draws",
     "gradient_moments",
     "gradient_sampler",
+    "moments_from_running",
+    "running_moments_update",
     "signal_to_noise_ratio",
 ]
 
@@ -44,6 +48,11 @@ def gradient_draws(loss_fn, variables, num_draws, seed, jit_compile=True):
 
 def draw_seeds(seed, num_draws):
     """`num_draws` independent stateless seeds, shape `[num_draws, 2]`, split from `seed`."""
+    import tensorflow as tf
+    import tensorflow_probability as tfp
+
+    from tfp_gradest._util.seeds import sanitize_seed
+
     # A Tensor `n` makes TFP return one `[n, 2]` Tensor (the same values as the list it
     # returns for a Python int, without unstacking and restacking `n` eager tensors).
     return tfp.random.split_seed(sanitize_seed(seed), tf.constant(num_draws, tf.int32))
@@ -54,6 +63,8 @@ def gradient_sampler(loss_fn, variables, jit_compile=True):
 
     Calling it again with seeds of the same shape reuses the compiled code.
     """
+    import tensorflow as tf
+
     variables = list(variables)
     signature = [tf.TensorSpec(v.shape, v.dtype) for v in variables]
 
@@ -94,6 +105,38 @@ def gradient_moments(draws):
     n = draws.shape[0]
     variance = draws.var(axis=0, ddof=1)
     return GradientMoments(draws.mean(axis=0), variance, np.sqrt(variance / n), n, dtype)
+
+
+def running_moments_update(count, mean, m2, draw):
+    """One step of Welford's running moments: `(mean, m2)` after seeing `draw`, the
+    `count`-th draw (1-based).
+
+    ```none
+    δ = x - mean;  mean += δ / count;  m2 += δ · (x - mean)
+    ```
+
+    `m2 / (count - 1)` is then the unbiased sample variance of the draws so far
+    (`moments_from_running`). Stable where the two-pass sum of squares loses
+    digits (Welford 1962), and it needs only two arrays the shape of one draw, so
+    a compiled loop over draws never holds them all. Plain arithmetic, so `mean`,
+    `m2` and `draw` may be numpy arrays or any Keras backend's tensors (`count` a
+    scalar of their dtype).
+    """
+    delta = draw - mean
+    mean = mean + delta / count
+    return mean, m2 + delta * (draw - mean)
+
+
+def moments_from_running(mean, m2, num_draws, dtype=np.float64):
+    """`GradientMoments` from Welford's running `mean` and `m2` over `num_draws` draws.
+
+    The same moments `gradient_moments` computes from the draws themselves (up to
+    rounding): variance `m2 / (num_draws - 1)` (0 when `num_draws < 2`).
+    `dtype` is that of the draws (it sets `bias_z_scores`' rounding tolerance).
+    """
+    mean = np.asarray(mean, dtype=np.float64)
+    variance = np.asarray(m2, dtype=np.float64) / max(num_draws - 1, 1)
+    return GradientMoments(mean, variance, np.sqrt(variance / max(num_draws, 1)), num_draws, dtype)
 
 
 def bias_z_scores(draws, reference, reference_standard_error=0.0):
