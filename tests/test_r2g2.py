@@ -1,29 +1,59 @@
-"""The R2-G2 primitive: exact identities first, then unbiasedness with power, then the solver."""
+"""The R2-G2 primitive: exact identities first, then unbiasedness with power, then the solver.
+
+Tests marked `backends` also run under `KERAS_BACKEND=jax` (tests/backend_utils.py): they
+use `keras.ops`, numpy and the backend-neutral gradient helpers only. On JAX they run with
+`jax_enable_x64` (the `_float64_on_jax` fixture): R2-G2 solves its systems in float64.
+"""
 
 import functools
 
+import keras
 import numpy as np
 import pytest
-import tensorflow as tf
+from keras import ops
 
 import tfp_gradest as tge
-from tfp_gradest import r2g2
+from tfp_gradest import _backend, r2g2
 from tfp_gradest.r2g2 import solvers
 
+from . import backend_utils as bu
 from .conftest import Z_THRESHOLD
+
+if bu.backend() == "tensorflow":
+    import tensorflow as tf  # the TensorFlow-only tests (not marked `backends`)
 
 RNG = np.random.default_rng(0)
 
 
+@pytest.fixture(autouse=True)
+def _float64_on_jax():
+    """float64 on JAX needs `jax_enable_x64` (otherwise JAX computes float32): on for these
+    tests, restored afterwards."""
+    if bu.backend() != "jax":
+        yield
+        return
+    import jax
+
+    before = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", True)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_enable_x64", before)
+
+
+def _grads(loss_fn, values, jit_compile=False):
+    """Numpy gradients of `loss_fn(*variables)` at `values` (numpy arrays), on any backend."""
+    variables = [keras.Variable(v, dtype=np.asarray(v).dtype.name) for v in values]
+    return bu.value_and_grad(lambda: loss_fn(*variables), variables, jit_compile=jit_compile)[1]
+
+
 def _dense_case(batch=8, d_in=50, units=3, seed=0):
     rng = np.random.default_rng(seed)  # per case: the data never depends on test order
-    x = tf.constant(rng.normal(size=(batch, d_in)))
-    loc = tf.constant(0.1 * rng.normal(size=(d_in, units)))
-    scale = tf.constant(np.exp(rng.normal(size=(d_in, units)) - 2))
-    bias_loc, bias_scale = (
-        tf.constant(0.1 * rng.normal(size=units)),
-        tf.constant(np.linspace(0.1, 0.3, units)),
-    )
+    x = rng.normal(size=(batch, d_in))
+    loc = 0.1 * rng.normal(size=(d_in, units))
+    scale = np.exp(rng.normal(size=(d_in, units)) - 2)
+    bias_loc, bias_scale = 0.1 * rng.normal(size=units), np.linspace(0.1, 0.3, units)
     return x, loc, scale, bias_loc, bias_scale
 
 
@@ -32,9 +62,8 @@ def _loss_grads(
 ):
     """Gradients of a non-linear per-example loss, `Σ sin(h)`, w.r.t. (loc, scale[, bias_loc,
     bias_scale])."""
-    variables = [loc, scale] + (list(bias[:2]) if bias else [])
-    with tf.GradientTape() as tape:
-        tape.watch(variables)
+
+    def loss(loc, scale, *bias_variables):
         if use_r2g2:
             h = r2g2.gaussian_linear(
                 x,
@@ -42,7 +71,8 @@ def _loss_grads(
                 scale,
                 noise,
                 linear_map,
-                *(bias or ()),
+                *bias_variables,
+                *(bias[2:] if bias else ()),
                 conditioning=conditioning,
                 cg_iterations=200,
                 cg_tolerance=1e-12,
@@ -50,51 +80,53 @@ def _loss_grads(
         else:
             h = linear_map.apply(x, loc + scale * noise)
             if bias:
-                h = h + bias[0] + bias[1] * bias[2]
-        loss = tf.reduce_sum(tf.sin(h))
-    return [g.numpy() for g in tape.gradient(loss, variables)]
+                h = h + bias_variables[0] + bias_variables[1] * bias[2]
+        return ops.sum(ops.sin(h))
+
+    return _grads(loss, [loc, scale] + (list(bias[:2]) if bias else []))
 
 
+@pytest.mark.backends
 def test_forward_is_the_reparameterized_sample():
     x, loc, scale, bl, bs = _dense_case()
-    noise, bias_noise = tf.constant(RNG.normal(size=loc.shape)), tf.constant(RNG.normal(size=3))
+    noise, bias_noise = RNG.normal(size=loc.shape), RNG.normal(size=3)
     h = r2g2.gaussian_linear(x, loc, scale, noise, r2g2.DenseMap(), bl, bs, bias_noise)
-    np.testing.assert_allclose(h, x @ (loc + scale * noise) + bl + bs * bias_noise, rtol=1e-12)
+    np.testing.assert_allclose(
+        bu.to_numpy(h), x @ (loc + scale * noise) + bl + bs * bias_noise, rtol=1e-12
+    )
 
 
+@pytest.mark.backends
 def test_dense_per_example_equals_the_local_reparameterization_backward_formula():
     x, loc, scale, bl, bs = _dense_case()
-    noise, bias_noise = tf.constant(RNG.normal(size=loc.shape)), tf.constant(RNG.normal(size=3))
-    with tf.GradientTape() as tape:
-        tape.watch([loc, scale, bl, bs])
-        h = r2g2.gaussian_linear(x, loc, scale, noise, r2g2.DenseMap(), bl, bs, bias_noise)
-        loss = tf.reduce_sum(tf.sin(h))
-    grads = tape.gradient(loss, [loc, scale, bl, bs])
+    noise, bias_noise = RNG.normal(size=loc.shape), RNG.normal(size=3)
+
+    def loss(*variables):
+        return ops.sum(ops.sin(r2g2.gaussian_linear(x, *variables[:2], noise, r2g2.DenseMap(),
+                                                    *variables[2:], bias_noise)))  # fmt: skip
+
+    grads = _grads(loss, [loc, scale, bl, bs])
+    h = x @ (loc + scale * noise) + bl + bs * bias_noise  # the forward sample (test above)
     # LRT: h = m + sqrt(v) ζ, so ∂h_bj/∂σ_ij = x_bi² σ_ij (h_bj - m_bj) / v_bj (bias: input 1).
-    g = np.cos(h.numpy())
-    xa = np.c_[x.numpy(), np.ones(len(x))]
-    sa, ma = np.r_[scale.numpy(), bs.numpy()[None]], np.r_[loc.numpy(), bl.numpy()[None]]
-    lrt = sa * ((xa**2).T @ (g * (h.numpy() - xa @ ma) / ((xa**2) @ sa**2)))
-    np.testing.assert_allclose(np.r_[grads[1].numpy(), grads[3].numpy()[None]], lrt, rtol=1e-10)
+    g = np.cos(h)
+    xa = np.c_[x, np.ones(len(x))]
+    sa, ma = np.r_[scale, bs[None]], np.r_[loc, bl[None]]
+    lrt = sa * ((xa**2).T @ (g * (h - xa @ ma) / ((xa**2) @ sa**2)))
+    np.testing.assert_allclose(np.r_[grads[1], grads[3][None]], lrt, rtol=1e-10)
     # Means and inputs keep the ordinary gradients.
-    np.testing.assert_allclose(grads[0], x.numpy().T @ g, rtol=1e-10)
+    np.testing.assert_allclose(grads[0], x.T @ g, rtol=1e-10)
 
 
+@pytest.mark.backends
 @pytest.mark.parametrize("conditioning", ["per_example", "whole_batch"])
 def test_conv_equals_rt_exactly_when_the_solve_is_skipped(conditioning):
     # 8x8 input, 3x3 kernel, 2 channels: P = 36 positions >= k = 19 weights.
+    rng = np.random.default_rng(1)
     conv = r2g2.ConvolutionMap(2, (3, 3), (1, 1), "valid", (1, 1))
-    x = tf.constant(RNG.normal(size=(4, 8, 8, 2)))
-    loc, scale = (
-        tf.constant(RNG.normal(size=(3, 3, 2, 5))),
-        tf.constant(np.exp(RNG.normal(size=(3, 3, 2, 5)) - 1)),
-    )
-    bias = (
-        tf.constant(RNG.normal(size=5)),
-        tf.constant(np.full(5, 0.2)),
-        tf.constant(RNG.normal(size=5)),
-    )
-    noise = tf.constant(RNG.normal(size=loc.shape))
+    x = rng.normal(size=(4, 8, 8, 2))
+    loc, scale = rng.normal(size=(3, 3, 2, 5)), np.exp(rng.normal(size=(3, 3, 2, 5)) - 1)
+    bias = (rng.normal(size=5), np.full(5, 0.2), rng.normal(size=5))
+    noise = rng.normal(size=loc.shape)
     assert r2g2.solve_is_skipped(conditioning, 4, 36, 19)
     ours = _loss_grads(x, loc, scale, noise, conv, bias, conditioning)
     rt = _loss_grads(x, loc, scale, noise, conv, bias, use_r2g2=False)
@@ -103,157 +135,198 @@ def test_conv_equals_rt_exactly_when_the_solve_is_skipped(conditioning):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.backends
+@pytest.mark.parametrize("memory_limit", [None, 1], ids=["direct", "cg"])
 @pytest.mark.parametrize("conditioning", ["per_example", "whole_batch"])
-def test_conjugate_gradient_residual_is_below_tolerance(conditioning):
-    # 4x4 input, 3x3 kernel, 4 channels: P = 4 positions (B·P = 8) < k = 36: a real solve.
+def test_conjugate_gradient_residual_is_below_tolerance(conditioning, memory_limit):
+    # 4x4 input, 3x3 kernel, 4 channels: P = 4 positions (B·P = 8) < k = 36: a real solve,
+    # direct (chosen by the cost model) or by conjugate gradients (no memory for direct).
+    rng = np.random.default_rng(2)
     conv = r2g2.ConvolutionMap(2, (3, 3), (1, 1), "valid", (1, 1))
-    patches = conv.patches(tf.constant(RNG.normal(size=(2, 4, 4, 4))))
-    scale = tf.constant(np.exp(RNG.normal(size=(36, 3)) - 1))
-    noise = tf.constant(RNG.normal(size=(36, 3)))
+    patches = bu.to_numpy(conv.patches(ops.convert_to_tensor(rng.normal(size=(2, 4, 4, 4)))))
+    scale = np.exp(rng.normal(size=(36, 3)) - 1)
+    noise = rng.normal(size=(36, 3))
+    rows = 4 if conditioning == "per_example" else 8
+    groups = 2 if conditioning == "per_example" else 1
+    assert solvers.use_direct_solve(groups, 3, rows, 36, memory_limit) == (memory_limit is None)
     expected, residual = r2g2.conditional_noise(
-        patches, scale, noise, conditioning, cg_iterations=100, cg_tolerance=1e-8
+        ops.convert_to_tensor(patches),
+        ops.convert_to_tensor(scale),
+        ops.convert_to_tensor(noise),
+        conditioning,
+        cg_iterations=100,
+        cg_tolerance=1e-8,
+        memory_limit=memory_limit,
     )
-    assert float(residual) < 1e-8
+    expected = bu.to_numpy(expected)
+    assert float(bu.to_numpy(residual)) < 1e-8
     # The conditional mean reproduces the observation: P (σ ⊙ E[ε|h]) = P (σ ⊙ ε).
-    observed = tf.einsum("bpk,kf->bpf", patches, scale * noise)
+    observed = np.einsum("bpk,kf->bpf", patches, scale * noise)
     if conditioning == "per_example":
-        reproduced = tf.einsum("bpk,bkf->bpf", patches, scale * expected)
+        reproduced = np.einsum("bpk,bkf->bpf", patches, scale * expected)
     else:
-        reproduced = tf.einsum("bpk,kf->bpf", patches, scale * expected)
+        reproduced = np.einsum("bpk,kf->bpf", patches, scale * expected)
     np.testing.assert_allclose(reproduced, observed, rtol=1e-6, atol=1e-9)
     # And it is a projection: never longer than ε.
-    assert np.all(
-        np.linalg.norm(expected.numpy(), axis=-2) <= np.linalg.norm(noise.numpy(), axis=0) + 1e-9
-    )
+    assert np.all(np.linalg.norm(expected, axis=-2) <= np.linalg.norm(noise, axis=0) + 1e-9)
 
 
-def _unbiasedness_z(linear_map, x, loc, scale, conditioning, num_draws, wrong=False):
-    """Paired test of R2-G2 against RT for every variable (kernel and bias, means and scales).
+def _paired_draws(loss_fn, values, num_draws, seed):
+    """`num_draws` paired gradient draws of R2-G2 and of RT, each pair with the same noise.
 
-    Both estimators see the same noise in each draw; the mean paired difference
-    is zero under unbiasedness and its standard error comes from the draws.
-    Returns the max |z| and the RT / R2-G2 variance ratio of the kernel scale.
+    `loss_fn(r2g2_variables, rt_variables, seed_generator)` returns the sum of the two
+    estimators' losses (separate copies of the variables, made from `values`), so one
+    compiled call gives one draw of both. Returns `(ours, rt)`: lists of `[N, *shape]`
+    arrays.
     """
-    units = loc.shape[-1]
-    variables = [
-        tf.Variable(loc),
-        tf.Variable(scale),
-        tf.Variable(tf.zeros(units, loc.dtype)),
-        tf.Variable(tf.fill([units], tf.cast(0.3, loc.dtype))),
-    ]
+    ours = [keras.Variable(v, dtype=v.dtype.name) for v in values]
+    rt = [keras.Variable(v, dtype=v.dtype.name) for v in values]
+    seeds = keras.random.SeedGenerator(seed)
+    step = bu.gradient_fn(
+        lambda: loss_fn(ours, rt, seeds), ours + rt, state_variables=[seeds.state],
+        jit_compile=True,
+    )  # fmt: skip
+    draws = [np.stack(d) for d in zip(*(step()[1] for _ in range(num_draws)))]
+    return draws[: len(values)], draws[len(values) :]
 
-    def loss_fn(use_r2g2):
-        def loss(seed):
-            noise = tf.random.stateless_normal(loc.shape, seed, dtype=loc.dtype)
-            bias_noise = tf.random.stateless_normal([units], seed + 1, dtype=loc.dtype)
-            if use_r2g2:
-                h = r2g2.gaussian_linear(
-                    x,
-                    *variables[:2],
-                    noise,
-                    linear_map,
-                    *variables[2:],
-                    bias_noise,
-                    conditioning=conditioning,
-                    cg_iterations=100,
-                    cg_tolerance=1e-10,
-                )
-            else:
-                h = (
-                    linear_map.apply(x, variables[0] + variables[1] * noise)
-                    + variables[2]
-                    + variables[3] * bias_noise
-                )
-            return tf.reduce_sum(tf.sin(h))
 
-        return loss
+def _paired_z(ours, rt):
+    """Max |z| of the mean paired difference over all elements (zero under unbiasedness).
 
-    ours, rt = (
-        [
-            d.numpy()
-            for d in tge.diagnostics.gradient_draws(loss_fn(flag), variables, num_draws, seed=7)
-        ]
-        for flag in (True, False)
-    )
-    if wrong:
-        ours[1] = 1.5 * ours[1]  # a deliberately mis-scaled scale gradient
+    Both estimators see the same noise in each draw; the standard error comes from the
+    draws. Elements whose difference is exactly 0 in every draw (the means' gradients,
+    identical by construction) count as z = 0.
+    """
     worst = 0.0
     for a, b in zip(ours, rt):
-        difference = (a - b).reshape(num_draws, -1)
-        se = difference.std(0, ddof=1) / np.sqrt(num_draws)
+        difference = (a - b).reshape(len(a), -1)
+        se = difference.std(0, ddof=1) / np.sqrt(len(a))
         mean = np.abs(difference.mean(0))
-        # The means' gradients are identical by construction: difference exactly 0.
         z = np.where(se > 0, mean / np.where(se > 0, se, 1.0), np.where(mean > 0, np.inf, 0.0))
         worst = max(worst, float(np.max(z)))
-    return worst, float(np.mean(rt[1].var(0)) / np.mean(ours[1].var(0)))
+    return worst
 
 
+@functools.cache  # the power check re-uses the unbiasedness test's draws
+def _weight_draws(case, conditioning, num_draws):
+    """R2-G2 and RT gradient draws (kernel and bias, means and scales) of a per-example
+    non-linear loss: `Σ sin(h)` (dense), `Σ sin(h) + ½ h²` (conv)."""
+    if case == "dense":
+        linear_map = r2g2.DenseMap()
+        x, loc, scale, _, _ = _dense_case(batch=4, d_in=20, units=2)
+        loss_of_outputs = _sin_loss
+    else:
+        # The quadratic term gives the scale gradient a large mean, so that the power check
+        # below detects a 1.5x error (z ≈ 31 with it, 2.9 with `Σ sin(h)` alone, measured).
+        loss_of_outputs = _sin_and_square_loss
+        rng = np.random.default_rng(4)
+        linear_map = r2g2.ConvolutionMap(2, (3, 3), (1, 1), "valid", (1, 1))
+        x = rng.normal(size=(2, 4, 4, 3))
+        loc = 0.3 * rng.normal(size=(3, 3, 3, 2))
+        scale = np.exp(rng.normal(size=(3, 3, 3, 2)) - 1)
+    units = loc.shape[-1]
+
+    def loss(ours, rt, seeds):
+        noise = _backend.normal(loc.shape, seeds.next(), "float64")
+        bias_noise = _backend.normal((units,), seeds.next(), "float64")
+        h_ours = r2g2.gaussian_linear(
+            x, *ours[:2], noise, linear_map, *ours[2:], bias_noise,
+            conditioning=conditioning, cg_iterations=100, cg_tolerance=1e-10,
+        )  # fmt: skip
+        h_rt = linear_map.apply(x, rt[0] + rt[1] * noise) + rt[2] + rt[3] * bias_noise
+        return loss_of_outputs(h_ours) + loss_of_outputs(h_rt)
+
+    return _paired_draws(loss, [loc, scale, np.zeros(units), np.full(units, 0.3)], num_draws, 7)
+
+
+def _sin_loss(h):
+    return ops.sum(ops.sin(h))
+
+
+def _sin_and_square_loss(h):
+    return ops.sum(ops.sin(h) + 0.5 * ops.square(h))
+
+
+def _unbiasedness_z(case, conditioning, num_draws, wrong=False):
+    """Paired test of R2-G2 against RT for every variable (`_paired_z`), and the RT / R2-G2
+    variance ratio of the kernel scale's gradient."""
+    ours, rt = _weight_draws(case, conditioning, num_draws)
+    if wrong:
+        ours = [ours[0], 1.5 * ours[1], *ours[2:]]  # a deliberately mis-scaled scale gradient
+    return _paired_z(ours, rt), float(np.mean(rt[1].var(0)) / np.mean(ours[1].var(0)))
+
+
+@pytest.mark.backends
 @pytest.mark.parametrize("conditioning", ["per_example", "whole_batch"])
 def test_dense_r2g2_is_unbiased_and_lower_variance(conditioning):
-    x, loc, scale, _, _ = _dense_case(batch=4, d_in=20, units=2)
-    z, ratio = _unbiasedness_z(r2g2.DenseMap(), x, loc, scale, conditioning, 4000)
+    z, ratio = _unbiasedness_z("dense", conditioning, 4000)
     print(f"dense {conditioning}: max |z| {z:.2f}, RT/R2-G2 variance {ratio:.1f}")
     assert z < Z_THRESHOLD and ratio > 1.5
 
 
+@pytest.mark.backends
 @pytest.mark.parametrize("conditioning", ["per_example", "whole_batch"])
 def test_conv_r2g2_is_unbiased_and_lower_variance(conditioning):
-    conv = r2g2.ConvolutionMap(2, (3, 3), (1, 1), "valid", (1, 1))
-    x = tf.constant(RNG.normal(size=(2, 4, 4, 3)))
-    loc, scale = (
-        tf.constant(0.3 * RNG.normal(size=(3, 3, 3, 2))),
-        tf.constant(np.exp(RNG.normal(size=(3, 3, 3, 2)) - 1)),
-    )
-    z, ratio = _unbiasedness_z(conv, x, loc, scale, conditioning, 2000)
+    z, ratio = _unbiasedness_z("conv", conditioning, 2000)
     print(f"conv {conditioning}: max |z| {z:.2f}, RT/R2-G2 variance {ratio:.1f}")
     assert z < Z_THRESHOLD and ratio > 1.5
 
 
+@pytest.mark.backends
 def test_power_the_unbiasedness_test_rejects_a_mis_scaled_gradient():
-    x, loc, scale, _, _ = _dense_case(batch=4, d_in=20, units=2)
-    z, _ = _unbiasedness_z(r2g2.DenseMap(), x, loc, scale, "per_example", 4000, wrong=True)
+    z, _ = _unbiasedness_z("dense", "per_example", 4000, wrong=True)
     assert z > Z_THRESHOLD
 
 
+@pytest.mark.backends
+def test_power_the_conv_unbiasedness_test_rejects_a_mis_scaled_gradient():
+    z, _ = _unbiasedness_z("conv", "per_example", 2000, wrong=True)
+    assert z > Z_THRESHOLD
+
+
+@pytest.mark.backends
 def test_bad_conditioning_is_named():
     x, loc, scale, _, _ = _dense_case()
     with pytest.raises(ValueError, match="conditioning"):
         r2g2.gaussian_linear(x, loc, scale, scale, r2g2.DenseMap(), conditioning="batch")
 
 
+@pytest.mark.backends
 @pytest.mark.parametrize("rank", [1, 2, 3])
 @pytest.mark.parametrize(
     "padding,strides,dilation", [("valid", 1, 1), ("same", 2, 1), ("valid", 1, 2)]
 )
 def test_patches_reproduce_the_convolution(rank, padding, strides, dilation):
     conv = r2g2.ConvolutionMap(rank, (3,) * rank, (strides,) * rank, padding, (dilation,) * rank)
-    x = tf.constant(RNG.normal(size=(2,) + (7,) * rank + (2,)))
-    kernel = tf.constant(RNG.normal(size=(3,) * rank + (2, 4)))
-    via_patches = tf.einsum("bpk,kf->bpf", conv.patches(x), tf.reshape(kernel, [-1, 4]))
-    np.testing.assert_allclose(
-        via_patches, conv.to_positions(conv.apply(x, kernel)), rtol=1e-10, atol=1e-12
-    )
+    x = ops.convert_to_tensor(RNG.normal(size=(2,) + (7,) * rank + (2,)))
+    kernel = RNG.normal(size=(3,) * rank + (2, 4))
+    patches = bu.to_numpy(conv.patches(x))
+    outputs = bu.to_numpy(conv.to_positions(conv.apply(x, ops.convert_to_tensor(kernel))))
+    assert patches.shape[1] == outputs.shape[1] == conv.num_positions(x.shape)
+    via_patches = np.einsum("bpk,kf->bpf", patches, kernel.reshape(-1, 4))
+    np.testing.assert_allclose(via_patches, outputs, rtol=1e-10, atol=1e-12)
 
 
 # --- automatic fallback to whole-batch conditioning ------------------------------------
 
 
+@pytest.mark.backends
 def test_per_example_falls_back_to_whole_batch_over_the_memory_limit():
     conv = r2g2.ConvolutionMap(2, (3, 3), (1, 1), "valid", (1, 1))
     rng = np.random.default_rng(3)
-    x = tf.constant(rng.normal(size=(2, 4, 4, 3)))
-    loc, scale = tf.constant(rng.normal(size=(3, 3, 3, 2))), tf.constant(np.full((3, 3, 3, 2), 0.5))
-    noise = tf.constant(rng.normal(size=(3, 3, 3, 2)))
+    x = rng.normal(size=(2, 4, 4, 3))
+    loc, scale = rng.normal(size=(3, 3, 3, 2)), np.full((3, 3, 3, 2), 0.5)
+    noise = rng.normal(size=(3, 3, 3, 2))
 
     def scale_grad(conditioning, limit):
-        with tf.GradientTape() as tape:
-            tape.watch(scale)
+        def loss(scale):
             h = r2g2.gaussian_linear(
                 x, loc, scale, noise, conv, conditioning=conditioning,
                 cg_iterations=100, cg_tolerance=1e-12, per_example_memory_limit=limit,
             )  # fmt: skip
-            loss = tf.reduce_sum(tf.sin(h))
-        return tape.gradient(loss, scale).numpy()
+            return ops.sum(ops.sin(h))
+
+        return _grads(loss, [scale])[0]
 
     with pytest.warns(UserWarning, match="whole-batch"):
         fallen_back = scale_grad("per_example", 100)  # 2 × 27 × 2 doubles > 100 bytes
@@ -268,77 +341,77 @@ def test_per_example_falls_back_to_whole_batch_over_the_memory_limit():
 def _latent_case(num=4, latent=12, units=3, seed=0):
     rng = np.random.default_rng(seed)
     return (
-        tf.constant(rng.normal(size=(num, latent))),
-        tf.constant(np.exp(rng.normal(size=(num, latent)) - 1)),
-        tf.constant(rng.normal(size=(latent, units)) / np.sqrt(latent)),
-        tf.constant(0.1 * rng.normal(size=units)),
+        rng.normal(size=(num, latent)),
+        np.exp(rng.normal(size=(num, latent)) - 1),
+        rng.normal(size=(latent, units)) / np.sqrt(latent),
+        0.1 * rng.normal(size=units),
     )
 
 
 def _latent_grads(loc, scale, kernel, bias, noise, use_r2g2=True):
-    variables = [loc, scale, kernel, bias]
-    with tf.GradientTape() as tape:
-        tape.watch(variables)
-        if use_r2g2:
-            h = r2g2.gaussian_latent_dense(
-                loc, scale, noise, kernel, bias, cg_iterations=100, cg_tolerance=1e-12
-            )
-        else:
-            h = (loc + scale * noise) @ kernel + bias
-        loss = tf.reduce_sum(tf.sin(h))
-    return h, tape.gradient(loss, variables)
+    def loss(*variables):
+        return ops.sum(ops.sin(_latent_outputs(*variables, noise, use_r2g2)))
+
+    h = _latent_outputs(loc, scale, kernel, bias, noise, use_r2g2)
+    return bu.to_numpy(h), _grads(loss, [loc, scale, kernel, bias])
 
 
+def _latent_outputs(loc, scale, kernel, bias, noise, use_r2g2):
+    if use_r2g2:
+        return r2g2.gaussian_latent_dense(
+            loc, scale, noise, kernel, bias, cg_iterations=100, cg_tolerance=1e-12
+        )
+    return ops.matmul(loc + scale * noise, kernel) + bias
+
+
+@pytest.mark.backends
 def test_latent_dense_forward_is_the_sample_and_equals_rt_when_injective():
     loc, scale, kernel, bias = _latent_case(latent=3, units=5)  # units >= latent: skip
-    noise = tf.constant(RNG.normal(size=loc.shape))
+    noise = RNG.normal(size=loc.shape)
     (h, ours), (h_rt, rt) = (_latent_grads(loc, scale, kernel, bias, noise, f) for f in (1, 0))
     np.testing.assert_allclose(h, h_rt, rtol=1e-12)
     for a, b in zip(ours, rt):
         np.testing.assert_allclose(a, b, rtol=1e-12)
 
 
+@pytest.mark.backends
 def test_latent_dense_conditional_noise_reproduces_the_pre_activations():
     loc, scale, kernel, bias = _latent_case()
-    noise = tf.constant(RNG.normal(size=loc.shape))
+    noise = RNG.normal(size=loc.shape)
     (h, ours), (_, rt) = (_latent_grads(loc, scale, kernel, bias, noise, f) for f in (1, 0))
     for a, b in zip([ours[0], ours[2], ours[3]], [rt[0], rt[2], rt[3]]):
         np.testing.assert_allclose(a, b, rtol=1e-12)  # loc, kernel, bias: ordinary gradients
     # E[ε|h] = ours_σ / (W g); it must generate the same h as ε does.
-    d_z = np.cos(h.numpy()) @ kernel.numpy().T
-    expected_noise = ours[1].numpy() / d_z
+    d_z = np.cos(h) @ kernel.T
+    expected_noise = ours[1] / d_z
     np.testing.assert_allclose(
-        (scale.numpy() * expected_noise) @ kernel.numpy(),
-        (scale.numpy() * noise.numpy()) @ kernel.numpy(),
-        rtol=1e-8,
+        (scale * expected_noise) @ kernel, (scale * noise) @ kernel, rtol=1e-8
     )
+
+
+@functools.cache  # the power check re-uses the unbiasedness test's draws
+def _latent_draws(num_draws):
+    """R2-G2 and RT draws of the latent scale's gradient of `Σ sin(h)`."""
+    loc, scale, kernel, bias = _latent_case()
+
+    def loss(ours, rt, seeds):
+        noise = _backend.normal(loc.shape, seeds.next(), "float64")
+        h_ours = r2g2.gaussian_latent_dense(loc, ours[0], noise, kernel, bias, 100, 1e-10)
+        h_rt = ops.matmul(loc + rt[0] * noise, kernel) + bias
+        return ops.sum(ops.sin(h_ours)) + ops.sum(ops.sin(h_rt))
+
+    ours, rt = _paired_draws(loss, [scale], num_draws, 5)
+    return ours[0], rt[0]
 
 
 def _latent_unbiasedness_z(num_draws, wrong=False):
-    loc, scale, kernel, bias = (tf.Variable(v) for v in _latent_case())
-
-    def loss_fn(use_r2g2):
-        def loss(seed):
-            noise = tf.random.stateless_normal(loc.shape, seed, dtype=loc.dtype)
-            if use_r2g2:
-                h = r2g2.gaussian_latent_dense(loc, scale, noise, kernel, bias, 100, 1e-10)
-            else:
-                h = (loc + scale * noise) @ kernel + bias
-            return tf.reduce_sum(tf.sin(h))
-
-        return loss
-
-    ours, rt = (
-        tge.diagnostics.gradient_draws(loss_fn(flag), [scale], num_draws, seed=5)[0].numpy()
-        for flag in (True, False)
-    )
+    ours, rt = _latent_draws(num_draws)
     if wrong:
         ours = 1.5 * ours
-    difference = (ours - rt).reshape(num_draws, -1)
-    z = np.abs(difference.mean(0)) / (difference.std(0, ddof=1) / np.sqrt(num_draws))
-    return float(z.max()), float(rt.var(0).mean() / ours.var(0).mean())
+    return _paired_z([ours], [rt]), float(rt.var(0).mean() / ours.var(0).mean())
 
 
+@pytest.mark.backends
 def test_latent_dense_r2g2_is_unbiased_and_lower_variance():
     z, ratio = _latent_unbiasedness_z(4000)
     print(f"latent dense: max |z| {z:.2f}, RT/R2-G2 variance of σ-gradient {ratio:.1f}")
@@ -350,31 +423,34 @@ def test_latent_dense_r2g2_is_unbiased_and_lower_variance():
     assert z < Z_THRESHOLD and ratio > 1.5
 
 
+@pytest.mark.backends
 def test_power_the_latent_unbiasedness_test_rejects_a_mis_scaled_gradient():
     z, _ = _latent_unbiasedness_z(4000, wrong=True)
     assert z > Z_THRESHOLD
 
 
+@pytest.mark.backends
 def test_latent_dense_compiles_with_xla_in_float32():
-    loc, scale, kernel, bias = (tf.cast(v, tf.float32) for v in _latent_case())
+    loc, scale, kernel, bias = (v.astype("float32") for v in _latent_case())
+    seeds = keras.random.SeedGenerator(1)
+    scale_variable = keras.Variable(scale, dtype="float32")
 
-    @tf.function(jit_compile=True)
-    def grads(seed):
-        noise = tf.random.stateless_normal(loc.shape, seed)
-        with tf.GradientTape() as tape:
-            tape.watch(scale)
-            h = r2g2.gaussian_latent_dense(loc, scale, noise, kernel, bias)
-            loss = tf.reduce_sum(tf.sin(h))
-        return tape.gradient(loss, scale)
+    def loss():
+        noise = _backend.normal(loc.shape, seeds.next(), "float32")
+        h = r2g2.gaussian_latent_dense(loc, scale_variable, noise, kernel, bias)
+        return ops.sum(ops.sin(h))
 
-    g = grads(tf.constant([1, 2]))
-    assert g.dtype == tf.float32 and np.all(np.isfinite(g.numpy()))
+    _, (g,) = bu.value_and_grad(
+        loss, [scale_variable], state_variables=[seeds.state], jit_compile=True
+    )
+    assert g.dtype == np.float32 and np.all(np.isfinite(g))
 
 
+@pytest.mark.backends
 def test_latent_dense_bad_shapes_are_named():
     loc, scale, kernel, _ = _latent_case()
     with pytest.raises(ValueError, match="kernel"):
-        r2g2.gaussian_latent_dense(loc, scale, scale, tf.transpose(kernel))
+        r2g2.gaussian_latent_dense(loc, scale, scale, kernel.T)
     with pytest.raises(ValueError, match="noise"):
         r2g2.gaussian_latent_dense(loc, scale, scale[:2], kernel)
 
@@ -494,23 +570,28 @@ def test_bad_solver_arguments_are_named(kwargs, error):
         r2g2.gaussian_linear(x, loc, scale, scale, r2g2.DenseMap(), **kwargs)
 
 
+@pytest.mark.backends
 def test_direct_solve_is_the_minimum_norm_projection_on_ill_conditioned_features():
     # Exact check: E[ε|h] = A⁺ A ε (A = P diag σ), computed by SVD in numpy, for the
     # smooth 16-channel features with 100 positions (condition numbers ~1e8).
     conv = r2g2.ConvolutionMap(2, (3, 3), (1, 1), "valid", (1, 1))
-    patches = conv.patches(tf.constant(_smooth_features(batch=1)))
+    patches = conv.patches(ops.convert_to_tensor(_smooth_features(batch=1)))
     rng = np.random.default_rng(8)
-    scale = tf.constant(np.exp(rng.normal(size=(144, 2)) - 1))
-    noise = tf.constant(rng.normal(size=(144, 2)))
+    scale = np.exp(rng.normal(size=(144, 2)) - 1)
+    noise = rng.normal(size=(144, 2))
     assert solvers.use_direct_solve(1, 2, 100, 144, memory_limit=None)
-    expected, residual = r2g2.conditional_noise(patches, scale, noise, memory_limit=None)
-    assert float(residual) < 1e-8
+    expected, residual = r2g2.conditional_noise(
+        patches, ops.convert_to_tensor(scale), ops.convert_to_tensor(noise), memory_limit=None
+    )
+    assert float(bu.to_numpy(residual)) < 1e-8
+    patches, expected = bu.to_numpy(patches), bu.to_numpy(expected)
     for f in range(2):
-        a = patches.numpy()[0] * scale.numpy()[:, f]
-        projection = np.linalg.pinv(a, rcond=1e-13) @ (a @ noise.numpy()[:, f])
-        np.testing.assert_allclose(expected.numpy()[0, :, f], projection, atol=1e-6)
+        a = patches[0] * scale[:, f]
+        projection = np.linalg.pinv(a, rcond=1e-13) @ (a @ noise[:, f])
+        np.testing.assert_allclose(expected[0, :, f], projection, atol=1e-6)
 
 
+@pytest.mark.backends
 def test_cost_model_prefers_direct_solves_for_few_positions_and_cg_over_memory():
     # Direct: R² k + 2 R³ + 2 R k per system; exact CG: R iterations of 2 R k.
     cost = solvers.solve_cost(64, 16, 16, 145)
