@@ -1,16 +1,22 @@
 """GradientVarianceMonitor: its numbers against a direct computation, History, TensorBoard, plots,
-strategies."""
+strategies; on TensorFlow, and (tests marked `backends`) on JAX too."""
 
+import ast
 import glob
 import math
+import pathlib
 
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 import tfp_gradest as tge
 from tfp_gradest.callbacks import gradient_variance_monitor as monitor_lib
+
+from . import backend_utils as bu
+
+if keras.backend.backend() == "tensorflow":
+    import tensorflow as tf
 
 
 def _data(n=96, d=6, seed=0):
@@ -309,12 +315,13 @@ def _kl_only_model(kl_weights):
     inner = keras.Sequential([keras.Input((3,)), layers[0]])  # nested: found recursively
     model = keras.Sequential([keras.Input((3,)), inner, *layers[1:]])
     model.compile(
-        keras.optimizers.SGD(0.0), loss=lambda y, p: 0.0 * tf.reduce_mean(p), jit_compile=True
+        keras.optimizers.SGD(0.0), loss=lambda y, p: 0.0 * keras.ops.mean(p), jit_compile=True
     )
     kl = [float(layer.kl_divergence()) for layer in layers]
     return model, layers, kl
 
 
+@pytest.mark.backends
 def test_kl_annealing_changes_the_loss_of_the_compiled_train_step():
     model, layers, kl = _kl_only_model([0.5, 2.0])
     factors = [0.0, 1.0, 0.25]
@@ -332,6 +339,7 @@ def test_kl_annealing_changes_the_loss_of_the_compiled_train_step():
     np.testing.assert_allclose(history.history["loss"], [full], rtol=1e-5)
 
 
+@pytest.mark.backends
 @pytest.mark.parametrize(
     "schedule,error",
     [("linear", TypeError), (lambda e: float("nan"), ValueError), (lambda e: -1, ValueError)],
@@ -342,3 +350,188 @@ def test_kl_annealing_refuses_bad_schedules(schedule, error):
     with pytest.raises(error, match="schedule"):
         callback = tge.callbacks.KLAnnealing(schedule)
         model.fit(x, y, epochs=1, verbose=0, callbacks=[callback])
+
+
+# --- On every backend (marked `backends`): public Keras APIs, the JAX backend ---------------
+# Plain Keras layers with keras.random noise (GaussianNoise's SeedGenerator), so these tests
+# need nothing but Keras; `test_bnn_monitor_on_every_backend` adds a tge layer.
+
+
+def _noisy_net(optimizer="adam"):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((6,)),
+            keras.layers.Dense(8, activation="tanh", name="hidden"),
+            keras.layers.GaussianNoise(0.5, seed=3),
+            keras.layers.Dense(2, name="top"),
+        ],
+        name="noisy",
+    )
+    model.compile(
+        optimizer, keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=True
+    )
+    return model
+
+
+def _direct_draws(model, x, y, seed, index, num_draws):
+    """`num_draws` gradients drawn one per call (tests/backend_utils: a GradientTape on
+    TensorFlow, jax.value_and_grad on JAX), from the monitor's documented seed states;
+    one array [num_draws, ...] per trainable variable."""
+    generators = monitor_lib.seed_state_variables(model)
+    saved = [keras.ops.convert_to_numpy(g) for g in generators]
+    for i, g in enumerate(generators):
+        g.assign(monitor_lib.probe_seed_state(seed, index, i, g.dtype))
+    step = bu.gradient_fn(
+        lambda: model.compute_loss(x=x, y=y, y_pred=model(x, training=True)),
+        model.trainable_variables,
+        state_variables=model.non_trainable_variables,
+        jit_compile=True,
+    )
+    draws = [step()[1] for _ in range(num_draws)]
+    for g, state in zip(generators, saved):
+        g.assign(state)
+    return [np.stack(d) for d in zip(*draws)]
+
+
+@pytest.mark.backends
+def test_probe_moments_and_snr_are_diagnostics_of_the_same_draws():
+    x, y = _data()
+    model = _noisy_net()
+    monitor = tge.callbacks.GradientVarianceMonitor((x[:32], y[:32]), num_draws=6, seed=5)
+    history = model.fit(x, y, epochs=1, batch_size=32, verbose=0, callbacks=[monitor])
+    draws = _direct_draws(model, x[:32], y[:32], seed=5, index=0, num_draws=6)
+    moments = [tge.diagnostics.gradient_moments(d) for d in draws]
+    # The monitor's running (Welford, float32) moments are those of the draws themselves.
+    for mine, direct in zip(monitor.probe_moments(0), moments):
+        np.testing.assert_allclose(mine.mean, direct.mean, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(mine.variance, direct.variance, rtol=1e-3, atol=1e-9)
+        assert mine.num_draws == 6
+    groups = monitor.groups()
+    assert list(groups) == ["hidden", "top"]
+    for group, indices in groups.items():
+        variance = np.concatenate([moments[i].variance.ravel() for i in indices]).mean()
+        np.testing.assert_allclose(
+            history.history[f"grad_log10_variance/{group}"][0], math.log10(variance), atol=1e-4
+        )
+        # The one SNR definition (debiased), not the naive mean of |mean| / sd.
+        snr = tge.diagnostics.signal_to_noise_ratio([moments[i] for i in indices])
+        np.testing.assert_allclose(history.history[f"grad_snr/{group}"][0], snr, rtol=1e-4)
+        naive = np.mean(
+            np.concatenate([np.abs(moments[i].mean / np.sqrt(moments[i].variance)).ravel()
+                            for i in indices])
+        )  # fmt: skip
+        assert abs(naive - snr) > 1e-3 * snr, "the check could not tell the two SNRs apart"
+
+
+@pytest.mark.backends
+def test_monitoring_never_changes_training_and_the_same_seed_repeats_on_every_backend():
+    x, y = _data()
+    plain = _noisy_net()
+    expected = plain.fit(x, y, epochs=1, batch_size=32, verbose=0, shuffle=False).history
+    model = _noisy_net()
+    # A probe after every step: any state it changed would change the steps after it.
+    probe = tge.callbacks.GradientVarianceMonitor(
+        (x[:32], y[:32]), num_draws=3, every_n_steps=1, seed=7
+    )
+    streaming = tge.callbacks.GradientVarianceMonitor(mode="streaming")
+    history = model.fit(
+        x, y, epochs=1, batch_size=32, verbose=0, shuffle=False, callbacks=[probe, streaming]
+    ).history
+    np.testing.assert_allclose(history["loss"], expected["loss"], rtol=1e-6)
+    for mine, theirs in zip(model.get_weights(), plain.get_weights()):
+        np.testing.assert_allclose(mine, theirs, rtol=1e-6)
+    assert "apply" not in vars(model.optimizer)  # fit() leaves the optimizer as it was
+    assert [step for step, _ in probe.history["grad_snr/top"]] == [1, 2, 3]
+    # Same seed and recording, same numbers; another seed, other numbers.
+    again = probe.probe_moments(3)
+    np.testing.assert_array_equal(again[0].mean, probe.probe_moments(3)[0].mean)
+    other = tge.callbacks.GradientVarianceMonitor((x[:32], y[:32]), num_draws=3, seed=8)
+    other.set_model(model)
+    assert not np.array_equal(again[0].mean, other.probe_moments(3)[0].mean)
+
+
+@pytest.mark.backends
+def test_streaming_moments_are_those_of_the_training_gradients_on_every_backend():
+    # A deterministic model with a zero learning rate: the training gradients are the
+    # per-minibatch gradients at fixed weights, computed here one by one.
+    x, y = _data()
+    model = _plain_model(keras.optimizers.SGD(0.0))
+    monitor = tge.callbacks.GradientVarianceMonitor(mode="streaming", group_by="variable")
+    history = model.fit(
+        x, y, epochs=1, batch_size=16, shuffle=False, verbose=0, callbacks=[monitor]
+    ).history
+    batches = [(x[i : i + 16], y[i : i + 16]) for i in range(0, 96, 16)]
+    draws = [
+        bu.gradient_fn(
+            lambda xb=xb, yb=yb: model.compute_loss(x=xb, y=yb, y_pred=model(xb)),
+            model.trainable_variables,
+        )()[1]
+        for xb, yb in batches
+    ]
+    for variable, d in zip(model.trainable_variables, zip(*draws)):
+        moments = tge.diagnostics.gradient_moments(np.stack(d))
+        name = variable.path[len("plain/") :]
+        np.testing.assert_allclose(
+            history[f"grad_streaming_log10_variance/{name}"][0],
+            math.log10(moments.variance.mean()),
+            atol=1e-4,
+        )
+        np.testing.assert_allclose(
+            history[f"grad_streaming_snr/{name}"][0],
+            tge.diagnostics.signal_to_noise_ratio(moments),
+            rtol=1e-4,
+        )
+
+
+@pytest.mark.backends
+def test_bnn_monitor_on_every_backend():
+    # tge layers: their KL terms (add_loss) reach the probe's loss in the stateless scope.
+    x, y = _data()
+    model = _bnn("reparameterization")
+    monitors = [
+        tge.callbacks.GradientVarianceMonitor((x[:32], y[:32]), num_draws=4),
+        tge.callbacks.GradientVarianceMonitor(mode="streaming"),
+    ]
+    history = model.fit(x, y, epochs=1, batch_size=32, verbose=0, callbacks=monitors).history
+    for key in monitors[0].keys() + monitors[1].keys():
+        assert np.isfinite(history[key][0]), key
+
+
+# The Keras-private names the monitor used before (and any other `obj._name` on an object
+# that is not the module's own `self`): they change across Keras releases and backends.
+_OWN_MODULES = [
+    "gradient_variance_monitor.py",
+    "_tensorboard.py",
+    "_gradients/__init__.py",
+    "_gradients/tensorflow.py",
+    "_gradients/jax.py",
+]
+
+
+def _private_attribute_uses(source):
+    """`obj._name` accesses in `source` whose `obj` is not `self` (nor dunders)."""
+    uses = []
+    for node in ast.walk(ast.parse(source)):
+        if (
+            isinstance(node, ast.Attribute)
+            and node.attr.startswith("_")
+            and not node.attr.startswith("__")
+            and not (isinstance(node.value, ast.Name) and node.value.id == "self")
+        ):
+            uses.append(f"line {node.lineno}: .{node.attr}")
+    return uses
+
+
+def test_the_monitor_uses_no_private_keras_attribute():
+    package = pathlib.Path(monitor_lib.__file__).parent
+    for name in _OWN_MODULES:
+        source = (package / name).read_text(encoding="utf-8")
+        assert not _private_attribute_uses(source), (name, _private_attribute_uses(source))
+        assert "keras.src" not in source, name
+    # Power check: the accesses the monitor used to make are caught.
+    old = (
+        "gens = [l._seed_generators for l in model._flatten_layers()]\n"
+        "v = optimizer._trainable_variables\n"
+    )
+    assert len(_private_attribute_uses(old)) == 3
