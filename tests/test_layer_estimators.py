@@ -21,12 +21,13 @@ variance in place of the standard deviation.
 
 import numpy as np
 import pytest
-import tensorflow as tf
+from keras import ops
 
 import tfp_gradest as tge
 from tfp_gradest.layers import estimators as layer_estimators
 from tfp_gradest.layers.estimators.base import sampled_bias
 
+from . import backend_utils as bu
 from .conftest import Z_THRESHOLD
 
 NUM_DRAWS = 3000
@@ -44,7 +45,7 @@ def _layer(kind, estimator):
         )
         shape = (2, 5, 2)  # P = 3 positions, k = 6 kernel weights
     rng = np.random.default_rng(1)
-    x = tf.constant(rng.normal(size=shape), tf.float32)
+    x = ops.convert_to_tensor(rng.normal(size=shape), "float32")
     layer(x)
     layer.kernel_loc.assign(rng.normal(size=layer.kernel_loc.shape))
     layer.kernel_scale_raw.assign(rng.normal(size=layer.kernel_loc.shape) - 0.5)
@@ -56,11 +57,12 @@ def _layer(kind, estimator):
 
 def _analytic(layer, x, kind):
     """Exact mean `[B·P·F]` and covariance `[B·P·F, B·P·F]` of the pre-activations."""
-    patches = layer._linear_map().patches(x).numpy().astype(np.float64)  # [B, P, k]
+    patches = bu.to_numpy(layer._linear_map().patches(x)).astype(np.float64)  # [B, P, k]
     batch, positions, _ = patches.shape
-    mu = layer.kernel_loc.numpy().reshape(-1, 2)
-    sigma2 = np.square(layer.posterior_scales()[0].numpy().reshape(-1, 2))
-    mu_b, sigma2_b = layer.bias_loc.numpy(), np.square(layer.posterior_scales()[1].numpy())
+    mu = bu.to_numpy(layer.kernel_loc).reshape(-1, 2)
+    sigma2 = np.square(bu.to_numpy(layer.posterior_scales()[0]).reshape(-1, 2))
+    mu_b = bu.to_numpy(layer.bias_loc)
+    sigma2_b = np.square(bu.to_numpy(layer.posterior_scales()[1]))
     mean = np.einsum("bpk,kf->bpf", patches, mu) + mu_b
     # Cov of the kernel part: Σ_k P[b,p,k] P[c,q,k] σ²[k,f] δ_fg; of the bias: σ_b²[f] δ_fg.
     eye_b, eye_p, eye_f = np.eye(batch), np.eye(positions), np.eye(2)
@@ -78,15 +80,38 @@ def _analytic(layer, x, kind):
     return mean.reshape(n), cov.reshape(n, n)
 
 
-def _draws(layer, x):
-    @tf.function(jit_compile=True)
-    def draw():
-        return tf.map_fn(
-            lambda _: layer(x, training=True), tf.range(NUM_DRAWS), fn_output_signature=tf.float32
-        )
+def _jit(fn):
+    """`fn` compiled with XLA on the current backend (`tf.function` / `jax.jit`)."""
+    if bu.backend() == "jax":
+        import jax
 
-    h = draw().numpy().astype(np.float64)
-    return h.reshape(NUM_DRAWS, -1)
+        return jax.jit(fn)
+    import tensorflow as tf
+
+    return tf.function(fn, jit_compile=True)
+
+
+def _draws(layer, x):
+    """`NUM_DRAWS` samples of `layer(x, training=True)`, in one compiled loop.
+
+    `stateless_call` threads the layer's state (its SeedGenerator's) through the loop,
+    so every draw has fresh noise, on every backend.
+    """
+    trainable = [v.value for v in layer.trainable_variables]
+    shape = layer.compute_output_shape(tuple(x.shape))
+
+    def draw(state):
+        def body(i, carry):
+            state, draws = carry
+            outputs, state = layer.stateless_call(trainable, state, x, training=True)
+            start = [i] + [0] * len(shape)
+            return state, ops.slice_update(draws, start, outputs[None])
+
+        draws = ops.zeros((NUM_DRAWS, *shape), "float32")
+        return ops.fori_loop(0, NUM_DRAWS, body, (state, draws))[1]
+
+    h = bu.to_numpy(_jit(draw)([v.value for v in layer.non_trainable_variables]))
+    return h.astype(np.float64).reshape(NUM_DRAWS, -1)
 
 
 def _max_z(draws, mean, cov):
@@ -99,6 +124,8 @@ def _max_z(draws, mean, cov):
     return float(max(np.max(np.abs(z_mean)), np.max(np.abs(z_cov))))
 
 
+# Every case also runs on JAX (`backends`): each estimator's moments there, with the power
+# checks below as companions.
 CASES = [
     ("dense", "reparameterization", "shared"),
     ("dense", "r2g2", "shared"),
@@ -110,6 +137,7 @@ CASES = [
 ]
 
 
+@pytest.mark.backends
 @pytest.mark.parametrize("kind,name,moments", CASES)
 def test_pre_activation_mean_and_covariance_match_the_analytic_values(kind, name, moments):
     layer, x = _layer(kind, layer_estimators.get(name))
@@ -131,7 +159,7 @@ class _FlipoutSignsSharedByBatch(layer_estimators.Flipout):
         dtype = inputs.dtype
         perturbation = posterior.kernel_scale * layer._noise(posterior.kernel_loc.shape, dtype)
         bias = sampled_bias(layer, posterior, dtype)
-        ones = [1] * (inputs.shape.rank - 1)
+        ones = [1] * (len(inputs.shape) - 1)
         sign_in = layer._random_signs(ones + [inputs.shape[-1]], dtype)  # no batch axis: wrong
         sign_out = layer._random_signs(ones + [posterior.kernel_loc.shape[-1]], dtype)
         mean = linear_map.apply(inputs, posterior.kernel_loc)
@@ -144,17 +172,17 @@ class _FlipoutSignsPerPosition(layer_estimators.Flipout):
         perturbation = posterior.kernel_scale * layer._noise(posterior.kernel_loc.shape, dtype)
         bias = sampled_bias(layer, posterior, dtype)
         mean = linear_map.apply(inputs, posterior.kernel_loc)
-        sign_in = layer._random_signs(tf.shape(inputs), dtype)  # one per position: wrong
-        sign_out = layer._random_signs(tf.shape(mean), dtype)
+        sign_in = layer._random_signs(ops.shape(inputs), dtype)  # one per position: wrong
+        sign_out = layer._random_signs(ops.shape(mean), dtype)
         return mean + sign_out * linear_map.apply(inputs * sign_in, perturbation) + bias
 
 
 class _LRTWithVarianceForScale(layer_estimators.LocalReparameterization):
     def sample(self, layer, inputs, linear_map, posterior):
         mean = linear_map.apply(inputs, posterior.kernel_loc) + posterior.bias_loc
-        variance = linear_map.apply(tf.square(inputs), tf.square(posterior.kernel_scale))
-        variance = variance + tf.square(posterior.bias_scale)
-        return mean + variance * layer._noise(tf.shape(mean), inputs.dtype)  # missing sqrt
+        variance = linear_map.apply(ops.square(inputs), ops.square(posterior.kernel_scale))
+        variance = variance + ops.square(posterior.bias_scale)
+        return mean + variance * layer._noise(ops.shape(mean), inputs.dtype)  # missing sqrt
 
 
 @pytest.mark.parametrize(
@@ -167,20 +195,23 @@ class _LRTWithVarianceForScale(layer_estimators.LocalReparameterization):
     ],
     ids=["flipout-no-signs", "flipout-batch-signs", "flipout-position-signs", "lrt-no-sqrt"],
 )
+@pytest.mark.backends
 def test_power_the_moment_test_rejects_a_wrong_estimator(kind, wrong, moments):
     layer, x = _layer(kind, wrong)
     assert _max_z(_draws(layer, x), *_analytic(layer, x, moments)) > Z_THRESHOLD
 
 
+@pytest.mark.backends
 def test_r2g2_forward_is_the_reparameterization_sample():
     # Same seed, same noise draws: R2-G2 changes only the backward pass.
     outputs = []
     for name in ("reparameterization", "r2g2"):
         layer, x = _layer("conv", layer_estimators.get(name))
-        outputs.append(layer(x, training=True).numpy())
+        outputs.append(bu.to_numpy(layer(x, training=True)))
     np.testing.assert_array_equal(*outputs)
 
 
+@pytest.mark.backends
 def test_registry_names_every_estimator_and_refuses_unknown_ones():
     assert set(tge.layers.GRADIENT_ESTIMATORS) >= {
         "reparameterization",

@@ -6,6 +6,11 @@ tge.vi.fit_surrogate_posterior(..., gradient_estimator="stl")
 The subpackages are imported on first use (PEP 562 module `__getattr__`), so
 `import tfp_gradest` and the command line's `--help` do not pay TensorFlow's
 import time; `tge.estimators`, `from tfp_gradest import layers`, etc. work as usual.
+
+The Keras 3 parts (`layers`, `r2g2`) need only Keras and one of its backends
+(TensorFlow or JAX). The TensorFlow Probability parts (`estimators`, `vi`, `models`,
+`reuse`, `problems`, ...) need TensorFlow and TFP; on a machine without them, using
+one raises an `ImportError` saying what to install.
 """
 
 import importlib
@@ -32,18 +37,42 @@ __all__ = [
 # Subpackages importable as attributes. `__version__` is not in `__all__`, like TFP's.
 _SUBMODULES = frozenset(__all__)
 
+# What a missing TensorFlow/TFP means for a subpackage that needs them (setup.py's versions).
+_TENSORFLOW_MODULES = ("tensorflow", "tensorflow_probability")
+_INSTALL_TENSORFLOW = "pip install 'tensorflow>=2.16' 'tensorflow-probability[tf]>=0.24'"
+
+
+def _import_submodule(name):
+    try:
+        return importlib.import_module(f"{__name__}.{name}")
+    except ModuleNotFoundError as error:
+        missing = (error.name or "").split(".")[0]
+        if missing not in _TENSORFLOW_MODULES:
+            raise
+        raise ImportError(
+            f"tfp_gradest.{name} is built on TensorFlow Probability and needs TensorFlow and "
+            f"TFP, but {missing!r} is not installed. Install them with: {_INSTALL_TENSORFLOW} "
+            "(tfp_gradest.layers and tfp_gradest.r2g2 need only Keras 3 and a backend, e.g. "
+            f"JAX). Received: ModuleNotFoundError({str(error)!r})",
+            name=error.name,
+        ) from error
+
 
 # Keras finds saved Bayesian layers and models through its registry of custom objects,
 # which is filled when `layers`/`models` are imported. A process that already uses Keras
 # gets them registered at `import tfp_gradest`, so `keras.models.load_model` works as
-# before; only the Keras-free paths (the command line's `--help` and argument errors) stay light.
+# before; only the Keras-free paths (the command line's `--help` and argument errors) stay
+# light. `models` is TFP-based: registered where TensorFlow is Keras's backend.
 if "keras" in sys.modules:
-    from tfp_gradest import layers, models  # noqa: E402, F401
+    from tfp_gradest import layers  # noqa: E402, F401
+
+    if sys.modules["keras"].backend.backend() == "tensorflow":
+        from tfp_gradest import models  # noqa: E402, F401
 
 
 def __getattr__(name):
     if name in _SUBMODULES:
-        module = importlib.import_module(f"{__name__}.{name}")
+        module = _import_submodule(name)
         globals()[name] = module  # later lookups skip this function
         return module
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
