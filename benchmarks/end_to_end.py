@@ -20,15 +20,34 @@ Held-out metrics: BNNs — the test log-likelihood of the posterior predictive
 `log (1/S) Σ_s p(y | x, w_s)` with S = 16 weight samples, and its accuracy; VAEs —
 the test IWAE bound with K = 64 (test images binarised once, fixed).
 
-Timing on a loaded machine: for every epoch, all (seed, arm) runs train one epoch
-each in alternation (arm order rotated every epoch), each run's epoch timed.
-An arm's seconds per step is the median over its epochs after the first (which
-compiles) of epoch seconds / steps; its wall-clock axis is steps x that median.
-So compilation, evaluation and the machine's other load are excluded, and slow
-drifts of the load hit all arms alike. The equal-wall-clock budget is the
-smallest arm's total (steps x seconds per step); each arm is read at its last
-evaluation within the budget. Writes `benchmarks/results/end_to_end.csv` (one row
-per evaluation), `end_to_end_summary.csv` and `end_to_end.png`.
+Training: Keras's compiled training function (`model.train_function`, the body of
+`fit`) with `steps_per_execution` = one epoch, so one call trains one epoch
+(shuffled, whole batches) and Keras's per-step Python overhead is amortised; `fit`'s
+per-call set-up, the same for every arm, is not timed.
+
+Timing on a loaded machine: all (seed, arm) runs train one epoch each in turn
+(arm order rotated every epoch), each call timed. An arm's seconds per step is
+the median over its timed epochs after the first (which compiles) of seconds /
+steps; its wall-clock axis is steps x that median. So compilation, evaluation
+and the machine's other load are excluded, and slow drifts of the load hit all
+arms alike.
+
+Two readings per problem:
+
+* equal epochs: every arm after `epochs` epochs (the same data, seeds and steps);
+* equal wall-clock: the budget is the slowest arm's time for those `epochs`
+  epochs; every faster arm keeps training (more epochs, still in alternation)
+  until its own clock passes the budget (by a 10% margin, at most
+  `MAX_EXTRA_FACTOR` times the epochs), and each arm is read at the budget,
+  interpolated between its evaluations. An arm that did not reach the budget
+  (capped) is read at its last evaluation, and flagged.
+
+Where the layers' default resolves to one fixed arm on every layer (the MLP:
+local reparameterization on both dense layers), it builds the same model and the
+same compiled program as that arm, with the same seeds: it is not trained
+twice (timing two identical programs measures only noise); its rows are that
+arm's, with `same_as` naming it. Writes `benchmarks/results/end_to_end.csv` (one
+row per evaluation), `end_to_end_summary.csv` and `end_to_end.png`.
 
     python benchmarks/end_to_end.py            # all problems, 5 seeds (< 30 min on 2 cores)
     python benchmarks/end_to_end.py --small    # smoke test
@@ -50,6 +69,8 @@ import tfp_gradest as tge  # noqa: E402
 
 DEFAULT = "default"  # the arm that passes no `gradient_estimator`
 JIT_COMPILE = True  # `--no-jit` trains in graph mode instead of XLA
+MAX_EXTRA_FACTOR = 4  # a faster arm trains at most this many times the equal-epochs epochs
+BUDGET_MARGIN = 1.1  # faster arms train until their clock passes the budget by 10%
 
 
 class Problem:
@@ -62,6 +83,14 @@ class Problem:
         self.small = small
         if small:
             self.epochs, self.eval_every = 2, 1
+
+    @property
+    def steps_per_epoch(self):
+        return len(self.x_train) // self.batch_size
+
+    def compile_options(self):
+        """One call of the compiled training function trains one epoch (overhead amortised)."""
+        return dict(jit_compile=JIT_COMPILE, steps_per_execution=self.steps_per_epoch)
 
     def build(self, arm, seed):
         raise NotImplementedError
@@ -100,7 +129,7 @@ class BayesianClassifier(Problem):
         model.compile(
             keras.optimizers.Adam(1e-3),
             keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            jit_compile=JIT_COMPILE,
+            **self.compile_options(),
         )
         return model
 
@@ -133,7 +162,7 @@ class BayesianClassifier(Problem):
 class BNNMLP(BayesianClassifier):
     name = "bnn_mlp"
     arms = (DEFAULT, "reparameterization", "local_reparameterization", "flipout", "r2g2")
-    epochs, eval_every = 12, 2
+    epochs, eval_every = 30, 3
 
     def build(self, arm, seed):
         keras.utils.set_random_seed(seed)
@@ -153,7 +182,7 @@ class BNNMLP(BayesianClassifier):
 class BNNCNN(BayesianClassifier):
     name = "bnn_cnn"
     arms = (DEFAULT, "reparameterization", "flipout", "r2g2")
-    epochs, eval_every = 10, 2
+    epochs, eval_every = 30, 3
 
     def _inputs(self, x):
         side = int(np.sqrt(x.shape[1]))
@@ -195,7 +224,7 @@ class BinarisedImages(Problem):
 class VAE(BinarisedImages):
     name = "vae"
     arms = ("iwae", "iwae_dreg", "rws_dreg")
-    epochs, eval_every = 20, 4
+    epochs, eval_every = 40, 5
 
     def build(self, arm, seed):
         keras.utils.set_random_seed(seed)
@@ -209,7 +238,7 @@ class VAE(BinarisedImages):
         model = tge.models.VariationalAutoencoder(
             encoder, decoder, latent, gradient_estimator=arm, importance_sample_size=8, seed=seed
         )
-        model.compile(keras.optimizers.Adam(1e-3), jit_compile=JIT_COMPILE)
+        model.compile(keras.optimizers.Adam(1e-3), **self.compile_options())
         return model
 
     def evaluate(self, model, seed):
@@ -233,7 +262,7 @@ class VAE(BinarisedImages):
 class HVAE(BinarisedImages):
     name = "hvae"
     arms = ("reparameterization", "r2g2")
-    epochs, eval_every = 40, 5
+    epochs, eval_every = 150, 15
 
     def build(self, arm, seed):
         keras.utils.set_random_seed(seed)
@@ -244,7 +273,7 @@ class HVAE(BinarisedImages):
             latent_gradient=arm,
             seed=seed,
         )
-        model.compile(keras.optimizers.Adam(1e-3), jit_compile=JIT_COMPILE)
+        model.compile(keras.optimizers.Adam(1e-3), **self.compile_options())
         return model
 
     def evaluate(self, model, seed):
@@ -272,6 +301,7 @@ class SeedStates:
         self.model = problem.build(arm, seeds[0])
         problem.ensure_built(self.model)
         self.model.optimizer.build(self.model.trainable_variables)
+        self.model.make_train_function()
         optimizer_start = [v.numpy() for v in self.model.optimizer.variables]
         self.states = {}
         for seed in seeds:
@@ -281,9 +311,9 @@ class SeedStates:
 
     def load(self, seed):
         weights, optimizer = self.states[seed]
-        for v, value in zip(self.model.variables, weights):
+        for v, value in zip(self.model.variables, weights, strict=True):
             v.assign(value)
-        for v, value in zip(self.model.optimizer.variables, optimizer):
+        for v, value in zip(self.model.optimizer.variables, optimizer, strict=True):
             v.assign(value)
         return self.model
 
@@ -293,46 +323,114 @@ class SeedStates:
             [v.numpy() for v in self.model.optimizer.variables],
         )
 
+    def train_epoch(self, x, y, batch_size):
+        """Seconds of one call of the compiled training function: one epoch of `x`'s batches."""
+        data = (x,) if y is None else (x, y)
+        batches = iter(tf.data.Dataset.from_tensor_slices(data).batch(batch_size))
+        start = time.perf_counter()
+        logs = self.model.train_function(batches)
+        float(logs["loss"])  # wait for the result
+        return time.perf_counter() - start
+
+
+def resolved_alias(problem, arms):
+    """The fixed arm the default is identical to (one estimator on every layer), else None."""
+    if DEFAULT not in arms:
+        return None
+    model = problem.build(DEFAULT, 0)
+    problem.ensure_built(model)
+    resolved = problem.resolved(model, DEFAULT)
+    return resolved if resolved in arms else None
+
+
+def budget_epochs(seconds_per_step, equal_epochs):
+    """Epochs each arm trains so that its clock reaches the slowest arm's `equal_epochs` epochs.
+
+    `seconds_per_step`: arm -> seconds. The slowest arm trains `equal_epochs`; a faster
+    one `ceil(BUDGET_MARGIN * equal_epochs * slowest / its own)` (past the budget, so
+    that the reading at the budget is interpolated, not clamped), at most
+    `MAX_EXTRA_FACTOR * equal_epochs`.
+    """
+    slowest = max(seconds_per_step.values())
+    return {
+        arm: equal_epochs
+        if seconds >= slowest
+        else min(
+            int(np.ceil(BUDGET_MARGIN * equal_epochs * slowest / seconds)),
+            MAX_EXTRA_FACTOR * equal_epochs,
+        )
+        for arm, seconds in seconds_per_step.items()
+    }
+
 
 def run_problem(problem, seeds, arms_filter):
-    """Trains every (seed, arm) run, one epoch each in turn; returns the evaluation rows."""
+    """Trains every (seed, arm) run, one epoch each in turn; returns the evaluation rows.
+
+    First every arm trains `problem.epochs` epochs (equal epochs); then the arms
+    faster than the slowest keep training until their clock passes the slowest
+    arm's time for those epochs (the equal wall-clock budget).
+    """
     arms = [a for a in problem.arms if not arms_filter or a in arms_filter]
-    runs = {arm: SeedStates(problem, arm, seeds) for arm in arms}
-    steps_per_epoch = len(problem.x_train) // problem.batch_size
-    seconds = {(seed, arm): [] for seed in seeds for arm in arms}
+    alias = resolved_alias(problem, arms)
+    trained = [a for a in arms if not (a == DEFAULT and alias)]
+    runs = {arm: SeedStates(problem, arm, seeds) for arm in trained}
+    steps = problem.steps_per_epoch
+    seconds = {arm: [] for arm in trained}
     evaluations = []
-    for epoch in range(1, problem.epochs + 1):
-        for seed in seeds:
-            x, y = problem.epoch_data(np.random.default_rng([seed, epoch]), steps_per_epoch)
-            shift = (epoch + seed) % len(arms)
-            for arm in arms[shift:] + arms[:shift]:  # rotate the order: no arm always first
-                model = runs[arm].load(seed)
-                start = time.perf_counter()
-                model.fit(x, y, epochs=1, batch_size=problem.batch_size, shuffle=False, verbose=0)
-                seconds[(seed, arm)].append(time.perf_counter() - start)
-                if epoch % problem.eval_every == 0 or epoch == problem.epochs:
-                    metrics = problem.evaluate(model, seed)
-                    evaluations.append(
-                        dict(
-                            problem=problem.name,
-                            arm=arm,
-                            resolved=problem.resolved(model, arm),
-                            seed=seed,
-                            epoch=epoch,
-                            steps=epoch * steps_per_epoch,
-                            **metrics,
+
+    def train(done, target):
+        """Each arm from its `done` epochs on to its `target` epochs."""
+        for epoch in range(min(done.values()) + 1, max(target.values()) + 1):
+            active = [a for a in trained if done[a] < epoch <= target[a]]
+            if not active:
+                continue
+            for seed in seeds:
+                x, y = problem.epoch_data(np.random.default_rng([seed, epoch]), steps)
+                shift = (epoch + seed) % len(active)
+                for arm in active[shift:] + active[:shift]:  # no arm always first
+                    model = runs[arm].load(seed)
+                    seconds[arm].append(runs[arm].train_epoch(x, y, problem.batch_size))
+                    if epoch % problem.eval_every == 0 or epoch in (
+                        problem.epochs,
+                        target[arm],
+                    ):
+                        evaluations.append(
+                            dict(
+                                problem=problem.name,
+                                arm=arm,
+                                resolved=problem.resolved(model, arm),
+                                seed=seed,
+                                epoch=epoch,
+                                steps=epoch * steps,
+                                equal_epochs=problem.epochs,
+                                **problem.evaluate(model, seed),
+                            )
                         )
-                    )
-                runs[arm].save(seed)
-        print(f"  {problem.name} epoch {epoch}/{problem.epochs}", flush=True)
-    seconds_per_step = {}
-    for arm in arms:
-        # Epochs after each arm's first (which compiles); with one epoch, it is all there is.
-        times = [t for seed in seeds for t in seconds[(seed, arm)]][1:] or seconds[(seeds[0], arm)]
-        seconds_per_step[arm] = float(np.median(times)) / steps_per_epoch
+                    runs[arm].save(seed)
+            print(f"  {problem.name} epoch {epoch}: {', '.join(active)}", flush=True)
+
+    def seconds_per_step(arm):
+        # Epochs after the arm's first call (which compiles); with one epoch, it is all there is.
+        times = seconds[arm][1:] or seconds[arm]
+        return float(np.median(times)) / steps
+
+    trained_epochs = {arm: problem.epochs for arm in trained}
+    train(dict.fromkeys(trained, 0), trained_epochs)
+    while True:
+        # Re-planned with the medians so far (the faster arms' medians move as they train on).
+        plan = budget_epochs({arm: seconds_per_step(arm) for arm in trained}, problem.epochs)
+        needed = {arm: max(trained_epochs[arm], plan[arm]) for arm in trained}
+        if needed == trained_epochs:
+            break
+        train(trained_epochs, needed)
+        trained_epochs = needed
     for row in evaluations:
-        row["seconds_per_step"] = seconds_per_step[row["arm"]]
-        row["wallclock_seconds"] = row["steps"] * seconds_per_step[row["arm"]]
+        row["seconds_per_step"] = seconds_per_step(row["arm"])
+        row["wallclock_seconds"] = row["steps"] * row["seconds_per_step"]
+    if alias:
+        evaluations += [
+            dict(row, arm=DEFAULT, same_as=alias) for row in evaluations if row["arm"] == alias
+        ]
     return evaluations
 
 
@@ -343,15 +441,19 @@ def _mean_se(values):
 
 
 def summarise(rows):
-    """Per problem and arm: metrics at the last epoch and at the equal wall-clock budget."""
+    """Per problem and arm: metrics at the equal epochs and at the equal wall-clock budget.
+
+    The budget is the slowest arm's time for the equal epochs (steps x its seconds per step).
+    """
     summary = []
     for name in dict.fromkeys(r["problem"] for r in rows):
         problem_rows = [r for r in rows if r["problem"] == name]
         arms = list(dict.fromkeys(r["arm"] for r in problem_rows))
-        last_epoch = max(r["epoch"] for r in problem_rows)
-        budget = min(
-            max(r["wallclock_seconds"] for r in problem_rows if r["arm"] == a) for a in arms
+        equal_epochs = problem_rows[0].get("equal_epochs") or min(
+            max(r["epoch"] for r in problem_rows if r["arm"] == a) for a in arms
         )
+        steps_per_epoch = problem_rows[0]["steps"] / problem_rows[0]["epoch"]
+        budget = equal_epochs * steps_per_epoch * max(r["seconds_per_step"] for r in problem_rows)
         metrics = [
             k
             for k in ("test_log_likelihood", "test_accuracy", "test_bound")
@@ -360,30 +462,29 @@ def summarise(rows):
         for arm in arms:
             arm_rows = [r for r in problem_rows if r["arm"] == arm]
             seeds = sorted({r["seed"] for r in arm_rows})
-            final = {
-                s: next(r for r in arm_rows if r["seed"] == s and r["epoch"] == last_epoch)
-                for s in seeds
+            by_seed = {s: [r for r in arm_rows if r["seed"] == s] for s in seeds}
+            at_epochs = {
+                s: next(r for r in by_seed[s] if r["epoch"] == equal_epochs) for s in seeds
             }
             seconds_per_step = arm_rows[0]["seconds_per_step"]
+            last_seconds = min(max(r["wallclock_seconds"] for r in by_seed[s]) for s in seeds)
             entry = dict(
                 problem=name,
                 arm=arm,
                 resolved=arm_rows[-1]["resolved"],
+                same_as=arm_rows[0].get("same_as", ""),
                 seeds=len(seeds),
-                epochs=last_epoch,
+                epochs=equal_epochs,
                 seconds_per_step=seconds_per_step,
                 budget_seconds=budget,
-                budget_epoch=budget
-                / seconds_per_step
-                / (arm_rows[0]["steps"] / arm_rows[0]["epoch"]),
+                budget_epoch=budget / seconds_per_step / steps_per_epoch,
+                trained_epochs=max(r["epoch"] for r in arm_rows),
+                budget_reached=bool(last_seconds >= budget * (1 - 1e-9)),
             )
             for metric in metrics:
-                at_budget = [
-                    _at_time([r for r in arm_rows if r["seed"] == s], metric, budget) for s in seeds
-                ]
                 for label, values in [
-                    ("final", [final[s][metric] for s in seeds]),
-                    ("budget", at_budget),
+                    ("final", [at_epochs[s][metric] for s in seeds]),
+                    ("budget", [_at_time(by_seed[s], metric, budget) for s in seeds]),
                 ]:
                     mean, se = _mean_se(values)
                     entry[f"{metric}_{label}_mean"], entry[f"{metric}_{label}_se"] = mean, se
@@ -394,13 +495,25 @@ def summarise(rows):
 def _at_time(seed_rows, metric, seconds):
     """The metric at `seconds` of training, linearly interpolated between evaluations.
 
-    (Clamped to the first evaluation if `seconds` comes before it; the budget is the
-    fastest-finishing arm's total, so this happens only for an arm more than
-    `epochs / eval_every` times slower.)
+    (Clamped to the last evaluation for an arm whose training stopped before
+    `seconds`, flagged `budget_reached = False` in the summary.)
     """
     seed_rows = sorted(seed_rows, key=lambda r: r["wallclock_seconds"])
     times = [r["wallclock_seconds"] for r in seed_rows]
     return float(np.interp(seconds, times, [r[metric] for r in seed_rows]))
+
+
+def paired_at_time(rows, problem, arm_a, arm_b, metric, seconds):
+    """Mean and SE over seeds of `metric(arm_a) - metric(arm_b)`, both read at `seconds`."""
+    rows = [r for r in rows if r["problem"] == problem]
+    seeds = sorted({r["seed"] for r in rows if r["arm"] == arm_a})
+    return _mean_se(
+        [
+            _at_time([r for r in rows if r["arm"] == arm_a and r["seed"] == s], metric, seconds)
+            - _at_time([r for r in rows if r["arm"] == arm_b and r["seed"] == s], metric, seconds)
+            for s in seeds
+        ]
+    )
 
 
 def paired_difference(rows, problem, arm_a, arm_b, metric, epoch):
@@ -417,12 +530,20 @@ def paired_difference(rows, problem, arm_a, arm_b, metric, epoch):
 def report(rows, summary):
     for name in dict.fromkeys(s["problem"] for s in summary):
         entries = [s for s in summary if s["problem"] == name]
-        metrics = [k[: -len("_final_mean")] for k in entries[0] if k.endswith("_final_mean")]
-        header = ["arm", "resolved", "ms/step"] + [
-            f"{m} @ {label}" for m in metrics for label in ("last epoch", "equal time")
+        first = entries[0]
+        metrics = [k[: -len("_final_mean")] for k in first if k.endswith("_final_mean")]
+        header = ["arm", "resolved", "ms/step", "epochs trained"] + [
+            f"{m} @ {label}"
+            for m in metrics
+            for label in (f"{first['epochs']} epochs", "equal time")
         ]
         table = [
-            [s["arm"], s["resolved"], f"{1e3 * s['seconds_per_step']:.2f}"]
+            [
+                s["arm"] + (f" (= {s['same_as']})" if s.get("same_as") else ""),
+                s["resolved"],
+                f"{1e3 * s['seconds_per_step']:.2f}",
+                f"{s['trained_epochs']}" + ("" if s["budget_reached"] else " (budget not reached)"),
+            ]
             + [
                 f"{s[f'{m}_{label}_mean']:.4f} ± {s[f'{m}_{label}_se']:.4f}"
                 for m in metrics
@@ -431,10 +552,26 @@ def report(rows, summary):
             for s in entries
         ]
         print_table(
-            f"{name}: mean ± SE over {entries[0]['seeds']} seeds; {entries[0]['epochs']} epochs; "
-            f"equal time = {entries[0]['budget_seconds']:.1f} s",
+            f"{name}: mean ± SE over {first['seeds']} seeds; equal time = "
+            f"{first['budget_seconds']:.1f} s of training (the slowest arm's {first['epochs']} "
+            "epochs)",
             table,
             header,
+        )
+        metric = metrics[0]
+        best = max(entries, key=lambda s: s[f"{metric}_budget_mean"])
+        table = []
+        for s in entries:
+            if s is not best:
+                mean, se = paired_at_time(
+                    rows, name, s["arm"], best["arm"], metric, first["budget_seconds"]
+                )
+                table.append([s["arm"], f"{mean:+.4f} ± {se:.4f}"])
+        print_table(
+            f"{name}: {metric} at equal time minus the best arm's ({best['arm']}), paired over "
+            "seeds",
+            table,
+            ["arm", "difference ± SE"],
         )
         has_fixed = any(s["arm"] != DEFAULT for s in entries)
         if name.startswith("bnn") and has_fixed and any(s["arm"] == DEFAULT for s in entries):
@@ -444,13 +581,20 @@ def report(rows, summary):
             default = next(s for s in entries if s["arm"] == DEFAULT)
             gap = best[f"{key}_mean"] - default[f"{key}_mean"]
             verdict = "within" if gap <= best[f"{key}_se"] else "NOT within"
+            same = f", identical to {default['same_as']}" if default.get("same_as") else ""
             print(
-                f"Target ({name}): default ({default['resolved']}) {verdict} one SE of the best "
-                f"fixed choice ({best['arm']}) at equal time: "
+                f"Target ({name}): default ({default['resolved']}{same}) {verdict} one SE of the "
+                f"best fixed choice ({best['arm']}) at equal time: "
                 f"gap {gap:.4f}, SE {best[f'{key}_se']:.4f}"
             )
         if name == "hvae" and {"r2g2", "reparameterization"} <= {s["arm"] for s in entries}:
-            epochs = sorted({r["epoch"] for r in rows if r["problem"] == "hvae"})
+            epochs = sorted(
+                {
+                    r["epoch"]
+                    for r in rows
+                    if r["problem"] == "hvae" and r["epoch"] <= first["epochs"]
+                }
+            )
             table = []
             for epoch in epochs:
                 mean, se = paired_difference(
@@ -473,7 +617,7 @@ def report(rows, summary):
             )
 
 
-def plot(rows, path):
+def plot(rows, summary, path):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -483,8 +627,14 @@ def plot(rows, path):
     figure, axes = plt.subplots(1, len(names), figsize=(4.6 * len(names), 3.8), squeeze=False)
     for ax, name in zip(axes[0], names):
         problem_rows = [r for r in rows if r["problem"] == name]
+        entries = {s["arm"]: s for s in summary if s["problem"] == name}
+        budget = next(iter(entries.values()))["budget_seconds"]
         metric = "test_log_likelihood" if name.startswith("bnn") else "test_bound"
+        aliases = {s["same_as"]: arm for arm, s in entries.items() if s.get("same_as")}
+        late = []  # means in the budget's last two thirds: the y range shown
         for arm in dict.fromkeys(r["arm"] for r in problem_rows):
+            if entries[arm].get("same_as"):
+                continue  # drawn as the arm it is identical to
             arm_rows = [r for r in problem_rows if r["arm"] == arm]
             epochs = sorted({r["epoch"] for r in arm_rows})
             t, mean, se = [], [], []
@@ -494,10 +644,17 @@ def plot(rows, path):
                 t.append(next(r["wallclock_seconds"] for r in arm_rows if r["epoch"] == e))
                 mean.append(m)
                 se.append(0.0 if np.isnan(s) else s)
-            mean, se = np.array(mean), np.array(se)
+            t, mean, se = np.array(t), np.array(mean), np.array(se)
+            late += list((mean - se)[t >= budget / 3]) + list((mean + se)[t >= budget / 3])
             label = arm if arm != DEFAULT else f"default ({arm_rows[-1]['resolved']})"
+            if arm in aliases:
+                label += f" = {aliases[arm]}"
             (line,) = ax.plot(t, mean, marker=".", label=label)
             ax.fill_between(t, mean - se, mean + se, color=line.get_color(), alpha=0.25)
+        ax.axvline(budget, color="grey", linestyle=":", label="equal-time budget")
+        if late:
+            low, high = min(late), max(late)
+            ax.set_ylim(low - 0.15 * (high - low), high + 0.15 * (high - low))
         ax.set_xlabel("training seconds (steps x median s/step)")
         ax.set_ylabel(metric.replace("_", " "))
         ax.set_title(name)
@@ -614,7 +771,7 @@ def write_results(rows, output_dir, suffix):
     os.makedirs(output_dir, exist_ok=True)
     write_csv(rows, os.path.join(output_dir, f"end_to_end{suffix}.csv"))
     write_csv(summary, os.path.join(output_dir, f"end_to_end{suffix}_summary.csv"))
-    plot(rows, os.path.join(output_dir, f"end_to_end{suffix}.png"))
+    plot(rows, summary, os.path.join(output_dir, f"end_to_end{suffix}.png"))
     return summary
 
 
