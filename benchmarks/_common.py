@@ -7,8 +7,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import time  # noqa: E402
 
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-import tensorflow_probability as tfp  # noqa: E402
 
 
 def compiled_training_loop(loss_fn, variables, num_steps, learning_rate=1e-4):
@@ -16,8 +14,11 @@ def compiled_training_loop(loss_fn, variables, num_steps, learning_rate=1e-4):
 
     This is the body `tfp.math.minimize` runs (loss, gradient, update, next
     seed), without its per-call recompilation, so two losses can be timed
-    against each other without compile-time noise.
+    against each other without compile-time noise. (TensorFlow is imported here, so
+    that benchmarks on the JAX backend can use the rest of this module.)
     """
+    import tensorflow as tf
+    import tensorflow_probability as tfp
 
     @tf.function(jit_compile=True, autograph=False)
     def loop(seed):

@@ -1,6 +1,10 @@
 """Bayesian layers: step time, gradient variance and work-normalised variance per estimator.
 
-    python benchmarks/layers.py [--quick] [--repeats 7] [--skip-tfp]
+    python benchmarks/layers.py [--backend tensorflow|jax] [--quick] [--repeats 7] [--skip-tfp]
+
+`--backend` sets `KERAS_BACKEND` before Keras is imported (default: the environment's
+`KERAS_BACKEND`, else tensorflow); every table is printed on both backends except
+table 2, which needs TensorFlow (skipped with a note on JAX).
 
 1. Dense BNN 784-400-400-10, synthetic data, batch 128, XLA: step time of each
    estimator / reparameterization, top-layer scale-gradient variance, and the
@@ -24,16 +28,29 @@ the per-repeat ratio, with its range [min, max] (the machine may be loaded).
 
 import argparse
 import math
+import os
 import time
 
-import _common
-import keras
-import numpy as np
-import tensorflow as tf
 
-import tfp_gradest as tge
-from tfp_gradest.diagnostics.layer_gradients import gradient_variance
-from tfp_gradest.layers.estimators import auto
+def _backend_argument():
+    """`--backend`, read before Keras is imported (Keras fixes its backend at import)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--backend", choices=["tensorflow", "jax"], default=None)
+    return parser.parse_known_args()[0].backend
+
+
+if _backend_argument() is not None:
+    os.environ["KERAS_BACKEND"] = _backend_argument()
+
+import _common  # noqa: E402
+import _keras_steps  # noqa: E402
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+from _keras_steps import to_tensor  # noqa: E402
+from keras import ops  # noqa: E402
+
+import tfp_gradest as tge  # noqa: E402
+from tfp_gradest.layers.estimators import auto  # noqa: E402
 
 BATCH = 128
 CONV_ESTIMATORS = ["reparameterization", "flipout", "r2g2"]
@@ -81,29 +98,31 @@ def cnn(estimators, seed=0):
 def loss_fn(model, x, y):
     def loss(seed=None):
         logits = model(x, training=True)
-        return tf.reduce_mean(
+        return ops.mean(
             keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
-        ) + tf.add_n(model.losses)
+        ) + ops.sum(ops.stack(model.losses))
 
     return loss
 
 
 def variables_of(model):
-    return [v.value if hasattr(v, "value") else v for v in model.trainable_variables]
+    """`(trainable variables, other state)`: what a compiled step reads and updates."""
+    return list(model.trainable_variables), list(model.non_trainable_variables)
 
 
 def scale_variance(model, x, y, layer_index, num_draws):
-    return gradient_variance(
-        loss_fn(model, x, y), model.layers[layer_index].kernel_scale_raw, num_draws
+    return _keras_steps.gradient_variance(
+        loss_fn(model, x, y),
+        model.layers[layer_index].kernel_scale_raw,
+        model.non_trainable_variables,
+        num_draws,
     )
 
 
 def time_ratios(loss_fns, variable_lists, steps, repeats):
     """Per-run `(median seconds, median ratio to run 0, min ratio, max ratio)`, timed in
-    alternation."""
-    loops = [_common.compiled_training_loop(f, v, steps) for f, v in zip(loss_fns, variable_lists)]
-    seed = tf.constant([0, 1], tf.int32)
-    runs = [lambda f=f: f(seed).numpy() for f in loops]
+    alternation. `variable_lists[i]`: `(trainable variables, other state)` of run i."""
+    runs = [_keras_steps.training_loop(f, *v, steps) for f, v in zip(loss_fns, variable_lists)]
     for run in runs:
         run()  # compile
     times = np.zeros((repeats, len(runs)))
@@ -124,10 +143,7 @@ def fmt_ratio(median, low, high):
 
 
 def dense_table(args, rng):
-    data = (
-        tf.constant(rng.random((BATCH, 784)), tf.float32),
-        tf.constant(rng.integers(0, 10, BATCH)),
-    )
+    data = (to_tensor(rng.random((BATCH, 784)), "float32"), to_tensor(rng.integers(0, 10, BATCH)))
     estimators = ["reparameterization", "local_reparameterization", "flipout", "r2g2"]
     estimators += ["auto"]
     models = [dense_bnn(e) for e in estimators]
@@ -148,7 +164,7 @@ def dense_table(args, rng):
         for e, t, v in zip(estimators, timing, variances)
     ]
     _common.print_table(
-        f"Dense BNN 784-400-400-10, batch {BATCH}, XLA",
+        f"Dense BNN 784-400-400-10, batch {BATCH}, XLA, {keras.backend.backend()}",
         rows,
         [
             "estimator",
@@ -163,6 +179,7 @@ def dense_table(args, rng):
 
 def tfp_layers_seconds(data, steps, repeats):
     try:
+        import tensorflow as tf
         import tensorflow_probability as tfp
         import tf_keras
     except ImportError:
@@ -189,8 +206,8 @@ def tfp_layers_seconds(data, steps, repeats):
 
 
 def cnn_table(args, rng):
-    x = tf.constant(rng.random((64, 16, 16, 1)), tf.float32)
-    data = (x, tf.constant(rng.integers(0, 10, 64)))
+    x = to_tensor(rng.random((64, 16, 16, 1)), "float32")
+    data = (x, to_tensor(rng.integers(0, 10, 64)))
     base = ["reparameterization"] * 4
     auto_model = cnn(["auto"] * 4)
     auto_model(x)
@@ -268,14 +285,14 @@ def grid_table(args, rng):
     rows = []
     for positions, channels, filters, batch in cells:
         size = math.isqrt(positions)
-        x = tf.constant(rng.normal(size=(batch, size, size, channels)), tf.float32)
-        readout = tf.constant(rng.normal(size=(size, size, filters)), tf.float32)
+        x = to_tensor(rng.normal(size=(batch, size, size, channels)), "float32")
+        readout = to_tensor(rng.normal(size=(size, size, filters)), "float32")
         layers = {e: one_conv(filters, e) for e in CONV_ESTIMATORS}
 
         def loss(layer, x=x, readout=readout):
             def f(seed=None):
                 h = layer(x, training=True)
-                return tf.reduce_mean(tf.reduce_sum(tf.sin(h) * readout, [1, 2, 3]))
+                return ops.mean(ops.sum(ops.sin(h) * readout, axis=[1, 2, 3]))
 
             return f
 
@@ -283,12 +300,17 @@ def grid_table(args, rng):
             layer(x)
         timing = time_ratios(
             [loss(layers[e]) for e in CONV_ESTIMATORS],
-            [[v.value for v in layers[e].trainable_variables] for e in CONV_ESTIMATORS],
+            [variables_of(layers[e]) for e in CONV_ESTIMATORS],
             args.steps,
             args.repeats,
         )
         var = {
-            e: gradient_variance(loss(layers[e]), layers[e].kernel_scale_raw, args.draws)
+            e: _keras_steps.gradient_variance(
+                loss(layers[e]),
+                layers[e].kernel_scale_raw,
+                layers[e].non_trainable_variables,
+                args.draws,
+            )
             for e in CONV_ESTIMATORS
         }
         weights = 9 * channels + 1
@@ -329,6 +351,10 @@ def grid_table(args, rng):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument(
+        "--backend", choices=["tensorflow", "jax"], default=None,
+        help="Keras backend (set before Keras is imported); default: $KERAS_BACKEND",
+    )  # fmt: skip
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--draws", type=int, default=300)
@@ -341,7 +367,9 @@ def main():
     rng = np.random.default_rng(0)
     if args.only in (None, "dense"):
         data, rt_s = dense_table(args, rng)
-        if not args.skip_tfp:
+        if not args.skip_tfp and keras.backend.backend() != "tensorflow":
+            print("\n(tfp.layers comparison skipped: it needs the TensorFlow backend)")
+        elif not args.skip_tfp:
             theirs = tfp_layers_seconds(data, args.steps, args.repeats)
             if theirs is None:
                 print("\n(tfp.layers comparison skipped: tf_keras not installed)")
