@@ -257,6 +257,7 @@ class GradientVarianceMonitor(keras.callbacks.Callback):
         model = self.model
         if self._probe_function is None:
             self._probe_function = self._build_probe_function()
+            self._probe_tensors = keras.tree.map_structure(_as_tensor, self.probe_data)
         seeds = {id(v): i for i, v in enumerate(seed_state_variables(model))}
         state_values = [
             probe_seed_state(self.seed, index, seeds[id(v)], v.dtype)
@@ -265,8 +266,7 @@ class GradientVarianceMonitor(keras.callbacks.Callback):
             for v in model.non_trainable_variables
         ]
         trainable_values = [keras.ops.convert_to_tensor(v) for v in model.trainable_variables]
-        data = keras.tree.map_structure(_as_tensor, self.probe_data)
-        mean, m2 = self._probe_function(trainable_values, state_values, data)
+        mean, m2 = self._probe_function(trainable_values, state_values, self._probe_tensors)
         return [
             moments_from_running(keras.ops.convert_to_numpy(mu), keras.ops.convert_to_numpy(s),
                                  self.num_draws, np.dtype(v.dtype).type)
