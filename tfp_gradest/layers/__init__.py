@@ -1,4 +1,9 @@
-"""Bayesian Keras 3 layers whose backward pass can be Rao-Blackwellised (R2-G2)."""
+"""Bayesian Keras 3 layers whose backward pass can be Rao-Blackwellised (R2-G2).
+
+Written in `keras.ops`, so they run on the TensorFlow and JAX backends (other backends
+are refused at construction); the noise comes from `tfp_gradest._backend`. Importing
+them needs Keras and a backend only, not TensorFlow.
+"""
 
 from tfp_gradest.layers.base import GRADIENT_ESTIMATORS, BayesianLayer
 from tfp_gradest.layers.convolutional import (

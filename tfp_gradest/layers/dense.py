@@ -46,7 +46,8 @@ class DenseReparameterization(BayesianLayer):
       prior_scale: standard deviation of the Normal prior. Default value: `1.0`.
       kl_weight: finite non-negative factor on the KL term (e.g.
         `1 / num_examples`, so the loss is the per-example negative ELBO), or
-        a scalar `tf.Variable`/`keras.Variable` the layer reads (never trains).
+        a scalar `keras.Variable` the layer reads (never trains; on TensorFlow also a
+        `tf.Variable`; on JAX created with `trainable=False`).
         Default value: `1.0`.
       conditioning: R2-G2's `"per_example"` or `"whole_batch"`. Default value:
         `"per_example"`.
