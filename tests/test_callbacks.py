@@ -4,6 +4,7 @@ strategies; on TensorFlow, and (tests marked `backends`) on JAX too."""
 import ast
 import glob
 import math
+import os
 import pathlib
 
 import keras
@@ -527,6 +528,53 @@ def test_jax_data_parallel_gives_the_one_device_numbers():
     assert parallel.keys() == single.keys()
     for key, values in single.items():
         np.testing.assert_allclose(parallel[key], values, rtol=1e-5, err_msg=key)
+
+
+_WITHOUT_TENSORFLOW = """
+import sys, warnings
+import numpy as np
+sys.modules["tensorflow"] = None  # any `import tensorflow` now raises ImportError
+import keras
+import tfp_gradest.callbacks, tfp_gradest.diagnostics
+x = np.ones((8, 3), "float32")
+model = keras.Sequential([keras.Input((3,)), keras.layers.GaussianNoise(1.0, seed=1),
+                          keras.layers.Dense(1)])
+model.compile("sgd", "mse")
+probe = tfp_gradest.callbacks.GradientVarianceMonitor((x, x[:, :1]), num_draws=2,
+                                                      log_dir=sys.argv[1])
+streaming = tfp_gradest.callbacks.GradientVarianceMonitor(mode="streaming")
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    history = model.fit(x, x[:, :1], epochs=1, verbose=0, callbacks=[probe, streaming])
+assert any("TensorBoard scalars need TensorFlow" in str(w.message) for w in caught)
+assert np.isfinite(history.history["grad_log10_variance/dense"][0])
+print("ok")
+"""
+
+
+def test_callbacks_run_on_jax_without_tensorflow(tmp_path):
+    import subprocess
+    import sys
+
+    environment = dict(os.environ, KERAS_BACKEND="jax")
+    result = subprocess.run(
+        [sys.executable, "-c", _WITHOUT_TENSORFLOW, str(tmp_path)],
+        env=environment, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-3000:]
+
+
+def test_an_unsupported_backend_is_refused_at_construction():
+    import subprocess
+    import sys
+
+    code = "import tfp_gradest.callbacks as c; c.GradientVarianceMonitor(mode='streaming')"
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        env=dict(os.environ, KERAS_BACKEND="numpy"), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "RuntimeError" in result.stderr and "'numpy'" in result.stderr, result.stderr[-2000:]
 
 
 # The Keras-private names the monitor used before (and any other `obj._name` on an object

@@ -135,6 +135,7 @@ class GradientVarianceMonitor(keras.callbacks.Callback):
         jit_compile=None,
     ):
         super().__init__()
+        _gradients.check_supported()  # refuse e.g. PyTorch here, not at the first epoch's end
         if mode not in _MODES:
             raise ValueError(f"`mode` must be one of {_MODES}. Received: mode={mode!r}")
         if group_by not in ("layer", "variable"):

@@ -20,13 +20,13 @@ import importlib
 
 import keras
 
-__all__ = ["SUPPORTED_BACKENDS", "current"]
+__all__ = ["SUPPORTED_BACKENDS", "check_supported", "current"]
 
 SUPPORTED_BACKENDS = ("tensorflow", "jax")
 
 
-def current():
-    """The module for the current Keras backend; a clear error on any other backend."""
+def check_supported():
+    """The Keras backend's name; `RuntimeError` naming it unless it is supported."""
     backend = keras.backend.backend()
     if backend not in SUPPORTED_BACKENDS:
         raise RuntimeError(
@@ -34,4 +34,9 @@ def current():
             "KERAS_BACKEND=tensorflow or KERAS_BACKEND=jax before importing keras. "
             f"Received: keras.backend.backend()={backend!r}"
         )
-    return importlib.import_module(f"{__name__}.{backend}")
+    return backend
+
+
+def current():
+    """The module for the current Keras backend (imported on first use)."""
+    return importlib.import_module(f"{__name__}.{check_supported()}")
