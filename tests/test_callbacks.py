@@ -499,37 +499,6 @@ def test_bnn_monitor_on_every_backend():
         assert np.isfinite(history[key][0]), key
 
 
-@pytest.mark.backends
-def test_jax_data_parallel_gives_the_one_device_numbers():
-    bu.skip_unless("jax", "keras.distribution.DataParallel over host devices")
-    import jax
-
-    if len(jax.devices()) < 2:
-        pytest.skip("needs two devices (tests/conftest.py sets two host devices under JAX)")
-    x, y = _data()
-
-    def run():
-        model = _noisy_net(keras.optimizers.SGD(0.0))
-        monitors = [
-            tge.callbacks.GradientVarianceMonitor((x[:32], y[:32]), num_draws=4, seed=3),
-            tge.callbacks.GradientVarianceMonitor(mode="streaming"),
-        ]
-        history = model.fit(
-            x, y, epochs=1, batch_size=16, verbose=0, shuffle=False, callbacks=monitors
-        ).history
-        return {key: history[key] for key in monitors[0].keys() + monitors[1].keys()}
-
-    single = run()
-    keras.distribution.set_distribution(keras.distribution.DataParallel(devices=jax.devices()))
-    try:
-        parallel = run()
-    finally:
-        keras.distribution.set_distribution(None)
-    assert parallel.keys() == single.keys()
-    for key, values in single.items():
-        np.testing.assert_allclose(parallel[key], values, rtol=1e-5, err_msg=key)
-
-
 _WITHOUT_TENSORFLOW = """
 import sys, warnings
 import numpy as np
