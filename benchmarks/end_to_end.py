@@ -27,17 +27,17 @@ per-call set-up, the same for every arm, is not timed.
 
 Timing on a loaded machine: all (seed, arm) runs train one epoch each in turn
 (arm order rotated every epoch), each call timed. An arm's seconds per step is
-the median over its timed epochs after the first (which compiles) of seconds /
-steps; its wall-clock axis is steps x that median. So compilation, evaluation
-and the machine's other load are excluded, and slow drifts of the load hit all
-arms alike.
+the median over its equal epochs (below; all arms then run in alternation) after
+the first (which compiles) of seconds / steps; its wall-clock axis is steps x
+that median. So compilation, evaluation and the machine's other load are
+excluded, and slow drifts of the load hit all arms alike.
 
 Two readings per problem:
 
 * equal epochs: every arm after `epochs` epochs (the same data, seeds and steps);
 * equal wall-clock: the budget is the slowest arm's time for those `epochs`
-  epochs; every faster arm keeps training (more epochs, still in alternation)
-  until its own clock passes the budget (by a 10% margin, at most
+  epochs; every faster arm then keeps training (more epochs, in alternation with
+  the other faster arms) until its clock reaches the budget (at most
   `MAX_EXTRA_FACTOR` times the epochs), and each arm is read at the budget,
   interpolated between its evaluations. An arm that did not reach the budget
   (capped) is read at its last evaluation, and flagged.
@@ -70,7 +70,6 @@ import tfp_gradest as tge  # noqa: E402
 DEFAULT = "default"  # the arm that passes no `gradient_estimator`
 JIT_COMPILE = True  # `--no-jit` trains in graph mode instead of XLA
 MAX_EXTRA_FACTOR = 4  # a faster arm trains at most this many times the equal-epochs epochs
-BUDGET_MARGIN = 1.1  # faster arms train until their clock passes the budget by 10%
 
 
 class Problem:
@@ -294,7 +293,8 @@ class SeedStates:
     Compiling once per arm instead of once per (arm, seed) cuts the benchmark's
     compile time five-fold; a seed's state is every model variable (weights and the
     layers' seed-generator states) and every optimizer variable, so a swapped-in
-    run continues exactly as its own model would.
+    run continues exactly as its own model would. The states stay in variables and
+    are swapped by one compiled copy (not one eager assignment per variable).
     """
 
     def __init__(self, problem, arm, seeds):
@@ -302,35 +302,44 @@ class SeedStates:
         problem.ensure_built(self.model)
         self.model.optimizer.build(self.model.trainable_variables)
         self.model.make_train_function()
+        self.live = list(self.model.variables) + list(self.model.optimizer.variables)
         optimizer_start = [v.numpy() for v in self.model.optimizer.variables]
-        self.states = {}
+        self.stores = {}
         for seed in seeds:
             fresh = problem.build(arm, seed)
             problem.ensure_built(fresh)
-            self.states[seed] = ([v.numpy() for v in fresh.variables], optimizer_start)
+            values = [v.numpy() for v in fresh.variables] + optimizer_start
+            if [np.shape(x) for x in values] != [tuple(v.shape) for v in self.live]:
+                raise ValueError(f"{arm}: seed {seed}'s model has other variables")
+            self.stores[seed] = [tf.Variable(x, trainable=False) for x in values]
+        # Variables captured, not passed (arguments would be read into tensors).
+        self._load = {s: _copy_all(store, self.live) for s, store in self.stores.items()}
+        self._save = {s: _copy_all(self.live, store) for s, store in self.stores.items()}
 
     def load(self, seed):
-        weights, optimizer = self.states[seed]
-        for v, value in zip(self.model.variables, weights, strict=True):
-            v.assign(value)
-        for v, value in zip(self.model.optimizer.variables, optimizer, strict=True):
-            v.assign(value)
+        self._load[seed]()
         return self.model
 
     def save(self, seed):
-        self.states[seed] = (
-            [v.numpy() for v in self.model.variables],
-            [v.numpy() for v in self.model.optimizer.variables],
-        )
+        self._save[seed]()
 
-    def train_epoch(self, x, y, batch_size):
-        """Seconds of one call of the compiled training function: one epoch of `x`'s batches."""
-        data = (x,) if y is None else (x, y)
-        batches = iter(tf.data.Dataset.from_tensor_slices(data).batch(batch_size))
+    def train_epoch(self, batches):
+        """Seconds of one call of the compiled training function: one epoch of batches."""
+        iterator = iter(batches)
         start = time.perf_counter()
-        logs = self.model.train_function(batches)
+        logs = self.model.train_function(iterator)
         float(logs["loss"])  # wait for the result
         return time.perf_counter() - start
+
+
+def _copy_all(sources, targets):
+    """A compiled function assigning every `sources[i]` to `targets[i]`."""
+
+    def copy():
+        for source, target in zip(sources, targets, strict=True):
+            target.assign(source)
+
+    return tf.function(copy, autograph=False)
 
 
 def resolved_alias(problem, arms):
@@ -347,8 +356,8 @@ def budget_epochs(seconds_per_step, equal_epochs):
     """Epochs each arm trains so that its clock reaches the slowest arm's `equal_epochs` epochs.
 
     `seconds_per_step`: arm -> seconds. The slowest arm trains `equal_epochs`; a faster
-    one `ceil(BUDGET_MARGIN * equal_epochs * slowest / its own)` (past the budget, so
-    that the reading at the budget is interpolated, not clamped), at most
+    one `ceil(equal_epochs * slowest / its own)` (up to or past the budget, so that
+    the reading at the budget is interpolated, not clamped), at most
     `MAX_EXTRA_FACTOR * equal_epochs`.
     """
     slowest = max(seconds_per_step.values())
@@ -356,7 +365,7 @@ def budget_epochs(seconds_per_step, equal_epochs):
         arm: equal_epochs
         if seconds >= slowest
         else min(
-            int(np.ceil(BUDGET_MARGIN * equal_epochs * slowest / seconds)),
+            int(np.ceil(equal_epochs * slowest / seconds - 1e-9)),
             MAX_EXTRA_FACTOR * equal_epochs,
         )
         for arm, seconds in seconds_per_step.items()
@@ -386,10 +395,12 @@ def run_problem(problem, seeds, arms_filter):
                 continue
             for seed in seeds:
                 x, y = problem.epoch_data(np.random.default_rng([seed, epoch]), steps)
+                data = (x,) if y is None else (x, y)
+                batches = tf.data.Dataset.from_tensor_slices(data).batch(problem.batch_size)
                 shift = (epoch + seed) % len(active)
                 for arm in active[shift:] + active[:shift]:  # no arm always first
                     model = runs[arm].load(seed)
-                    seconds[arm].append(runs[arm].train_epoch(x, y, problem.batch_size))
+                    seconds[arm].append(runs[arm].train_epoch(batches))
                     if epoch % problem.eval_every == 0 or epoch in (
                         problem.epochs,
                         target[arm],
@@ -410,22 +421,29 @@ def run_problem(problem, seeds, arms_filter):
             print(f"  {problem.name} epoch {epoch}: {', '.join(active)}", flush=True)
 
     def seconds_per_step(arm):
-        # Epochs after the arm's first call (which compiles); with one epoch, it is all there is.
-        times = seconds[arm][1:] or seconds[arm]
-        return float(np.median(times)) / steps
+        # The equal epochs only, when all arms ran in alternation (the later epochs ran
+        # without the slowest arm, at another time: another load), after the arm's first
+        # call (which compiles); with one epoch, it is all there is.
+        times = seconds[arm][: len(seeds) * problem.epochs]
+        return float(np.median(times[1:] or times)) / steps
 
-    trained_epochs = {arm: problem.epochs for arm in trained}
-    train(dict.fromkeys(trained, 0), trained_epochs)
-    while True:
-        # Re-planned with the medians so far (the faster arms' medians move as they train on).
-        plan = budget_epochs({arm: seconds_per_step(arm) for arm in trained}, problem.epochs)
-        needed = {arm: max(trained_epochs[arm], plan[arm]) for arm in trained}
-        if needed == trained_epochs:
-            break
-        train(trained_epochs, needed)
-        trained_epochs = needed
+    equal_epochs = {arm: problem.epochs for arm in trained}
+    train(dict.fromkeys(trained, 0), equal_epochs)
+    plan = budget_epochs({arm: seconds_per_step(arm) for arm in trained}, problem.epochs)
+    slowest = max(trained, key=seconds_per_step)
+    rounds = slice(1, len(seeds) * problem.epochs)  # the i-th call of every arm: one round
+    ratio_quartiles = {  # per-round step-time ratios: how well the medians are known
+        arm: np.percentile(
+            np.asarray(seconds[arm][rounds]) / np.asarray(seconds[slowest][rounds]), [25, 50, 75]
+        )
+        for arm in trained
+    }
+    train(equal_epochs, plan)
     for row in evaluations:
         row["seconds_per_step"] = seconds_per_step(row["arm"])
+        row["ratio_to_slowest_q25"], row["ratio_to_slowest_median"], row["ratio_to_slowest_q75"] = (
+            float(q) for q in ratio_quartiles[row["arm"]]
+        )
         row["wallclock_seconds"] = row["steps"] * row["seconds_per_step"]
     if alias:
         evaluations += [
@@ -479,6 +497,13 @@ def summarise(rows):
                 budget_seconds=budget,
                 budget_epoch=budget / seconds_per_step / steps_per_epoch,
                 trained_epochs=max(r["epoch"] for r in arm_rows),
+                ratio_to_slowest=(
+                    f"{arm_rows[0]['ratio_to_slowest_median']:.3f} "
+                    f"[{arm_rows[0]['ratio_to_slowest_q25']:.3f}, "
+                    f"{arm_rows[0]['ratio_to_slowest_q75']:.3f}]"
+                    if "ratio_to_slowest_median" in arm_rows[0]
+                    else ""
+                ),
                 budget_reached=bool(last_seconds >= budget * (1 - 1e-9)),
             )
             for metric in metrics:
@@ -532,7 +557,7 @@ def report(rows, summary):
         entries = [s for s in summary if s["problem"] == name]
         first = entries[0]
         metrics = [k[: -len("_final_mean")] for k in first if k.endswith("_final_mean")]
-        header = ["arm", "resolved", "ms/step", "epochs trained"] + [
+        header = ["arm", "resolved", "ms/step", "step / slowest's [IQR]", "epochs trained"] + [
             f"{m} @ {label}"
             for m in metrics
             for label in (f"{first['epochs']} epochs", "equal time")
@@ -542,6 +567,7 @@ def report(rows, summary):
                 s["arm"] + (f" (= {s['same_as']})" if s.get("same_as") else ""),
                 s["resolved"],
                 f"{1e3 * s['seconds_per_step']:.2f}",
+                s["ratio_to_slowest"],
                 f"{s['trained_epochs']}" + ("" if s["budget_reached"] else " (budget not reached)"),
             ]
             + [

@@ -53,10 +53,10 @@ def test_small_run_writes_rows_summary_and_figure(tmp_path):
 
 
 def test_budget_epochs_give_faster_arms_the_slowest_arms_time():
-    plan = end_to_end.budget_epochs({"slow": 2.0, "fast": 1.0, "fastest": 0.1}, 10)
-    # slow: its own 10 epochs are the budget; fast: 20 epochs reach it, plus the 10% margin;
+    plan = end_to_end.budget_epochs({"slow": 2.0, "fast": 1.0, "faster": 1.45, "fastest": 0.1}, 10)
+    # slow: its own 10 epochs are the budget; fast: 20 epochs reach it, 1.38x as fast: 13.8 -> 14;
     # fastest would need 200, capped at MAX_EXTRA_FACTOR (4) x 10.
-    assert plan == {"slow": 10, "fast": 22, "fastest": 40}
+    assert plan == {"slow": 10, "fast": 20, "faster": 14, "fastest": 40}
 
 
 def _rows(arm, seconds_per_step, epochs, metric, seed):
