@@ -157,14 +157,21 @@ def _solve_groups(patches, scale, noise, cg_iterations, cg_tolerance, memory_lim
     num_filters = scale.shape[-1]
     dtype = scale.dtype
     patches, scale, noise = (ops.cast(t, solvers.SOLVE_DTYPE) for t in (patches, scale, noise))
+    if keras.backend.standardize_dtype(patches.dtype) != solvers.SOLVE_DTYPE:
+        warnings.warn(
+            f"R2-G2 solves its systems in {solvers.SOLVE_DTYPE}, which this backend computes "
+            f"as {keras.backend.standardize_dtype(patches.dtype)} (JAX without "
+            "jax_enable_x64). Systems that miss `cg_tolerance` in that precision fall back "
+            "to the reparameterisation gradient: still unbiased, less variance reduction. "
+            'For exact solves call jax.config.update("jax_enable_x64", True) at start-up.',
+            stacklevel=2,
+        )
     if solvers.use_direct_solve(
         groups, num_filters, rows if rows is not None else -1, weights, memory_limit
     ):
-        gram = solvers.gram_matrices(patches, ops.square(scale))  # A Aᵀ, A = P diag(σ_f)
-        rhs = ops.einsum("grk,kf->gfr", patches, scale * noise)  # r = A ε_f
-        u, residual = solvers.direct_solve(gram, rhs)
-        expected = scale * ops.einsum("grk,gfr->gkf", patches, u)  # Aᵀ u
+        # Aᵀ (A Aᵀ)⁻¹ A ε_f with A = P diag(σ_f): Gram matrices, elimination, refinement if needed.
         tolerance = max(cg_tolerance, solvers.DIRECT_SOLVE_TOLERANCE)
+        expected, residual = solvers.direct_conditional_noise(patches, scale, noise, tolerance)
     else:
         variance = ops.square(scale)
 

@@ -1,29 +1,52 @@
-"""Solving R2-G2's `P × P` systems: direct (Gram + elimination) or conjugate gradients, by a
-cost model.
+"""Solving R2-G2's `P × P` systems: direct (Gram + elimination) or conjugate gradients, chosen
+by a measured cost model.
 
 Per example and filter the conditioning needs `u` with `(A Aᵀ) u = r`, where
 `A = P_b diag(σ_f)` is `R × k` (`R` conditioning rows: the `P` output
 positions, or `B·P` for whole-batch conditioning; `k` weights) and `r = A ε`
-lies in its range. Then `E[ε | h] = Aᵀ u` (DESIGN §4). Cost in multiply-adds
-for `S` systems (`S = B·F` per example, `F` for the whole batch):
+lies in its range. Then `E[ε | h] = Aᵀ u` (DESIGN §4). For `S` systems
+(`S = B·F` per example, `F` for the whole batch) the work is
 
 ```none
-direct   Gram matrices A Aᵀ, two eliminations, Aᵀ u:  S · (R² k + 2 R³ + 2 R k)
-CG       per iteration two products A (Aᵀ v):          S · 2 R k  + a fixed loop overhead
+direct   Gram matrices (upper triangle) S·R(R+1)/2·k  +  elimination S·R²(R+1)
+         as R sequential steps  +  Aᵀ u                 S·R·k
+CG       per iteration two products A (Aᵀ v):            S·2·R·k  + a fixed loop overhead
 ```
 
 The solve must be exact for the gradient to be unbiased, and CG is exact only
 after up to `R` iterations; on correlated conv features it needs them (measured:
 smooth 16-channel inputs, `R = 144`, `k = 145`: relative residual 4e-3 to 6e-3
-after 50 and after 1000 iterations, condition numbers 1e11-5e12). At `R`
-iterations CG costs `2 S R² k`, more than the direct solve whenever
-`R < k / 2`. So the direct solve is used when it is predicted cheaper than an
-exact CG solve, has at most `MAX_DIRECT_ROWS` rows and its intermediates fit in
-the memory limit; conjugate gradients, with the `cg_iterations` budget,
-otherwise (and with an unknown batch size under whole-batch conditioning).
+after 50 and after 1000 iterations, condition numbers 1e11-5e12). So CG is
+costed at `R` iterations, the direct solve is used when it is predicted faster,
+has at most `MAX_DIRECT_ROWS` rows and its Gram matrices fit in the memory
+limit; conjugate gradients, with the `cg_iterations` budget, otherwise (and
+with an unknown batch size under whole-batch conditioning).
 
-Both run in float64 whatever the layer's dtype: the conditional expectation must
-be exact, and condition numbers of 1e8-1e12 (above) are beyond float32.
+**How the direct solve is made fast** (measured on 2 CPU cores under XLA,
+1024 systems of 16 × 16 from `k = 145`, the benchmark CNN's conv 3; the
+previous implementation took 39 ms for the whole conditional expectation):
+
+* The Gram matrices are formed from the `R(R+1)/2` upper-triangle row pairs
+  only (one `[G·R(R+1)/2, k] × [k, F]` matmul), not from all `R²` pairs:
+  about half the work and memory.
+* The elimination keeps the systems on the *last* axis (`[R, R+1, S]`), so each
+  of its `R` unrolled steps is one vectorised, fused update over all systems
+  (the systems-first layout vectorised over the 17-wide rows: 2× slower).
+* One elimination, not two: iterative refinement (a second elimination on the
+  residual) runs only when some system's residual is over the tolerance, under
+  a `cond` that XLA executes only when needed (ill-conditioned features).
+* Everything stays float64: products of float32 inputs are exact in float64,
+  and condition numbers of 1e8-1e12 (above) are beyond float32. A float32
+  Gram + float32 elimination with float64 refinement measured *slower*
+  (the float64 refinement residual `A (Aᵀ u)` costs two batched products and
+  a float32 elimination is no faster than a float64 one: the steps are
+  bound by memory and per-step overhead, not by arithmetic).
+
+The cost model's constants are seconds per unit of that work, fitted by least
+squares to timings of both solvers on a grid of `(R, k, F, B)` under XLA on
+the project's 2-core CPU machine (`python benchmarks/solver_costs.py`, which
+prints the grid, the fit and whether the model picks the faster solver in
+each cell); see `DIRECT_SECONDS` and `CG_SECONDS`.
 
 A system whose relative residual stays above the tolerance is not trusted:
 `conditional_noise` then uses `ε` itself for it (the reparameterisation
@@ -35,22 +58,21 @@ import math
 import numbers
 from typing import NamedTuple
 
-import tensorflow as tf
+import numpy as np
+from keras import ops
 
 __all__ = [
     "SolveCost",
+    "direct_conditional_noise",
     "direct_solve",
+    "gram_matrices",
     "solve_cost",
     "use_direct_solve",
     "validate_solver_options",
 ]
 
-SOLVE_DTYPE = tf.float64
-
-# A while-loop iteration of XLA on CPU costs about as much as this many
-# multiply-adds besides its arithmetic (measured: ~20 µs per iteration at
-# ~5e9 float64 multiply-adds per second on one core).
-CG_ITERATION_OVERHEAD = 1e5
+SOLVE_DTYPE = "float64"
+_SOLVE_ITEMSIZE = 8
 
 # Tikhonov jitter of the elimination, relative to the mean diagonal:
 # far below float64's resolution of any direction that carries gradient, and it
@@ -88,8 +110,19 @@ def validate_solver_options(cg_iterations, cg_tolerance):
     return int(cg_iterations), float(cg_tolerance)
 
 
+# --- the cost model ----------------------------------------------------------------------
+
+# Seconds per unit of work, fitted to measured XLA timings (module docstring):
+# direct: (Gram multiply-adds, elimination multiply-adds, sequential elimination steps);
+# CG: (multiply-adds per iteration, one while-loop iteration). Re-fit with
+# `python benchmarks/solver_costs.py --fit`.
+DIRECT_SECONDS = (2.0e-10, 1.0e-9, 2.0e-5)
+CG_SECONDS = (4.0e-10, 6.0e-5)
+
+
 class SolveCost(NamedTuple):
-    """Predicted multiply-adds of the two solvers, and the direct solve's memory in bytes."""
+    """Predicted seconds of the two solvers (exact CG: `R` iterations), and the direct
+    solve's memory in bytes."""
 
     direct: float
     conjugate_gradient: float
@@ -101,13 +134,21 @@ def solve_cost(num_groups, num_filters, rows, weights, cg_iterations=None):
 
     CG is costed at `min(cg_iterations, rows)` iterations (`rows`, the count an
     exact answer may need, when `cg_iterations` is `None`). The direct solve's
-    memory is the rows' outer products (`G R² k`) and the Gram matrices (`S R²`).
+    memory is its largest intermediates: the row pairs' products (`G R(R+1)/2 k`)
+    and the Gram matrices with their right-hand sides (`S R (R+1)`).
     """
     systems = num_groups * num_filters
-    direct = systems * (rows**2 * weights + 2 * rows**3 + 2 * rows * weights)
+    pairs = rows * (rows + 1) / 2
+    gram, elimination, steps = DIRECT_SECONDS
+    direct = (
+        gram * systems * (pairs * weights + rows * weights)
+        + elimination * systems * rows**2 * (rows + 1)
+        + steps * rows
+    )
     iterations = rows if cg_iterations is None else min(cg_iterations, rows)
-    cg = iterations * (systems * 2 * rows * weights + CG_ITERATION_OVERHEAD)
-    direct_bytes = (num_groups * rows**2 * weights + systems * rows**2) * SOLVE_DTYPE.size
+    per_product, per_iteration = CG_SECONDS
+    cg = iterations * (per_product * systems * 2 * rows * weights + per_iteration)
+    direct_bytes = (num_groups * pairs * weights + systems * rows * (rows + 1)) * _SOLVE_ITEMSIZE
     return SolveCost(direct, cg, direct_bytes)
 
 
@@ -116,7 +157,7 @@ MAX_DIRECT_ROWS = 256
 
 
 def use_direct_solve(num_groups, num_filters, rows, weights, memory_limit):
-    """True when an exact direct solve is predicted cheaper than an exact CG solve and fits in
+    """True when an exact direct solve is predicted faster than an exact CG solve and fits in
     `memory_limit` bytes.
 
     Unknown sizes (`None`) pick conjugate gradients, which need no static shape.
@@ -130,44 +171,117 @@ def use_direct_solve(num_groups, num_filters, rows, weights, memory_limit):
     return fits and cost.direct <= cost.conjugate_gradient
 
 
+# --- the direct solve --------------------------------------------------------------------
+
+
+def _pair_indices(rows):
+    """Row indices of the upper-triangle pairs, and the `[R, R]` table of each entry's pair."""
+    first, second = np.triu_indices(rows)
+    table = np.zeros((rows, rows), "int32")
+    table[first, second] = table[second, first] = np.arange(first.size)
+    return first, second, table
+
+
+def _gram_systems_last(patches, variance):
+    """`A Aᵀ = P_g diag(σ_f²) P_gᵀ` for every group `g` and filter `f`, as `[R, R, G, F]`.
+
+    As one matmul of the upper-triangle rows' products (`[G·R(R+1)/2, k]`) with
+    `σ²` (`[k, F]`), mirrored by a gather: XLA runs that far faster on CPU than
+    `G·F` small products, and symmetry halves the work.
+    """
+    first, second, table = _pair_indices(patches.shape[1])
+    products = ops.take(patches, first, axis=1) * ops.take(patches, second, axis=1)
+    upper = ops.einsum("gnk,kf->ngf", products, variance)  # [pairs, G, F]
+    return ops.take(upper, table, axis=0)
+
+
 def gram_matrices(patches, variance):
-    """`A Aᵀ = P_g diag(σ_f²) P_gᵀ` for every group `g` and filter `f`: `[G, F, R, R]`.
+    """`A Aᵀ = P_g diag(σ_f²) P_gᵀ` for every group `g` and filter `f`: `[G, F, R, R]`."""
+    return ops.transpose(_gram_systems_last(patches, variance), (2, 3, 0, 1))
 
-    As one large matmul of the rows' outer products (`[G·R·R, k]`) with `σ²`
-    (`[k, F]`): XLA runs that far faster on CPU than `G·F` small products.
+
+def _eliminate(gram, rhs):
+    """`u` with `gram u = rhs` by Gauss-Jordan elimination without pivoting (stable for
+    positive definite matrices), unrolled over the `R` static rows.
+
+    `gram`: `[R, R, S]`, `rhs`: `[R, S]`: the `S` systems on the last axis, so
+    that each step is one update vectorised over all systems.
     """
-    outer = patches[:, :, tf.newaxis, :] * patches[:, tf.newaxis, :, :]
-    return tf.transpose(tf.tensordot(outer, variance, [[3], [0]]), [0, 3, 1, 2])
+    rows = gram.shape[0]
+    augmented = ops.concatenate([gram, ops.expand_dims(rhs, 1)], axis=1)  # [R, R+1, S]
+    unit = np.eye(rows, rows + 1, dtype=SOLVE_DTYPE)[..., np.newaxis]
+    for i in range(rows):
+        pivot_row = augmented[i] / augmented[i, i]  # row i scaled to a unit pivot
+        # Subtract the pivot row from every other row; row i becomes the scaled pivot row.
+        augmented = augmented - ops.expand_dims(augmented[:, i] - unit[:, i], 1) * pivot_row
+    return augmented[:, rows]
 
 
-def direct_solve(gram, rhs):
+def _solve_systems_last(gram, rhs, tolerance):
+    """`(u, relative residual)` for `gram` `[R, R, *systems]` and `rhs` `[R, *systems]`.
+
+    The Gram matrix gets `RELATIVE_JITTER` times its mean diagonal (plus a tiny
+    constant, so that an all-zero system gives `u = 0`). One elimination is
+    enough for well-conditioned systems; only when some residual is above
+    `tolerance` does one step of iterative refinement follow (a second
+    elimination on the residual), under a `cond` that runs it only then.
+    """
+    rows, systems = gram.shape[0], gram.shape[2:]
+    gram, rhs = ops.reshape(gram, (rows, rows, -1)), ops.reshape(rhs, (rows, -1))
+    eye = np.eye(rows, dtype=SOLVE_DTYPE)[..., np.newaxis]
+    diagonal = ops.sum(gram * eye, axis=1)  # [R, S]
+    jitter = RELATIVE_JITTER * ops.mean(diagonal, axis=0) + 1e-300
+    jittered = gram + eye * jitter
+
+    def residual_of(u):
+        return rhs - ops.sum(gram * ops.expand_dims(u, 0), axis=1)
+
+    rhs_norm = ops.sqrt(ops.sum(ops.square(rhs), axis=0))
+
+    def relative(residual):
+        return ops.divide_no_nan(ops.sqrt(ops.sum(ops.square(residual), axis=0)), rhs_norm)
+
+    u = _eliminate(jittered, rhs)
+    residual = residual_of(u)
+    error = relative(residual)
+
+    def refine():
+        refined = u + _eliminate(jittered, residual)
+        return refined, relative(residual_of(refined))
+
+    # `not (error <= tolerance)` also refines non-finite residuals.
+    needs_refinement = ops.logical_not(ops.all(error <= tolerance))
+    u, error = ops.cond(needs_refinement, refine, lambda: (u, error))
+    return ops.reshape(u, (rows, *systems)), ops.reshape(error, systems)
+
+
+def direct_solve(gram, rhs, tolerance=DIRECT_SOLVE_TOLERANCE):
     """`u` with `gram u = rhs` for a batch of symmetric positive semi-definite `gram`
-    (`[..., R, R]`), and the relative residual.
+    (`[..., R, R]`, float64), and the relative residual `||gram u - rhs|| / ||rhs||`.
 
-    Gauss-Jordan elimination without pivoting (stable for positive definite
-    matrices), unrolled over the `R` static rows: XLA's Cholesky on CPU is a
-    slow while loop (measured: 106 ms for 1024 systems of 16 x 16 in float64,
-    against a few ms for this). The Gram matrix gets `RELATIVE_JITTER` times its
-    mean diagonal (plus a tiny constant, so that an all-zero system gives
-    `u = 0`), and one step of iterative refinement follows.
+    Unrolled Gauss-Jordan elimination (XLA's Cholesky and LU on CPU are slow
+    while loops: `tf.linalg.solve` took 12× the elimination's time for 1024
+    systems of 16 × 16), with one step of iterative refinement where some
+    residual is above `tolerance`.
     """
-    rows = gram.shape[-1]
-    diagonal = tf.linalg.diag_part(gram)
-    jitter = RELATIVE_JITTER * tf.reduce_mean(diagonal, axis=-1, keepdims=True)
-    jittered = tf.linalg.set_diag(gram, diagonal + jitter + tf.constant(1e-300, gram.dtype))
-    eye = tf.eye(rows, dtype=gram.dtype)
+    batch_rank = len(gram.shape) - 2
+    to_last = (batch_rank, batch_rank + 1, *range(batch_rank))
+    u, error = _solve_systems_last(
+        ops.transpose(gram, to_last),
+        ops.transpose(rhs, (batch_rank, *range(batch_rank))),
+        tolerance,
+    )
+    return ops.transpose(u, (*range(1, batch_rank + 1), 0)), error
 
-    def eliminate(matrix, b):
-        augmented = tf.concat([matrix, b[..., tf.newaxis]], axis=-1)
-        for i in range(rows):
-            pivot_row = augmented[..., i : i + 1, :]
-            factors = augmented[..., :, i : i + 1] / pivot_row[..., i : i + 1]
-            augmented = augmented - (factors * (1.0 - eye[:, i : i + 1])) * pivot_row
-        return augmented[..., rows] / tf.linalg.diag_part(augmented[..., :rows])
 
-    u = eliminate(jittered, rhs)
-    # One step of iterative refinement removes most of the jitter's (and rounding's) error.
-    u = u + eliminate(jittered, rhs - tf.linalg.matvec(gram, u))
-    residual = tf.linalg.matvec(gram, u) - rhs
-    relative = tf.math.divide_no_nan(tf.norm(residual, axis=-1), tf.norm(rhs, axis=-1))
-    return u, relative
+def direct_conditional_noise(patches, scale, noise, tolerance=DIRECT_SOLVE_TOLERANCE):
+    """`E[ε_f | h_gf] = A_gfᵀ (A_gf A_gfᵀ)⁻¹ A_gf ε_f`, `A_gf = P_g diag(σ_f)`, by the direct
+    solve: `[G, k, F]`, and the relative residuals `[G, F]`.
+
+    `patches` `[G, R, k]`, `scale` and `noise` `[k, F]`, all float64. The whole
+    solve keeps the `G × F` systems on the last axes (module docstring).
+    """
+    gram = _gram_systems_last(patches, ops.square(scale))  # [R, R, G, F]
+    rhs = ops.einsum("grk,kf->rgf", patches, scale * noise)  # r = A ε_f
+    u, residual = _solve_systems_last(gram, rhs, tolerance)
+    return scale * ops.einsum("grk,rgf->gkf", patches, u), residual  # Aᵀ u

@@ -1,0 +1,144 @@
+"""R2-G2's two exact solvers timed on a grid of (R, k, F, B), and the cost model fitted to them.
+
+    python benchmarks/solver_costs.py [--quick] [--repeats 9] [--fit]
+
+For each cell (`R` rows = output positions, `k` weights, `F` filters, `B` examples:
+`S = B·F` systems of `R × R`) the script times, under XLA, in alternation,
+`tfp_gradest.r2g2.solvers.direct_conditional_noise` (Gram + elimination) and
+conjugate gradients run for `R` iterations (the count an exact answer may
+need; `tfp_gradest.r2g2.conjugate_gradient` with the same matrix-free
+product as `conditioning.py`), both in float64 on ReLU'd Gaussian patches.
+It prints the measured medians, the cost model's predictions
+(`solvers.solve_cost`), which solver was faster and which the model picks.
+
+With `--fit` it re-fits the model's constants (`solvers.DIRECT_SECONDS`,
+`solvers.CG_SECONDS`) by non-negative least squares on relative error and
+prints them, to be pasted into `solvers.py`. Absolute seconds depend on the
+machine; the model only needs their ratio to be right near the break-even.
+"""
+
+import argparse
+import os
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+from keras import ops  # noqa: E402
+
+from tfp_gradest.r2g2 import solvers  # noqa: E402
+from tfp_gradest.r2g2.conjugate_gradient import conjugate_gradient  # noqa: E402
+
+
+def jit(fn):
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return jax.jit(fn)
+    import tensorflow as tf
+
+    return tf.function(fn, jit_compile=True, autograph=False)
+
+
+def direct(patches, scale, noise):
+    return solvers.direct_conditional_noise(patches, scale, noise, 1e-6)
+
+
+def exact_cg(patches, scale, noise):
+    variance = ops.square(scale)
+
+    def matvec(v):
+        return ops.einsum(
+            "grk,gkf->grf", patches, variance * ops.einsum("grk,grf->gkf", patches, v)
+        )
+
+    rhs = ops.einsum("grk,kf->grf", patches, scale * noise)
+    # A tolerance no system reaches: exactly `R` iterations, the exact solve's count.
+    result = conjugate_gradient(matvec, rhs, [1], patches.shape[1], 1e-300)
+    return scale * ops.einsum("grk,grf->gkf", patches, result.solution)
+
+
+def time_cell(rows, weights, filters, batch, repeats, rng):
+    patches = ops.convert_to_tensor(np.maximum(rng.normal(size=(batch, rows, weights)), 0))
+    scale = ops.convert_to_tensor(np.exp(rng.normal(size=(weights, filters)) - 2))
+    noise = ops.convert_to_tensor(rng.normal(size=(weights, filters)))
+    runs = [jit(direct), jit(exact_cg)]
+    for run in runs:
+        ops.convert_to_numpy(run(patches, scale, noise)[0])  # compile
+    times = np.zeros((repeats, 2))
+    for r in range(repeats):
+        for i, run in enumerate(runs):
+            start = time.perf_counter()
+            ops.convert_to_numpy(run(patches, scale, noise)[0])
+            times[r, i] = time.perf_counter() - start
+    return np.median(times, axis=0), np.median(times[:, 0] / times[:, 1])
+
+
+def features(rows, weights, systems):
+    """Work terms of `solvers.solve_cost`: direct (Gram, elimination, steps); CG (products,
+    iterations)."""
+    pairs = rows * (rows + 1) / 2
+    direct_terms = [systems * (pairs + rows) * weights, systems * rows**2 * (rows + 1), rows]
+    cg_terms = [rows * systems * 2 * rows * weights, rows]
+    return direct_terms, cg_terms
+
+
+def fit(cells, measured):
+    """Non-negative least squares of measured seconds on the work terms, relative errors."""
+    from scipy.optimize import nnls
+
+    constants = []
+    for which in range(2):
+        a = np.array([features(r, k, f * b)[which] for r, k, f, b in cells], float)
+        y = measured[:, which]
+        constants.append(nnls(a / y[:, None], np.ones_like(y))[0])
+    return constants
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--quick", action="store_true", help="fewer cells and repeats")
+    parser.add_argument("--fit", action="store_true", help="re-fit and print the constants")
+    args = parser.parse_args()
+    rows_grid, weights_grid = (4, 8, 16, 32, 64), (37, 73, 145, 289)
+    shapes = ((16, 16), (16, 64))  # (F, B)
+    if args.quick:
+        rows_grid, weights_grid, shapes, args.repeats = (4, 16, 64), (37, 145), ((16, 64),), 5
+    cells = [(r, k, f, b) for r in rows_grid for k in weights_grid for f, b in shapes if r < k]
+    rng = np.random.default_rng(0)
+    measured, ratios = [], []
+    for cell in cells:
+        seconds, ratio = time_cell(*cell, args.repeats, rng)
+        measured.append(seconds)
+        ratios.append(ratio)
+        print(".", end="", flush=True)
+    measured = np.array(measured)
+    if args.fit:
+        direct_c, cg_c = fit(cells, measured)
+        print(f"\nDIRECT_SECONDS = ({', '.join(f'{c:.2e}' for c in direct_c)})")
+        print(f"CG_SECONDS = ({', '.join(f'{c:.2e}' for c in cg_c)})")
+        solvers.DIRECT_SECONDS, solvers.CG_SECONDS = tuple(direct_c), tuple(cg_c)
+    print(
+        f"\nExact solvers, float64, XLA on {keras.backend.backend()} "
+        "(ms: medians; ratio: median of per-repeat direct / CG)"
+    )
+    print("| R | k | F | B | direct ms | CG (R iterations) ms | direct / CG | model: direct ms, "
+          "CG ms | faster | model picks |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    agree = 0
+    for (r, k, f, b), (d, c), ratio in zip(cells, measured, ratios):
+        cost = solvers.solve_cost(b, f, r, k)
+        faster = "direct" if ratio < 1 else "CG"
+        picks = "direct" if cost.direct <= cost.conjugate_gradient else "CG"
+        agree += faster == picks
+        print(
+            f"| {r} | {k} | {f} | {b} | {1e3 * d:.2f} | {1e3 * c:.2f} | {ratio:.2f} | "
+            f"{1e3 * cost.direct:.2f}, {1e3 * cost.conjugate_gradient:.2f} | {faster} | {picks} |"
+        )
+    print(f"The model picks the faster solver in {agree} of {len(cells)} cells.")
+
+
+if __name__ == "__main__":
+    main()
