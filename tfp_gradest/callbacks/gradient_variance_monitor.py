@@ -57,7 +57,7 @@ class GradientVarianceMonitor(keras.callbacks.Callback):
     state variables (`seed_state_variables(model)`: those named
     `"seed_generator_state"` in `model.non_trainable_variables`); for the
     recording at epoch (or step) `index`, generator `i` starts from
-    `probe_seed_state(seed, index, i)`, so the numbers are reproducible, and
+    `probe_seed_state(seed, index, i, dtype)`, so the numbers are reproducible, and
     advances from draw to draw inside the loop.
 
     **Streaming mode** (`mode="streaming"`): no extra gradients. The callback
@@ -252,16 +252,16 @@ class GradientVarianceMonitor(keras.callbacks.Callback):
 
         return backend.compiled(probe, jit)
 
-    def probe_moments(self, index):
-        """Per-variable `GradientMoments` on the probe batch, as recorded at epoch (or step)
-        `index`."""
+    def probe_moments(self, epoch):
+        """Per-variable `tge.diagnostics.GradientMoments` on the probe batch, as recorded at
+        `epoch` (or step, with `every_n_steps`)."""
         model = self.model
         if self._probe_function is None:
             self._probe_function = self._build_probe_function()
             self._probe_tensors = keras.tree.map_structure(_as_tensor, self.probe_data)
         seeds = {id(v): i for i, v in enumerate(seed_state_variables(model))}
         state_values = [
-            probe_seed_state(self.seed, index, seeds[id(v)], v.dtype)
+            probe_seed_state(self.seed, epoch, seeds[id(v)], v.dtype)
             if id(v) in seeds
             else keras.ops.convert_to_tensor(v)
             for v in model.non_trainable_variables
