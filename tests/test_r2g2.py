@@ -186,6 +186,32 @@ def test_conjugate_gradient_residual_is_below_tolerance(conditioning, memory_lim
     assert np.all(np.linalg.norm(expected, axis=-2) <= np.linalg.norm(noise, axis=0) + 1e-9)
 
 
+@pytest.mark.backends
+def test_solving_without_float64_warns_and_still_reproduces_the_observation():
+    bu.skip_unless("jax", "a backend without float64 (JAX without jax_enable_x64)")
+    import jax
+
+    jax.config.update("jax_enable_x64", False)  # the autouse fixture restores it
+    rng = np.random.default_rng(2)
+    conv = r2g2.ConvolutionMap(2, (3, 3), (1, 1), "valid", (1, 1))
+    patches = conv.patches(ops.convert_to_tensor(rng.normal(size=(2, 4, 4, 4)), "float32"))
+    scale = np.exp(rng.normal(size=(36, 3)) - 1).astype("float32")
+    noise = rng.normal(size=(36, 3)).astype("float32")
+    with pytest.warns(UserWarning, match="R2-G2 solves its systems in float64"):
+        expected, residual = r2g2.conditional_noise(
+            patches, ops.convert_to_tensor(scale), ops.convert_to_tensor(noise)
+        )
+    patches, expected = bu.to_numpy(patches), bu.to_numpy(expected)
+    assert expected.dtype == np.float32 and np.all(np.isfinite(expected))
+    # Solved (or fallen back to ε) systems both reproduce the observation, to float32 rounding.
+    np.testing.assert_allclose(
+        np.einsum("bpk,bkf->bpf", patches, scale * expected),
+        np.einsum("bpk,kf->bpf", patches, scale * noise),
+        rtol=1e-3,
+        atol=1e-4,
+    )
+
+
 def _paired_draws(loss_fn, values, num_draws, seed):
     """`num_draws` paired gradient draws of R2-G2 and of RT, each pair with the same noise.
 
