@@ -377,18 +377,20 @@ def _run_python(code, backend, block_tensorflow=False):
     return result.stdout
 
 
-def test_keras_files_saved_on_tensorflow_load_on_jax_and_back(tmp_path):
-    # One JAX subprocess (this suite runs on TensorFlow): it loads the TensorFlow file,
-    # changes the posterior means and a KL weight, and saves a file loaded back here.
+def test_keras_files_saved_on_tensorflow_load_train_and_save_on_jax_without_tensorflow(tmp_path):
+    # One JAX subprocess with TensorFlow and TFP unimportable (this suite runs on TensorFlow):
+    # `import tfp_gradest` and the layers work there, the TFP parts say what to install;
+    # it loads the TensorFlow file, differentiates the loaded model, changes the posterior
+    # means and a KL weight, and saves a file that is loaded back here.
     model, layers, x, _ = _small_bnn(kl_weight=0.125, inference_mode="mean")
     layers[0].inference_mode = "mean"  # deterministic outputs to compare
     model.save(tmp_path / "tf.keras")
     np.save(tmp_path / "x.npy", x)
     np.save(tmp_path / "tf.npy", bu.to_numpy(model(x)))
-    _run_python(
+    stdout = _run_python(
         f"""
-        import keras, numpy as np
-        import tfp_gradest  # registers the layers with Keras
+        import jax, keras, numpy as np
+        import tfp_gradest as tge  # registers the layers with Keras
 
         assert keras.backend.backend() == "jax"
         model = keras.models.load_model({str(tmp_path / "tf.keras")!r})
@@ -397,14 +399,32 @@ def test_keras_files_saved_on_tensorflow_load_on_jax_and_back(tmp_path):
         assert [layer.kl_weight for layer in model.layers] == [0.125, 0.125]
         outputs = keras.ops.convert_to_numpy(model(x))
         np.testing.assert_allclose(outputs, expected, rtol=1e-5, atol=1e-6)
+
+        def loss(trainable, state):
+            y, state = model.stateless_call(trainable, state, x, training=True)
+            return keras.ops.sum(y**2), state
+
+        (value, _), grads = jax.value_and_grad(loss, has_aux=True)(
+            [v.value for v in model.trainable_variables],
+            [v.value for v in model.non_trainable_variables],
+        )
+        assert np.isfinite(float(value)) and all(np.all(np.isfinite(g)) for g in grads)
+
         for layer in model.layers:
             layer.kernel_loc.assign(2.0 * layer.kernel_loc)
         model.layers[1].kl_weight = 0.25
         model.save({str(tmp_path / "jax.keras")!r})
         np.save({str(tmp_path / "jax.npy")!r}, keras.ops.convert_to_numpy(model(x)))
+        try:
+            tge.estimators
+        except ImportError as error:
+            print(error)
+        assert not any(sys.modules.get(m) for m in ("tensorflow", "tensorflow_probability"))
         """,
         "jax",
+        block_tensorflow=True,
     )
+    assert "tfp_gradest.estimators" in stdout and "pip install" in stdout and "tensorflow" in stdout
     restored = keras.models.load_model(tmp_path / "jax.keras")
     assert [layer.kl_weight for layer in restored.layers] == [0.125, 0.25]
     assert [layer.inference_mode for layer in restored.layers] == ["mean", "mean"]
@@ -436,40 +456,6 @@ def test_unsupported_keras_backends_are_refused_at_construction(monkeypatch):
     monkeypatch.setattr(keras.backend, "backend", lambda: "torch")
     with pytest.raises(RuntimeError, match=r"DenseReparameterization.*'torch'.*KERAS_BACKEND=jax"):
         tge.layers.DenseReparameterization(2)
-
-
-def test_layers_import_build_and_differentiate_without_tensorflow():
-    # JAX backend, TensorFlow and TFP unimportable: the layers work; TFP parts say what to
-    # install.
-    stdout = _run_python(
-        """
-        import jax, keras, numpy as np
-        import tfp_gradest as tge
-        from tfp_gradest import _backend, layers
-
-        layer = layers.Conv2DReparameterization(3, 2, gradient_estimator="flipout", seed=1)
-        x = np.ones((2, 4, 4, 2), "float32")
-        layer(x)
-
-        def loss(trainable, state):
-            y, state = layer.stateless_call(trainable, state, x, training=True)
-            return keras.ops.sum(y**2), state
-
-        (value, _), grads = jax.value_and_grad(loss, has_aux=True)(
-            [v.value for v in layer.trainable_variables],
-            [v.value for v in layer.non_trainable_variables],
-        )
-        assert np.isfinite(float(value)) and all(np.all(np.isfinite(g)) for g in grads)
-        try:
-            tge.estimators
-        except ImportError as error:
-            print(error)
-        assert not any(sys.modules.get(m) for m in ("tensorflow", "tensorflow_probability"))
-        """,
-        "jax",
-        block_tensorflow=True,
-    )
-    assert "tfp_gradest.estimators" in stdout and "pip install" in stdout and "tensorflow" in stdout
 
 
 # --- shapes, dtypes and Keras's conv arguments -----------------------------------------
