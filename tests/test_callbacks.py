@@ -499,6 +499,21 @@ def test_bnn_monitor_on_every_backend():
         assert np.isfinite(history[key][0]), key
 
 
+@pytest.mark.backends
+def test_gradient_moments_snr_is_the_elementwise_one_snr():
+    # One SNR definition: GradientMoments.snr's terms average to signal_to_noise_ratio
+    # (over elements with a positive variance), not the naive |mean| / sd.
+    draws = np.random.default_rng(0).normal([0.3, 0.0, 2.0, 0.0], [1.0, 1.0, 0.5, 0.0], (20, 4))
+    moments = tge.diagnostics.gradient_moments(draws)
+    terms = moments.snr
+    assert np.isnan(terms[3])  # zero variance and zero mean
+    np.testing.assert_allclose(
+        np.mean(terms[:3]), tge.diagnostics.signal_to_noise_ratio(moments), rtol=1e-12
+    )
+    naive = np.abs(moments.mean[:3]) / np.sqrt(moments.variance[:3])
+    assert not np.allclose(terms[:3], naive, rtol=1e-3)
+
+
 _WITHOUT_TENSORFLOW = """
 import sys, warnings
 import numpy as np

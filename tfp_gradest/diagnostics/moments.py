@@ -92,9 +92,10 @@ class GradientMoments(NamedTuple):
 
     @property
     def snr(self):
-        """`|E g| / sd(g)` element-wise (inf where the variance is zero and the mean is not)."""
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return np.abs(self.mean) / np.sqrt(self.variance)
+        """The element-wise terms of `signal_to_noise_ratio`: `|E g| / sd(g)` with `(E g)²`
+        estimated as `max(mean² - variance/N, 0)` (inf where the variance is zero and that
+        estimate is not, NaN where both are)."""
+        return _elementwise_snr(self.mean, self.variance / self.num_draws, self.variance)
 
 
 def gradient_moments(draws):
@@ -200,8 +201,14 @@ def signal_to_noise_ratio(moments, signal=None):
     keep = variance > 0
     if not keep.any():
         return float("nan")
-    squared_signal = np.maximum(mean[keep] ** 2 - mean_variance[keep], 0.0)
-    return float(np.mean(np.sqrt(squared_signal / variance[keep])))
+    return float(np.mean(_elementwise_snr(mean[keep], mean_variance[keep], variance[keep])))
+
+
+def _elementwise_snr(mean, mean_variance, variance):
+    """`sqrt(max(mean² - mean_variance, 0) / variance)`: the package's one SNR, per element."""
+    squared_signal = np.maximum(np.square(mean) - mean_variance, 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.sqrt(squared_signal / variance)
 
 
 def _as_list(moments):
