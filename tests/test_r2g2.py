@@ -642,3 +642,36 @@ def test_cost_model_prefers_direct_solves_for_few_positions_and_cg_over_memory()
     assert not solvers.use_direct_solve(64, 16, 16, 145, memory_limit=1000)
     assert not solvers.use_direct_solve(1, 16, 140, 145, memory_limit=None)  # R > k / 2
     assert not solvers.use_direct_solve(None, 16, 16, 145, memory_limit=None)
+
+
+@pytest.mark.backends
+def test_gram_matrices_from_the_upper_triangle_are_the_full_products():
+    # The direct solve forms A Aᵀ from the R(R+1)/2 upper-triangle row pairs and mirrors them.
+    rng = np.random.default_rng(3)
+    patches, variance = rng.normal(size=(3, 5, 7)), np.exp(rng.normal(size=(7, 2)))
+    gram = solvers.gram_matrices(ops.convert_to_tensor(patches), ops.convert_to_tensor(variance))
+    expected = np.einsum("grk,kf,gsk->gfrs", patches, variance, patches)
+    np.testing.assert_allclose(bu.to_numpy(gram), expected, rtol=1e-13)
+
+
+@pytest.mark.backends
+def test_direct_solve_refines_only_the_batches_that_need_it():
+    # Two 6 x 6 systems in one batch: eigenvalues 1..0.1 (well conditioned) and 1..1e-7
+    # with the right-hand side along the smallest eigenvector. The elimination's jitter
+    # (1e-13 x mean diagonal) leaves the second a relative residual of about 2e-7, over
+    # the 1e-8 tolerance, so one refinement step runs and brings it to about 1e-9.
+    rng = np.random.default_rng(4)
+    q = np.linalg.qr(rng.normal(size=(2, 6, 6)))[0]
+    eigenvalues = np.stack([np.geomspace(1, 0.1, 6), np.geomspace(1, 1e-7, 6)])
+    gram = np.einsum("sij,sj,skj->sik", q, eigenvalues, q)
+    rhs = np.stack([rng.normal(size=6), q[1, :, -1] * 1e-7 + 1e-12 * rng.normal(size=6)])
+    exact = np.linalg.solve(gram, rhs[..., None])[..., 0]
+    u, residual = solvers.direct_solve(ops.convert_to_tensor(gram), ops.convert_to_tensor(rhs))
+    assert np.all(bu.to_numpy(residual) < 1e-8)
+    np.testing.assert_allclose(bu.to_numpy(u), exact, rtol=1e-6)
+    # Without the refinement (a tolerance every system meets) the second system stays off.
+    _, unrefined = solvers.direct_solve(
+        ops.convert_to_tensor(gram), ops.convert_to_tensor(rhs), tolerance=1.0
+    )
+    unrefined = bu.to_numpy(unrefined)
+    assert unrefined[0] < 1e-12 and unrefined[1] > 1e-8
