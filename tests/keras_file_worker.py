@@ -1,0 +1,85 @@
+"""The other backend's half of tests/test_keras_files.py (never collected by pytest).
+
+    KERAS_BACKEND=jax python tests/keras_file_worker.py DIR
+
+loads `DIR/from_parent.keras` and writes its weights and posterior-mean predictions on
+`DIR/x.npy` to `DIR/parent_loaded.npz`; then builds the same kind of model on its own
+backend (other seeds), saves it to `DIR/from_child.keras` and its weights and
+predictions to `DIR/child_saved.npz`.
+"""
+
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+
+
+def build_model(seed):
+    """A small BNN with conv and dense layers and four estimators, posterior means at
+    inference; the `kernel_loc`s are randomised so that predictions depend on every one."""
+    import keras
+
+    import tfp_gradest as tge
+
+    def conv(filters, estimator, i, **kwargs):
+        return tge.layers.Conv2DReparameterization(
+            filters, 3, gradient_estimator=estimator, seed=seed + i, name=f"conv{i}",
+            inference_mode="mean", kl_weight=0.01, **kwargs,
+        )  # fmt: skip
+
+    def dense(units, estimator, i, **kwargs):
+        return tge.layers.DenseReparameterization(
+            units, gradient_estimator=estimator, seed=seed + i, name=f"dense{i}",
+            inference_mode="mean", kl_weight=0.01, **kwargs,
+        )  # fmt: skip
+
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 2)),
+            conv(4, "r2g2", 1, activation="relu", padding="same"),
+            conv(4, "flipout", 2, strides=2, activation="tanh"),
+            keras.layers.Flatten(),
+            dense(8, "local_reparameterization", 3, activation="relu"),
+            dense(3, "reparameterization", 4),
+        ],
+        name="cross_backend_bnn",
+    )
+    rng = np.random.default_rng(seed)
+    for w in model.trainable_weights:
+        if w.path.endswith("_loc"):
+            w.assign(rng.normal(scale=0.5, size=w.shape).astype("float32"))
+    return model
+
+
+def snapshot(model, x):
+    import keras
+
+    """`{weight: value, "predictions": model(x)}` as numpy. Weights are named by
+    position and layer (a loaded model's variable paths drop the model's name)."""
+    result = {
+        f"weight:{i}:{layer.name}/{w.name}": np.asarray(w.numpy())
+        for layer in model.layers
+        for i, w in enumerate(layer.weights)
+    }
+    # An eager call: `inference_mode="mean"` is what `predict` uses too, without compiling.
+    result["predictions"] = keras.ops.convert_to_numpy(model(x, training=False))
+    return result
+
+
+def main(directory):
+    import keras
+
+    import tfp_gradest.layers  # noqa: F401  (registers the layers for loading)
+
+    x = np.load(os.path.join(directory, "x.npy"))
+    loaded = keras.saving.load_model(os.path.join(directory, "from_parent.keras"))
+    np.savez(os.path.join(directory, "parent_loaded.npz"), **snapshot(loaded, x))
+    model = build_model(seed=100)
+    model.save(os.path.join(directory, "from_child.keras"))
+    np.savez(os.path.join(directory, "child_saved.npz"), **snapshot(model, x))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
