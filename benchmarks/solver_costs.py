@@ -12,9 +12,11 @@ It prints the measured medians, the cost model's predictions
 (`solvers.solve_cost`), which solver was faster and which the model picks.
 
 With `--fit` it re-fits the model's constants (`solvers.DIRECT_SECONDS`,
-`solvers.CG_SECONDS`) by non-negative least squares on relative error and
-prints them, to be pasted into `solvers.py`. Absolute seconds depend on the
-machine; the model only needs their ratio to be right near the break-even.
+`solvers.CG_SECONDS`) and prints them, to be pasted into `solvers.py`: their
+ratios by least squares on the cells' log time ratios direct / CG (each cell's
+two solvers are timed in alternation, so the ratio survives a loaded machine;
+absolute seconds do not), then one overall scale from the CG seconds.
+Absolute seconds depend on the machine; the choice depends only on the ratios.
 """
 
 import argparse
@@ -84,16 +86,36 @@ def features(rows, weights, systems):
     return direct_terms, cg_terms
 
 
-def fit(cells, measured):
-    """Non-negative least squares of measured seconds on the work terms, relative errors."""
-    from scipy.optimize import nnls
+def fit(cells, measured, ratios):
+    """The cost model's constants from the grid.
 
-    constants = []
-    for which in range(2):
-        a = np.array([features(r, k, f * b)[which] for r, k, f, b in cells], float)
-        y = measured[:, which]
-        constants.append(nnls(a / y[:, None], np.ones_like(y))[0])
-    return constants
+    The *ratios* direct / CG of each cell (timed in alternation, so robust to the
+    machine's load) fix the constants relative to CG's per-multiply-add constant, by
+    least squares on log ratios; that one is then the median measured CG seconds per
+    unit of its work. (The Gram matrices' work is proportional to exact CG's in every
+    cell, `S R² k / 2` against `2 S R² k`, so the ratios hardly separate the Gram's
+    constant from CG's; the fit may put it near zero and let CG's carry the difference.)
+    Returns `(DIRECT_SECONDS, CG_SECONDS)`.
+    """
+    from scipy.optimize import least_squares
+
+    terms = [features(r, k, f * b) for r, k, f, b in cells]
+    direct_terms = np.array([t[0] for t in terms], float)
+    cg_terms = np.array([t[1] for t in terms], float)
+
+    def log_ratio_errors(log_constants):
+        gram, elimination, step, iteration = np.exp(log_constants)
+        direct = direct_terms @ [gram, elimination, step]
+        cg = cg_terms @ [1.0, iteration]
+        return np.log(direct / cg) - np.log(ratios)
+
+    start = np.log([1.0, 1.0, 1e5, 1e5])
+    # soft_l1: a few cells hit by a burst of load (ratio 6 among neighbours near 1) must not
+    # steer the fit.
+    relative = np.exp(least_squares(log_ratio_errors, start, loss="soft_l1", f_scale=0.2).x)
+    per_product = np.median(measured[:, 1] / (cg_terms @ [1.0, relative[3]]))
+    direct_c = tuple(per_product * relative[:3])
+    return direct_c, (per_product, per_product * relative[3])
 
 
 def main():
@@ -116,7 +138,7 @@ def main():
         print(".", end="", flush=True)
     measured = np.array(measured)
     if args.fit:
-        direct_c, cg_c = fit(cells, measured)
+        direct_c, cg_c = fit(cells, measured, np.array(ratios))
         print(f"\nDIRECT_SECONDS = ({', '.join(f'{c:.2e}' for c in direct_c)})")
         print(f"CG_SECONDS = ({', '.join(f'{c:.2e}' for c in cg_c)})")
         solvers.DIRECT_SECONDS, solvers.CG_SECONDS = tuple(direct_c), tuple(cg_c)

@@ -42,11 +42,18 @@ previous implementation took 39 ms for the whole conditional expectation):
   a float32 elimination is no faster than a float64 one: the steps are
   bound by memory and per-step overhead, not by arithmetic).
 
-The cost model's constants are seconds per unit of that work, fitted by least
-squares to timings of both solvers on a grid of `(R, k, F, B)` under XLA on
-the project's 2-core CPU machine (`python benchmarks/solver_costs.py`, which
-prints the grid, the fit and whether the model picks the faster solver in
-each cell); see `DIRECT_SECONDS` and `CG_SECONDS`.
+The cost model's constants are seconds per unit of that work, fitted to timings
+of both solvers on a grid of `(R, k, F, B)` under XLA on the project's 2-core
+CPU machine, loaded by other jobs (`python benchmarks/solver_costs.py --fit`):
+38 cells, `R` in 4-64, `k` in 37-289, `F = 16`, `B` in {16, 64}. Each cell's
+two solvers are timed in alternation, and the constants are fitted (robust least
+squares) to the cells' log time ratios direct / CG, which survive the load that
+absolute seconds do not. Measured: the direct solve is faster for `R ≤ 16`
+when `k ≥ 73` (ratio 0.43-0.72 at `R = 16`, `k ≥ 145`; 0.45-0.98 at `R ≤ 8`),
+about even at `R = 16`, `k ≤ 73`, and slower for `R ≥ 32` (1.6-14×, except
+0.8 at `k = 289`): its elimination holds `S·R·(R+1)` numbers per step and
+leaves the caches. The fitted model picks the faster solver in 34 of the 38
+cells; the four others are within noise of even or were hit by a burst of load.
 
 A system whose relative residual stays above the tolerance is not trusted:
 `conditional_noise` then uses `ε` itself for it (the reparameterisation
@@ -114,10 +121,12 @@ def validate_solver_options(cg_iterations, cg_tolerance):
 
 # Seconds per unit of work, fitted to measured XLA timings (module docstring):
 # direct: (Gram multiply-adds, elimination multiply-adds, sequential elimination steps);
-# CG: (multiply-adds per iteration, one while-loop iteration). Re-fit with
+# CG: (multiply-adds per iteration, one while-loop iteration). The Gram's constant
+# came out near zero (7e-18): its work is proportional to exact CG's products in every
+# cell, so the measured ratios put that cost in CG's constant. Re-fit with
 # `python benchmarks/solver_costs.py --fit`.
-DIRECT_SECONDS = (2.0e-10, 1.0e-9, 2.0e-5)
-CG_SECONDS = (4.0e-10, 6.0e-5)
+DIRECT_SECONDS = (0.0, 3.45e-9, 5.66e-4)
+CG_SECONDS = (1.84e-10, 7.46e-4)
 
 
 class SolveCost(NamedTuple):
