@@ -19,7 +19,9 @@ table 2, which needs TensorFlow (skipped with a note on JAX).
    (targets: R2-G2 step <= 1.3x all-RT where auto picks it; auto's
    work-normalised variance within 1.25x of the best).
 4. A grid over one conv layer's (P, k, F, B): R2-G2 / RT and Flipout / RT time
-   and variance ratios, against R2-G2's predicted gain k / P.
+   and variance ratios, against R2-G2's predicted gain k / P, and the exact solver
+   (direct or CG) R2-G2's measured cost model picks there
+   (`benchmarks/solver_costs.py` times the two solvers alone).
 
 Steps are SGD steps (loss, gradient, update) in one XLA-compiled loop, compiled
 once and timed in alternation; each time ratio is the median over repeats of
@@ -51,6 +53,8 @@ from keras import ops  # noqa: E402
 
 import tfp_gradest as tge  # noqa: E402
 from tfp_gradest.layers.estimators import auto  # noqa: E402
+from tfp_gradest.r2g2 import solvers  # noqa: E402
+from tfp_gradest.r2g2.conditioning import DEFAULT_PER_EXAMPLE_MEMORY_LIMIT  # noqa: E402
 
 BATCH = 128
 CONV_ESTIMATORS = ["reparameterization", "flipout", "r2g2"]
@@ -327,6 +331,12 @@ def grid_table(args, rng):
                 f"{var['reparameterization'] / var['flipout']:.2f}",
                 f"{timing[1][1]:.2f}",
                 auto.choose("conv", positions, weights),
+                # The exact solver R2-G2's cost model picks for this layer (r2g2/solvers.py).
+                "direct"
+                if solvers.use_direct_solve(
+                    batch, filters, positions, weights, DEFAULT_PER_EXAMPLE_MEMORY_LIMIT
+                )
+                else "CG",
             )
         )
     _common.print_table(
@@ -345,6 +355,7 @@ def grid_table(args, rng):
             "var RT / Flipout",
             "time Flipout / RT",
             "auto picks",
+            "R2-G2 solver",
         ],
     )
 
