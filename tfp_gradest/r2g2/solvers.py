@@ -22,9 +22,11 @@ has at most `MAX_DIRECT_ROWS` rows and its Gram matrices fit in the memory
 limit; conjugate gradients, with the `cg_iterations` budget, otherwise (and
 with an unknown batch size under whole-batch conditioning).
 
-**How the direct solve is made fast** (measured on 2 CPU cores under XLA,
-1024 systems of 16 × 16 from `k = 145`, the benchmark CNN's conv 3; the
-previous implementation took 39 ms for the whole conditional expectation):
+**How the direct solve is made fast** (measured on 2 loaded CPU cores under
+XLA, 1024 systems of 16 × 16 from `k = 145`, the benchmark CNN's conv 3: the
+whole direct path takes about half the previous implementation's time, 39 against
+78 ms in one alternated run; 0.75 against 1.15 ms for 64 systems of 16 × 16 from
+`k = 32`, the HVAE's latent links):
 
 * The Gram matrices are formed from the `R(R+1)/2` upper-triangle row pairs
   only (one `[G·R(R+1)/2, k] × [k, F]` matmul), not from all `R²` pairs:
@@ -36,11 +38,12 @@ previous implementation took 39 ms for the whole conditional expectation):
   residual) runs only when some system's residual is over the tolerance, under
   a `cond` that XLA executes only when needed (ill-conditioned features).
 * Everything stays float64: products of float32 inputs are exact in float64,
-  and condition numbers of 1e8-1e12 (above) are beyond float32. A float32
-  Gram + float32 elimination with float64 refinement measured *slower*
-  (the float64 refinement residual `A (Aᵀ u)` costs two batched products and
-  a float32 elimination is no faster than a float64 one: the steps are
-  bound by memory and per-step overhead, not by arithmetic).
+  and condition numbers of 1e8-1e12 (above) are beyond float32. Not used, from
+  the pieces' timings: a float32 Gram is 2.2× faster than the float64 one, but
+  a float32 elimination is no faster than a float64 one (the steps are bound by
+  memory and per-step overhead, not by arithmetic), and the float32 Gram's
+  rounding (residuals ~1e-7 × condition number) would need a float64 refinement
+  every time: two float64 products `A (Aᵀ u)` and a second elimination.
 
 The cost model's constants are seconds per unit of that work, fitted to timings
 of both solvers on a grid of `(R, k, F, B)` under XLA on the project's 2-core
