@@ -54,17 +54,16 @@ def build_model(seed):
 
 
 def snapshot(model, x):
-    import keras
-
-    """`{weight: value, "predictions": model(x)}` as numpy. Weights are named by
+    """`{weight: value, "predictions": model.predict(x)}` as numpy. Weights are named by
     position and layer (a loaded model's variable paths drop the model's name)."""
     result = {
         f"weight:{i}:{layer.name}/{w.name}": np.asarray(w.numpy())
         for layer in model.layers
         for i, w in enumerate(layer.weights)
     }
-    # An eager call: `inference_mode="mean"` is what `predict` uses too, without compiling.
-    result["predictions"] = keras.ops.convert_to_numpy(model(x, training=False))
+    # `predict` compiles the model once; an eager call on JAX compiles each layer's
+    # inference `cond` anew at every call (slower here).
+    result["predictions"] = np.asarray(model.predict(x, verbose=0))
     return result
 
 
