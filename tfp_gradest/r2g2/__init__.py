@@ -1,4 +1,10 @@
-"""R2-G2: Rao-Blackwellised reparameterisation gradients for Gaussian weights behind linear maps."""
+"""R2-G2: Rao-Blackwellised reparameterisation gradients for Gaussian weights behind linear maps.
+
+Written against `keras.ops` (backward passes by `keras.ops.custom_gradient`), so it runs on
+the TensorFlow and JAX backends and imports neither TensorFlow nor JAX itself. The solves
+are float64: on JAX that needs `jax.config.update("jax_enable_x64", True)` (without it they
+run in float32, with a warning; see `conditioning`).
+"""
 
 from tfp_gradest.r2g2.conditioning import (
     conditional_noise,
