@@ -38,11 +38,12 @@ CASES = [
     for est in tge.layers.GRADIENT_ESTIMATORS
     if not (layer != "dense" and est == "local_reparameterization")
 ]
-# The XLA contract on JAX too: the dense layer with every estimator, a 2-d convolution with
-# each one `auto` can resolve to (here R2-G2) or that it never picks.
+# The XLA contract on JAX too (kept cheap): the dense layer with every estimator, and a 2-d
+# convolution with R2-G2 (the conv RT and Flipout paths run on JAX in
+# tests/test_layer_estimators.py).
 JAX_CASES = [
     pytest.param(*case, marks=pytest.mark.backends)
-    if case[0] == "dense" or (case[0] == "conv2d" and case[1] != "auto")
+    if case[0] == "dense" or case == ("conv2d", "r2g2")
     else case
     for case in CASES
 ]
@@ -592,6 +593,8 @@ def _posterior_means_conv(keras_layer, layer, x):
 def test_causal_padding_and_groups_match_keras(make, keras_layer, shape, estimator):
     """Posterior means equal Keras's layer; samples with a negligible scale too (every
     estimator)."""
+    if bu.backend() == "jax" and len(shape) == 3:
+        pytest.skip("on JAX only the grouped case runs (suite time); causal is plain padding")
     x = np.random.default_rng(0).normal(size=shape).astype("float32")
     mean_layer = make(gradient_estimator=estimator, inference_mode="mean", seed=1)
     mean_layer.build(x.shape)
@@ -606,8 +609,11 @@ def test_causal_padding_and_groups_match_keras(make, keras_layer, shape, estimat
     y = bu.to_numpy(sampling(x, training=True))
     np.testing.assert_allclose(y, expected, atol=1e-4)
     assert sampling.compute_output_shape(shape) == tuple(y.shape)
-    grads = bu.gradients(  # XLA for R2-G2 only (compile time)
-        sampling, lambda y: ops.sum(ops.sin(y)), x, jit_compile=estimator == "r2g2"
+    grads = bu.gradients(  # XLA for R2-G2 only on TensorFlow (compile time); always on JAX
+        sampling,
+        lambda y: ops.sum(ops.sin(y)),
+        x,
+        jit_compile=estimator == "r2g2" or bu.backend() == "jax",
     )
     assert all(np.all(np.isfinite(g)) for g in grads)
 
