@@ -14,9 +14,11 @@ by `keras.backend.backend()` when first used:
 
 where `seed` is what `keras.random.SeedGenerator.next()` returns (a 2-vector of
 the backend's seed dtype). Both are stateless, so they trace under XLA, and use
-each backend's fastest counter-based generator there (measurements in the
-backend modules: `keras.random.normal` is 2-3 orders of magnitude slower under XLA
-on CPU, because it uses the Threefry generator).
+each backend's fastest generator there (measured by `benchmarks/noise_path.py`;
+numbers in the backend modules): on TensorFlow, stateless Philox, since
+`keras.random.normal` (TensorFlow's Threefry under XLA on CPU) is 28x-500x
+slower; on JAX, `jax.random` with the seed as a Threefry key, which is what
+`keras.random.normal` does there too.
 
 `check_supported(owner)` raises a clear error on a backend without such a module
 (PyTorch, NumPy, OpenVINO), naming the backend and the supported ones.

@@ -1,11 +1,12 @@
 """JAX backend: `jax.random` draws keyed by the `SeedGenerator` state (a raw Threefry key).
 
 On JAX, `keras.random.normal` is this same `jax.random.normal` call, and XLA compiles
-JAX's Threefry to fast code: measured for 313,600 float32 Normals under `jax.jit` on a
+JAX's Threefry to fast code. Measured for 313,600 float32 Normals under `jax.jit` on a
 loaded 2-core CPU, timed in alternation (`KERAS_BACKEND=jax python
-benchmarks/noise_path.py`): `jax.random.normal` with the raw key 8.7 ms [8.0, 11.1]
-(median [IQR]), `keras.random.normal` 8.7 ms [7.7, 16.5], while an `unsafe_rbg` key
-(XLA's RngBitGenerator) is slower, 40 ms [36, 44]. So the default key is kept.
+benchmarks/noise_path.py`), medians of two runs: `normal` here 15.4 and 14.0 ms,
+`keras.random.normal` 8.7 and 9.4 ms, the same call with a plain Threefry key 8.7 and
+16.0 ms (the three are one computation: their spread is the machine's load), while an
+`unsafe_rbg` key (XLA's RngBitGenerator) took 40 and 40 ms. So the default key is kept.
 """
 
 import jax
