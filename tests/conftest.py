@@ -51,8 +51,9 @@ def pytest_ignore_collect(collection_path, config):
     """Under JAX, test modules that never mention the `backends` marker are not imported."""
     path = pathlib.Path(collection_path)
     if JAX_RUN and path.suffix == ".py" and path.name.startswith("test_"):
-        return "backends" not in path.read_text(encoding="utf-8")
-    return None
+        if "backends" not in path.read_text(encoding="utf-8"):
+            return True
+    return None  # no opinion: pytest's own rules (--ignore, ...) still apply
 
 
 def pytest_collection_modifyitems(config, items):
