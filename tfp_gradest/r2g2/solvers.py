@@ -56,8 +56,10 @@ absolute seconds do not. Measured: the direct solve is faster for `R ≤ 16`
 when `k ≥ 73` (ratio 0.43-0.72 at `R = 16`, `k ≥ 145`; 0.45-0.98 at `R ≤ 8`),
 about even at `R = 16`, `k ≤ 73`, and slower for `R ≥ 32` (1.6-14×, except
 0.8 at `k = 289`): its elimination holds `S·R·(R+1)` numbers per step and
-leaves the caches. The fitted model picks the faster solver in 34 of the 38
-cells; the four others are within noise of even or were hit by a burst of load.
+leaves the caches. The fitted model (CG costed at `1.2 R` iterations, below)
+picks the faster solver in 34 of the 38 cells, against CG timed at `R` or scaled to
+`1.2 R` iterations; the four others are within 15% of even or were hit by a burst
+of load (a ratio of 6 among neighbours near 1).
 
 A system whose relative residual stays above the tolerance is not trusted:
 `conditional_noise` then uses `ε` itself for it (the reparameterisation
