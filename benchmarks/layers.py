@@ -331,6 +331,9 @@ def grid_table(args, rng):
                 f"{var['reparameterization'] / var['flipout']:.2f}",
                 f"{timing[1][1]:.2f}",
                 auto.choose("conv", positions, weights),
+                # The first, per-layer rule (work-normalised variance), kept for comparison;
+                # `auto` now picks RT for convolutions (see its docstring).
+                "R2-G2" if weights / positions > 1 + positions / 3 else "RT",
                 # The exact solver R2-G2's cost model picks for this layer (r2g2/solvers.py).
                 "direct"
                 if solvers.use_direct_solve(
@@ -355,6 +358,7 @@ def grid_table(args, rng):
             "var RT / Flipout",
             "time Flipout / RT",
             "auto picks",
+            "per-layer rule k/P > 1+P/3",
             "R2-G2 solver",
         ],
     )
