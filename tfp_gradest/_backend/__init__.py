@@ -6,6 +6,10 @@ by `keras.backend.backend()` when first used:
 
 * `normal(shape, seed, dtype)`: standard Normal draws;
 * `random_signs(shape, seed, dtype)`: Rademacher `±1` draws;
+* `per_example_normal(shape, seed, dtype)`, `per_example_random_signs(...)`: the same for
+  noise with one row per example (`shape[0]` is the batch): under a TensorFlow
+  strategy each replica gets its own rows of the global batch's draw (so replicas do
+  not repeat each other's noise, and the run equals one device); elsewhere as above;
 * `in_traced_function()`: whether the code runs while a compiled function is traced;
 * `native_variables()`: the backend's own variable types other than `keras.Variable`
   (a `tf.Variable` on TensorFlow), which the layers accept as live settings;
@@ -35,6 +39,8 @@ __all__ = [
     "in_traced_function",
     "native_variables",
     "normal",
+    "per_example_normal",
+    "per_example_random_signs",
     "random_signs",
 ]
 
@@ -75,6 +81,18 @@ def random_signs(shape, seed, dtype):
     """`±1` with probability 1/2 each, of `shape` and `dtype`, from a `SeedGenerator.next()`
     seed."""
     return current().random_signs(shape, seed, dtype)
+
+
+def per_example_normal(shape, seed, dtype):
+    """`normal` for noise with one row per example (`shape[0]` is the batch); see above."""
+    module = current()
+    return module.per_example(module.normal)(shape, seed, dtype)
+
+
+def per_example_random_signs(shape, seed, dtype):
+    """`random_signs` for signs with one row per example (`shape[0]` is the batch)."""
+    module = current()
+    return module.per_example(module.random_signs)(shape, seed, dtype)
 
 
 def in_traced_function():

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 
 __all__ = [
     "STATELESS_TRAINING",
+    "per_example",
     "in_traced_function",
     "native_variables",
     "normal",
@@ -37,6 +38,12 @@ def normal(shape, seed, dtype):
 
 def random_signs(shape, seed, dtype):
     return jax.random.rademacher(_key(seed), tuple(shape), dtype=dtype)
+
+
+def per_example(draw):
+    # Arrays are global under `keras.distribution` (XLA shards one draw of the global
+    # batch's shape), so per-example rows are already independent across devices.
+    return draw
 
 
 def in_traced_function():

@@ -12,6 +12,7 @@ import tensorflow as tf
 
 __all__ = [
     "STATELESS_TRAINING",
+    "per_example",
     "in_traced_function",
     "native_variables",
     "normal",
@@ -37,6 +38,37 @@ def random_signs(shape, seed, dtype):
         shape, _seed(seed), minval=0, maxval=2, dtype=tf.int32, alg="philox"
     )
     return tf.cast(2 * bits - 1, dtype)
+
+
+def _replica():
+    """`(replica id, replicas in sync)` of the running `tf.distribute` replica; `(0, 1)` outside
+    a strategy or in its cross-replica context (one copy of the computation)."""
+    context = tf.distribute.get_replica_context()
+    if context is None:
+        return 0, 1
+    return context.replica_id_in_sync_group, context.num_replicas_in_sync
+
+
+def per_example(draw):
+    """`draw` for noise with one row per example: a replica's rows of the global batch's draw.
+
+    Under a strategy every replica reads the same mirrored seed, and its batch is a
+    consecutive slice of the global batch; so replica `r` of `R` draws the noise of the
+    whole global batch, `[R * B_local, ...]`, and keeps rows `r * B_local ...`. Replicas
+    then get independent rows, and the run equals one device with the global batch
+    (without this every replica's rows got the *same* noise). The cost is `R` times the
+    draws, which are cheap next to the layer's products.
+    """
+
+    def draw_rows(shape, seed, dtype):
+        replica, replicas = _replica()
+        if isinstance(replicas, int) and replicas == 1:
+            return draw(shape, seed, dtype)
+        rows, rest = shape[0], list(shape[1:])
+        every_replica = draw([replicas * rows] + rest, seed, dtype)
+        return tf.gather(tf.reshape(every_replica, [replicas, rows] + rest), replica)
+
+    return draw_rows
 
 
 def in_traced_function():

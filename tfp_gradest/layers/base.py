@@ -238,11 +238,15 @@ class BayesianLayer(keras.layers.Layer):
         number of seeds drawn in it so far."""
         self._replayed_seeds = replay
 
-    def _noise(self, shape, dtype):
-        return _backend.normal(shape, self._seed(), dtype)
+    def _noise(self, shape, dtype, per_example=False):
+        """Standard Normal noise; `per_example=True` when `shape[0]` is the batch (LRT), so that
+        replicas of a `tf.distribute` strategy draw their own rows of the global batch's."""
+        draw = _backend.per_example_normal if per_example else _backend.normal
+        return draw(shape, self._seed(), dtype)
 
-    def _random_signs(self, shape, dtype):
-        return _backend.random_signs(shape, self._seed(), dtype)
+    def _random_signs(self, shape, dtype, per_example=False):
+        draw = _backend.per_example_random_signs if per_example else _backend.random_signs
+        return draw(shape, self._seed(), dtype)
 
     def _prepare_inputs(self, inputs):
         """The inputs in the compute dtype (integers and other floats cast, like Keras's

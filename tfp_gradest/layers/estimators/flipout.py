@@ -16,8 +16,8 @@ def flip_signs(layer, inputs, num_outputs):
     """
     ones = [1] * (len(inputs.shape) - 2)
     batch = [ops.shape(inputs)[0]]  # a Tensor on TensorFlow when the batch size is unknown
-    sign_in = layer._random_signs(batch + ones + [inputs.shape[-1]], inputs.dtype)
-    sign_out = layer._random_signs(batch + ones + [num_outputs], inputs.dtype)
+    sign_in = layer._random_signs(batch + ones + [inputs.shape[-1]], inputs.dtype, per_example=True)
+    sign_out = layer._random_signs(batch + ones + [num_outputs], inputs.dtype, per_example=True)
     return sign_in, sign_out
 
 

@@ -40,4 +40,5 @@ class LocalReparameterization(LayerEstimator):
         if posterior.use_bias:
             mean = mean + posterior.bias_loc
             variance = variance + ops.square(posterior.bias_scale)
-        return mean + ops.sqrt(variance) * layer._noise(ops.shape(mean), inputs.dtype)
+        noise = layer._noise(ops.shape(mean), inputs.dtype, per_example=True)
+        return mean + ops.sqrt(variance) * noise
