@@ -151,7 +151,7 @@ def test_plot_writes_a_png(tmp_path):
     for estimator in ("reparameterization", "r2g2"):
         monitors[estimator] = tge.callbacks.GradientVarianceMonitor((x[:32], y[:32]), num_draws=4)
         _bnn(estimator).fit(
-            x, y, epochs=2, batch_size=32, verbose=0, callbacks=[monitors[estimator]]
+            x, y, epochs=1, batch_size=32, verbose=0, callbacks=[monitors[estimator]]
         )
     path = tmp_path / "variance.png"
     ax = tge.callbacks.plot_gradient_variance(monitors, path=str(path))
