@@ -14,16 +14,51 @@ def _about(field):
     return re.search(rf'^__{field}__ = "([^"]+)"', text, re.MULTILINE).group(1)
 
 
+URL = _about("url")  # the one repository address: every link below is derived from it
+
+
 setuptools.setup(
     name="tfp_gradest",
     version=_about("version"),
-    url=_about("url"),
+    url=URL,
+    project_urls={
+        "Documentation": f"{URL}/tree/main/docs",
+        "Source": URL,
+        "Issues": f"{URL}/issues",
+        "Changelog": f"{URL}/blob/main/CHANGELOG.md",
+    },
     description=(
         "Lower-variance gradient estimators (STL, DReG, R2-G2, I-SAG, ...) as drop-in "
         "surrogate losses for TensorFlow Probability and Keras 3."
     ),
+    # The README is short and links by absolute URL, so a package index renders it.
     long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    keywords=[
+        "variational inference",
+        "gradient estimators",
+        "variance reduction",
+        "tensorflow probability",
+        "keras",
+        "bayesian neural networks",
+        "importance weighted autoencoder",
+        "DReG",
+        "R2-G2",
+    ],
+    classifiers=[
+        "Development Status :: 4 - Beta",
+        "Intended Audience :: Science/Research",
+        "Intended Audience :: Developers",
+        "License :: OSI Approved :: Apache Software License",
+        "Operating System :: OS Independent",
+        "Programming Language :: Python :: 3",
+        "Programming Language :: Python :: 3 :: Only",
+        "Programming Language :: Python :: 3.11",
+        "Programming Language :: Python :: 3.12",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+        "Topic :: Scientific/Engineering :: Mathematics",
+    ],
     packages=setuptools.find_packages(include=["tfp_gradest", "tfp_gradest.*"]),
     python_requires=">=3.11",  # what CI runs and ruff targets (pyproject.toml: py311)
     install_requires=[
@@ -35,6 +70,8 @@ setuptools.setup(
     extras_require={
         # What the comparison command, the benchmarks and the notebooks need beyond the core.
         "extras": ["scikit-learn", "matplotlib"],
+        # The documentation site: sphinx-build -W docs docs/_build/html
+        "docs": ["sphinx", "furo", "myst-parser"],
         "test": [
             "pytest",
             "scikit-learn",
@@ -45,6 +82,11 @@ setuptools.setup(
             "nbformat",
             "ipykernel",
             "jax[cpu]",  # the second test run, KERAS_BACKEND=jax (README: Tests)
+            "sphinx",  # the docs build and the README/guide examples (the docs extra)
+            "furo",
+            "myst-parser",
+            "build",  # tests/test_release.py: wheel and sdist, twine check
+            "twine",
         ],
     },
     entry_points={"console_scripts": ["tfp-gradest=tfp_gradest.cli:main"]},
