@@ -337,3 +337,28 @@ def test_reported_loss_does_not_depend_on_the_gradient_weighting():
     weights = tf.nn.softmax(q.log_prob(theta) - log_q0)
     expected = -(NUM_BATCHES * tf.reduce_sum(weights * log_p) + q.entropy())
     np.testing.assert_allclose(losses["global"][-1], float(expected), rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "kwargs,error,match",
+    [
+        (dict(rho="0.5"), TypeError, r"`rho` must be a real number in \[0\.0, 1\.0\].*rho='0\.5'"),
+        (dict(alpha="1"), TypeError, r"alpha='1' \(str\)"),
+        (dict(rho=True), TypeError, r"rho=True \(bool\)"),
+        (dict(rho=float("nan")), ValueError, r"rho=nan"),
+        (dict(max_log_ratio="2"), TypeError, r"max_log_ratio='2' \(str\)"),
+        (dict(max_log_ratio=float("nan")), ValueError, r"max_log_ratio=nan"),
+    ],
+)
+def test_isag_settings_are_checked_by_the_argument_module(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        tge.reuse.ISAG(**kwargs)
+
+
+def test_isag_sizes_refuse_floats_and_accept_numpy_integers():
+    q = _surrogate(False)
+    with pytest.raises(TypeError, match=r"num_batches=2\.5 \(float\)"):
+        tge.reuse.ISAG().build(q, 2.5, 1)
+    isag = tge.reuse.ISAG(rho=np.float32(0.5), max_log_ratio=float("inf"))
+    isag.build(q, np.int64(2), tf.constant(3))
+    assert (isag.num_batches, isag.sample_size, type(isag.rho)) == (2, 3, float)

@@ -6,6 +6,7 @@ import math
 import keras
 import numpy as np
 
+from tfp_gradest._util import arguments
 from tfp_gradest.callbacks import _gradients
 from tfp_gradest.callbacks._tensorboard import ScalarWriter
 from tfp_gradest.diagnostics.moments import (
@@ -147,14 +148,13 @@ class GradientVarianceMonitor(keras.callbacks.Callback):
                 "`probe_data` is required in probe mode: pass a fixed batch `(x, y)`, "
                 'or use mode="streaming".'
             )
-        if int(num_draws) < 2:
-            raise ValueError(
-                "`num_draws` must be at least 2 (a variance needs two draws). "
-                f"Received: num_draws={num_draws}"
-            )
-        for name, value in [("every_n_epochs", every_n_epochs), ("every_n_steps", every_n_steps)]:
-            if value is not None and int(value) < 1:
-                raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value}")
+        num_draws = arguments.check_integer(
+            "num_draws", num_draws, minimum=2, reason="a variance needs two draws"
+        )
+        every_n_epochs = arguments.check_positive_integer("every_n_epochs", every_n_epochs)
+        if every_n_steps is not None:
+            every_n_steps = arguments.check_positive_integer("every_n_steps", every_n_steps)
+        seed = arguments.check_seed("seed", seed, allow_none=False)
         if every_n_steps is not None and mode == "streaming":
             raise ValueError("`every_n_steps` applies to probe mode; streaming records per epoch.")
         self.probe_data = _unpack(probe_data) if probe_data is not None else None

@@ -6,6 +6,7 @@ import numpy as np
 from keras import ops
 
 from tfp_gradest import _backend
+from tfp_gradest._util import arguments
 from tfp_gradest.layers import estimators as layer_estimators
 from tfp_gradest.layers import settings
 from tfp_gradest.r2g2 import conditioning as conditioning_lib
@@ -92,10 +93,16 @@ class BayesianLayer(keras.layers.Layer):
             cg_iterations, cg_tolerance
         )
         self.per_example_memory_limit = (
-            None if per_example_memory_limit is None else int(per_example_memory_limit)
+            None
+            if per_example_memory_limit is None
+            else arguments.check_positive_integer(
+                "per_example_memory_limit",
+                per_example_memory_limit,
+                hint="Pass a number of bytes (e.g. 2**28), or None never to fall back.",
+            )
         )
         self.inference_mode = inference_mode
-        self.seed = settings.integer_or_none(seed)  # NumPy integers too (Keras refuses them)
+        self.seed = arguments.check_seed("seed", seed)  # NumPy integers too (Keras refuses them)
         self.seed_generator = keras.random.SeedGenerator(self.seed)
         self._replay_seeds(None)
 

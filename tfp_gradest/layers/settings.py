@@ -28,6 +28,7 @@ import keras
 import numpy as np
 
 from tfp_gradest import _backend
+from tfp_gradest._util import arguments
 
 __all__ = [
     "INFERENCE_MODES",
@@ -35,7 +36,6 @@ __all__ = [
     "KLWeight",
     "check_positive_finite",
     "check_positive_int",
-    "integer_or_none",
 ]
 
 INFERENCE_MODES = ("sample", "mean")
@@ -53,36 +53,10 @@ def _is_number(value):
     return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
 
 
-def check_positive_int(name, value):
-    """`int(value)` for a positive Python or NumPy integer; a `ValueError` naming
-    `name` otherwise."""
-    if (
-        not (isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)))
-        or value <= 0
-    ):
-        raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
-    return int(value)
-
-
-def integer_or_none(value):
-    """A NumPy integer as a Python `int` (for Keras arguments that refuse NumPy types); else
-    `value`."""
-    if isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)):
-        return int(value)
-    return value
-
-
-def check_positive_finite(name, value):
-    """`float(value)` for a finite positive number; a `TypeError`/`ValueError` naming `name`
-    otherwise."""
-    if not _is_number(value):
-        raise TypeError(
-            f"`{name}` must be a positive float. Received: {name}={value!r} "
-            f"of type {type(value).__name__}"
-        )
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"`{name}` must be a finite positive float. Received: {name}={value!r}")
-    return float(value)
+# The layers' argument checks are the package's one module's (re-exported under the names the
+# layers have always used).
+check_positive_int = arguments.check_positive_integer
+check_positive_finite = arguments.check_positive_finite
 
 
 def _check_kl_number(value):

@@ -68,11 +68,12 @@ the noise only through the observed `h`.
 """
 
 import math
-import numbers
 from typing import NamedTuple
 
 import numpy as np
 from keras import ops
+
+from tfp_gradest._util import arguments
 
 __all__ = [
     "SolveCost",
@@ -99,28 +100,17 @@ DIRECT_SOLVE_TOLERANCE = 1e-8
 
 def validate_solver_options(cg_iterations, cg_tolerance):
     """`(int(cg_iterations), float(cg_tolerance))`, or a `TypeError`/`ValueError` naming the
-    argument."""
-    if isinstance(cg_iterations, bool) or not isinstance(cg_iterations, numbers.Integral):
-        raise TypeError(
-            "`cg_iterations` must be a positive Python int (the static conjugate-gradient "
-            f"budget). Received: cg_iterations={cg_iterations!r}"
-        )
-    if cg_iterations < 1:
-        raise ValueError(
-            "`cg_iterations` must be a positive int: with no iteration the conditional "
-            f"expectation is never computed. Received: cg_iterations={cg_iterations!r}"
-        )
-    if isinstance(cg_tolerance, bool) or not isinstance(cg_tolerance, numbers.Real):
-        raise TypeError(
-            "`cg_tolerance` must be a positive finite float (a relative residual, e.g. 1e-6). "
-            f"Received: cg_tolerance={cg_tolerance!r}"
-        )
-    if not (math.isfinite(cg_tolerance) and cg_tolerance > 0):
-        raise ValueError(
-            "`cg_tolerance` must be a positive finite float (a relative residual, e.g. 1e-6). "
-            f"Received: cg_tolerance={cg_tolerance!r}"
-        )
-    return int(cg_iterations), float(cg_tolerance)
+    argument (`tfp_gradest._util.arguments`)."""
+    cg_iterations = arguments.check_positive_integer(
+        "cg_iterations",
+        cg_iterations,
+        reason="the static conjugate-gradient budget",
+        hint="With no iteration the conditional expectation is never computed; pass e.g. 50.",
+    )
+    cg_tolerance = arguments.check_positive_finite(
+        "cg_tolerance", cg_tolerance, reason="a relative residual", hint="Pass e.g. 1e-6."
+    )
+    return cg_iterations, cg_tolerance
 
 
 # --- the cost model ----------------------------------------------------------------------

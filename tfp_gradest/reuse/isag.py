@@ -1,12 +1,10 @@
 """I-SAG: importance-sampled stochastic average gradients for minibatched VI (Sakaya &
 Klami, 2017)."""
 
-import numbers
-
-import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from tfp_gradest._util import arguments
 from tfp_gradest._util.seeds import sanitize_seed
 from tfp_gradest.estimators.base import surrogate_objective
 from tfp_gradest.reuse import importance
@@ -15,17 +13,10 @@ __all__ = ["ISAG"]
 
 
 def _positive_int(value, name):
-    """`value` as a Python int >= 1; a float such as 2.5 is refused, not truncated."""
+    """`value` (a Python/NumPy int, or a Tensor with a static one) as a Python int >= 1; a float
+    such as 2.5 is refused, not truncated (`tfp_gradest._util.arguments`)."""
     static = tf.get_static_value(value) if tf.is_tensor(value) else value
-    if isinstance(static, np.ndarray) and static.ndim == 0:
-        static = static.item()
-    if isinstance(static, (bool, np.bool_)) or not isinstance(static, numbers.Integral):
-        raise TypeError(
-            f"`{name}` must be an integer (a Python or NumPy int). Received: {name}={value!r}"
-        )
-    if static < 1:
-        raise ValueError(f"`{name}` must be at least 1. Received: {name}={static}")
-    return int(static)
+    return arguments.check_positive_integer(name, value if static is None else static)
 
 
 class ISAG:
@@ -101,18 +92,23 @@ class ISAG:
     """
 
     def __init__(self, rho=0.5, alpha=1.0, weighting="per_element", max_log_ratio=2.0, seed=0):
-        for name, value in [("rho", rho), ("alpha", alpha)]:
-            if not 0.0 <= float(value) <= 1.0:
-                raise ValueError(f"`{name}` must be in [0, 1]. Received: {name}={value!r}")
+        rho = arguments.check_real(
+            "rho", rho, 0.0, 1.0, reason="the probability of re-using a batch's samples"
+        )
+        alpha = arguments.check_real("alpha", alpha, 0.0, 1.0)
         if weighting not in importance.WEIGHTINGS:
             raise ValueError(
                 f"`weighting` must be one of {importance.WEIGHTINGS}. "
                 f"Received: weighting={weighting!r}"
             )
-        if max_log_ratio is not None and not float(max_log_ratio) > 0:
-            raise ValueError(
-                "`max_log_ratio` must be positive or None. "
-                f"Received: max_log_ratio={max_log_ratio!r}"
+        if max_log_ratio is not None:
+            max_log_ratio = arguments.check_real(
+                "max_log_ratio",
+                max_log_ratio,
+                low=0.0,
+                low_inclusive=False,
+                finite=False,
+                hint="Pass a positive number, or None for no cap.",
             )
         self.rho, self.alpha, self.weighting = float(rho), float(alpha), weighting
         self.max_log_ratio = None if max_log_ratio is None else float(max_log_ratio)
