@@ -25,7 +25,9 @@ slower; on JAX, `jax.random` with the seed as a Threefry key, which is what
 `keras.random.normal` does there too.
 
 `check_supported(owner)` raises a clear error on a backend without such a module
-(PyTorch, NumPy, OpenVINO), naming the backend and the supported ones.
+(PyTorch, NumPy, OpenVINO), naming the backend and the supported ones;
+`require_tensorflow_backend(entry_point_name)` does the same for the TensorFlow-only
+entry points (`tge.models`, `tge.vi`).
 """
 
 import importlib
@@ -42,6 +44,7 @@ __all__ = [
     "per_example_normal",
     "per_example_random_signs",
     "random_signs",
+    "require_tensorflow_backend",
 ]
 
 SUPPORTED_BACKENDS = ("tensorflow", "jax")
@@ -57,6 +60,25 @@ def check_supported(owner="tfp_gradest"):
             f"{owner} runs on the Keras backends {SUPPORTED_BACKENDS}; the current Keras backend "
             f"is {backend!r}. Set the environment variable KERAS_BACKEND=jax or "
             "KERAS_BACKEND=tensorflow before importing keras. "
+            f"Received: keras.backend.backend()={backend!r}"
+        )
+    return backend
+
+
+def require_tensorflow_backend(entry_point_name):
+    """Raises `RuntimeError` unless the Keras backend is TensorFlow, naming `entry_point_name`.
+
+    For the entry points written with TensorFlow / TFP rather than `keras.ops`
+    (`tge.models`, `tge.vi`): on another backend they would construct and then fail
+    deep inside with a misleading error, so they call this first.
+    """
+    backend = keras.backend.backend()
+    if backend != "tensorflow":
+        raise RuntimeError(
+            f"{entry_point_name} runs only on the Keras backend 'tensorflow' (it is written "
+            f"with TensorFlow Probability); the current Keras backend is {backend!r}. Set the "
+            "environment variable KERAS_BACKEND=tensorflow before importing keras, or use "
+            "the backend-independent layers (`tge.layers`). "
             f"Received: keras.backend.backend()={backend!r}"
         )
     return backend
