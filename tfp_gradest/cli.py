@@ -9,9 +9,16 @@ plain reparameterisation gradient of its objective (the first estimator):
 * `bnn_layers` (a Bayesian MLP of `tge.layers`): reparameterization vs the local
   reparameterisation trick vs R2-G2.
 
-Arguments are parsed and checked before TensorFlow is imported, so `--help` and
-mistakes answer at once; TensorFlow's native logs are kept off the terminal
-unless `--verbose`.
+Each run writes `<name>.csv`, `<name>.json` and `<name>.png` into `--output-dir`,
+`<name>` naming the run: `showcase` for the default job, otherwise the problem,
+the estimators and every option that differs from its default (for example
+`toy_gaussian-iwae+iwae_dreg-K16`). So a run never overwrites another run's
+files; running the same command again replaces its own, and says so.
+
+Arguments and `--output-dir` are checked before TensorFlow is imported, so
+`--help` and mistakes answer at once with one `error:` line (exit status 2);
+TensorFlow's native logs are kept off the terminal unless `--verbose`; Ctrl-C
+stops with one line (exit status 130).
 """
 
 import argparse
@@ -20,11 +27,11 @@ import csv
 import json
 import math
 import os
-import statistics
 import sys
 import tempfile
 from typing import NamedTuple
 
+import tfp_gradest
 from tfp_gradest import problems
 
 __all__ = ["Case", "CaseResult", "compare", "main"]
@@ -67,6 +74,8 @@ COLUMNS = (
     "step_seconds_high",
     "variance_reduction",
     "work_normalized_reduction",
+    "biased",
+    "bias_threshold",
     "problem",
     "sample_size",
     "importance_sample_size",
@@ -81,11 +90,17 @@ class CaseResult(NamedTuple):
     reports: list  # tge.diagnostics.EstimatorReport, one per estimator
 
 
-def _parser():
+PROG = "tfp-gradest"  # the console script; `python -m tfp_gradest` passes its own
+
+
+def _parser(prog=PROG):
     parser = argparse.ArgumentParser(
-        prog="python -m tfp_gradest",
+        prog=prog,
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {tfp_gradest.__version__}"
     )
     commands = parser.add_subparsers(dest="command")
     compare_parser = commands.add_parser(
@@ -104,7 +119,7 @@ def _parser():
         "--estimators",
         default=None,
         help="comma-separated estimator names, the first one the baseline; default: the "
-        "problem's own set (`python -m tfp_gradest list` prints the names)",
+        f"problem's own set (`{prog} list` prints the names)",
     )
     compare_parser.add_argument(
         "-S", "--sample-size", type=int, default=1, help="objectives averaged"
@@ -145,7 +160,9 @@ def _parser():
     )
     compare_parser.add_argument("--seed", type=int, default=0)
     compare_parser.add_argument(
-        "--output-dir", default="compare_output", help="where the CSV, JSON and PNG go"
+        "--output-dir",
+        default="compare_output",
+        help="folder of the run's <name>.csv, .json and .png (created; checked before the run)",
     )
     compare_parser.add_argument(
         "--no-plot", action="store_true", help="skip the PNG (no matplotlib)"
@@ -210,6 +227,50 @@ def _cases(args):
     ]
 
 
+def run_name(args):
+    """The run's file name: `showcase`, or the problem, estimators and non-default options."""
+    problem = args.problem
+    single = (args.estimators, args.sample_size, args.importance_sample_size, args.at)
+    if problem is None and single == (None, 1, 1, "init"):
+        parts = ["showcase"]
+    else:
+        parts = [problem or DEFAULT_PROBLEM]
+        if args.estimators is not None:
+            parts.append("+".join(n.strip() for n in args.estimators.split(",") if n.strip()))
+    options = [
+        ("S", args.sample_size, 1),
+        ("K", args.importance_sample_size, 1),
+        ("", args.at, "init"),
+        ("fit", args.fit_steps, FIT_STEPS) if args.at == "fitted" else ("", None, None),
+        ("draws", args.draws, None),
+        ("ref", args.reference_draws, None),
+        ("repeats", args.repeats, 5),
+        ("seed", args.seed, 0),
+    ]
+    parts += [f"{tag}{value}" for tag, value, default in options if value != default]
+    return "-".join(parts)
+
+
+def _check_output_dir(path):
+    """Creates `path` and writes and removes a file there, so a bad `--output-dir` is an
+    `error:` line before the run rather than a traceback after it."""
+    if not path:
+        raise ValueError("--output-dir is empty. Received: ''. Give a folder, e.g. '.'")
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(
+            f"--output-dir is a file, not a folder. Received: {path!r}. Give a folder's path."
+        )
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as error:
+        raise ValueError(
+            f"--output-dir cannot be written ({error.strerror or error}). Received: {path!r}. "
+            "Give a folder you can write to."
+        ) from None
+
+
 # --- quiet TensorFlow ----------------------------------------------------------------------
 
 
@@ -220,8 +281,9 @@ def _quiet_tensorflow(verbose):
     `TF_CPP_MIN_LOG_LEVEL` is set before TensorFlow is imported, but lines written
     before absl's logging starts (oneDNN, CUDA stubs, `cuInit` on a machine without
     a GPU) ignore it; so file descriptor 2 goes to a temporary file while Python's
-    own `sys.stderr` (progress, warnings, errors) stays on the terminal. If anything
-    fails, the captured lines are printed after all.
+    own `sys.stderr` (progress, warnings, errors) stays on the terminal. If the run
+    crashes (anything but an `error:` exit or Ctrl-C, which say all there is to
+    say in one line), the captured lines are printed after all.
     """
     if verbose:
         yield
@@ -233,12 +295,14 @@ def _quiet_tensorflow(verbose):
     with tempfile.TemporaryFile() as log:
         os.dup2(log.fileno(), 2)
         sys.stderr = os.fdopen(os.dup(terminal), "w", buffering=1)
-        failed = False
+        crashed = False
         try:
             _quiet_python_loggers()
             yield
-        except BaseException as error:
-            failed = not (isinstance(error, SystemExit) and error.code in (0, None))
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException:
+            crashed = True
             raise
         finally:
             sys.stderr.flush()
@@ -246,7 +310,7 @@ def _quiet_tensorflow(verbose):
             sys.stderr = python_stderr
             os.dup2(terminal, 2)
             os.close(terminal)
-            if failed:
+            if crashed:
                 log.seek(0)
                 captured = log.read().decode(errors="replace")
                 if captured.strip():
@@ -262,12 +326,23 @@ def _quiet_python_loggers():
 
 # --- running ---------------------------------------------------------------------------------
 
+_progress_line_open = False  # a progress bar without its newline is on the terminal
+
 
 def _progress(index, total, name):
+    global _progress_line_open
     width = 24
     done = int(width * index / total)
     sys.stderr.write(f"\r[{'#' * done}{'.' * (width - done)}] {index}/{total} {name:<28}")
     sys.stderr.flush()
+    _progress_line_open = True
+
+
+def _end_progress_line():
+    global _progress_line_open
+    if _progress_line_open:
+        sys.stderr.write("\n")
+        _progress_line_open = False
 
 
 def _prepare(case):
@@ -308,11 +383,11 @@ def _run_case(case, problem, args):
         reference_draws=args.reference_draws,
     )
     if reports.reference is not None:
-        size = sum(math.prod(v.shape) for v in problem.variables_for(case.estimators[0]))
         described = (
-            f"{reports.reference.description}; with no bias and normal z-scores, max|z| over "
-            f"these {size} elements stays below {_max_abs_normal_quantile(size, 0.99):.1f} in "
-            f"99% of runs (heavy-tailed gradients need more --draws for that)"
+            f"{reports.reference.description}; an unbiased estimator's max|z| over these "
+            f"{reports.num_elements:,} elements stays below {reports.bias_threshold:.1f} in "
+            f"99.9% of runs if its z-scores are normal (heavy-tailed gradients: more --draws); "
+            f"above it: marked 'biased'"
         )
     elif args.reference_draws == 0:
         described = "n/a (--reference-draws 0)"
@@ -321,42 +396,88 @@ def _run_case(case, problem, args):
             f"n/a (no closed form and no reference estimator at K={case.importance_sample_size})"
         )
     _progress(len(case.estimators), len(case.estimators), "done")
-    sys.stderr.write("\n")
+    _end_progress_line()
     return CaseResult(case, location, described, reports)
 
 
-def _max_abs_normal_quantile(size, probability):
-    """`m` with `P(max of size |N(0, 1)| < m) = probability` (independent elements)."""
-    tail = (1.0 - probability ** (1.0 / size)) / 2.0
-    return statistics.NormalDist().inv_cdf(1.0 - tail)
+def format_ratio(ratio, times="×"):
+    """`8770.3` -> `'8,770×'`, `16.04` -> `'16.0×'`, `1.034` -> `'1.03×'`."""
+    return f"{_three_digits(ratio)}{times}"
+
+
+def _three_digits(value):
+    """Three significant digits without an exponent: `10565.8` -> `'10,600'`, `0.0203`."""
+    if not math.isfinite(value) or value == 0:
+        return f"{value:.3g}"
+    value = float(f"{value:.3g}")
+    return f"{value:,.{max(0, 2 - math.floor(math.log10(abs(value))))}f}"
+
+
+def _times_sign():
+    """`×`, or `x` where standard output cannot encode it (an ASCII-only terminal)."""
+    try:
+        "×".encode(getattr(sys.stdout, "encoding", None) or "ascii")
+    except (LookupError, UnicodeEncodeError):
+        return "x"
+    return "×"
 
 
 def format_table(reports):
-    """The table of one case; the reductions are relative to the first (baseline) row."""
+    """The table of one case, columns aligned; the cuts are relative to the first (baseline)
+    row; a row whose bias z-score is above `reports.bias_threshold` is marked `biased`."""
+    times = _times_sign()
+    threshold = getattr(reports, "bias_threshold", float("nan"))
     header = (
-        f"{'estimator':<25} {'variance':>10} {'var cut':>8} {'SNR':>7} {'max|bias z|':>11} "
-        f"{'us/grad [q25, q75]':>22} {'var x time':>10} {'cut':>7}"
+        "estimator",
+        "variance",
+        "var cut",
+        "SNR",
+        "max|bias z|",
+        "us/grad [q25, q75]",
+        "var x time",
+        "cut",
     )
-    lines = [header, "-" * len(header)]
     base = reports[0]
+    rows = []
     for r in reports:
-        bias = "n/a" if r.max_abs_bias_z != r.max_abs_bias_z else f"{r.max_abs_bias_z:.2f}"
-        timing = (
-            f"{1e6 * r.step_seconds:.3g} [{1e6 * r.step_seconds_low:.3g}, "
-            f"{1e6 * r.step_seconds_high:.3g}]"
+        if r.max_abs_bias_z != r.max_abs_bias_z:
+            bias = "n/a"
+        else:
+            bias = f"{r.max_abs_bias_z:.2f}"
+            if r.max_abs_bias_z > threshold:
+                bias += " biased"
+        rows.append(
+            (
+                r.estimator,
+                f"{r.mean_variance:.3g}",
+                format_ratio(_ratio(base.mean_variance, r.mean_variance), times),
+                _three_digits(r.mean_snr),
+                bias,
+                f"{_three_digits(1e6 * r.step_seconds)} [{_three_digits(1e6 * r.step_seconds_low)}"
+                f", {_three_digits(1e6 * r.step_seconds_high)}]",
+                f"{r.work_normalized_variance:.3g}",
+                format_ratio(
+                    _ratio(base.work_normalized_variance, r.work_normalized_variance), times
+                ),
+            )
         )
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+
+    def line(cells):
+        first = cells[0].ljust(widths[0])
+        return "  ".join([first, *(c.rjust(w) for c, w in zip(cells[1:], widths[1:]))])
+
+    lines = [line(header), "-" * len(line(header)), *(line(row) for row in rows)]
+    if any(r.max_abs_bias_z > threshold for r in reports):
         lines.append(
-            f"{r.estimator:<25} {r.mean_variance:>10.3g} "
-            f"{_cut(base.mean_variance, r.mean_variance):>8} "
-            f"{r.mean_snr:>7.3f} {bias:>11} {timing:>22} {r.work_normalized_variance:>10.3g} "
-            f"{_cut(base.work_normalized_variance, r.work_normalized_variance):>7}"
+            f"biased: max|bias z| above {threshold:.1f}; its mean gradient is not the "
+            "objective's, so its variance cut is not a like-for-like win"
         )
     return "\n".join(lines)
 
 
-def _cut(base, value):
-    ratio = base / value if value > 0 else float("inf")
-    return f"{ratio:.3g}x"
+def _ratio(base, value):
+    return base / value if value > 0 else float("inf")
 
 
 def _print_case(result):
@@ -370,27 +491,32 @@ def _print_case(result):
     print(format_table(result.reports))
 
 
-def compare(argv=None):
+def compare(argv=None, prog=PROG):
     """Parses `argv` (`compare ...`), runs the comparison, prints and writes it.
 
     Returns:
-      A list of `CaseResult`. Raises `SystemExit` with a message for bad arguments.
+      A list of `CaseResult`. Raises `SystemExit("error: ...")` for bad arguments or
+      an `--output-dir` that cannot be written, before any work.
     """
-    args = _parser().parse_args(["compare"] if not argv else argv)
+    args = _parser(prog).parse_args(["compare"] if not argv else argv)
     if args.command == "list":
         with _quiet_tensorflow(args.verbose):
             _list()
         return []
     try:
         cases = _cases(args)
-    except ValueError as error:  # bad names or sizes: a message, not a traceback
+        _check_output_dir(args.output_dir)
+    except ValueError as error:  # bad names, sizes or folder: a message, not a traceback
         raise SystemExit(f"error: {error}") from None
-    with _quiet_tensorflow(args.verbose):
-        try:
-            prepared = [_prepare(case) for case in cases]
-        except (ValueError, TypeError) as error:  # an estimator that does not apply here
-            raise SystemExit(f"error: {error}") from None
-        results = [_run_case(case, problem, args) for case, problem in prepared]
+    try:
+        with _quiet_tensorflow(args.verbose):
+            try:
+                prepared = [_prepare(case) for case in cases]
+            except (ValueError, TypeError) as error:  # an estimator that does not apply here
+                raise SystemExit(f"error: {error}") from None
+            results = [_run_case(case, problem, args) for case, problem in prepared]
+    finally:
+        _end_progress_line()
     print(
         f"seed={args.seed}; step time: median over {args.repeats} alternated repeats "
         f"of the compiled draw loop, per gradient (quartiles in brackets)"
@@ -411,6 +537,7 @@ def _list():
 
 def _write(results, args):
     os.makedirs(args.output_dir, exist_ok=True)
+    name = run_name(args)
     rows = []
     for result in results:
         case, base = result.case, result.reports[0]
@@ -421,15 +548,22 @@ def _write(results, args):
                     "variance_reduction": base.mean_variance / r.mean_variance,
                     "work_normalized_reduction": base.work_normalized_variance
                     / r.work_normalized_variance,
+                    "biased": result.reports.biased(r),
+                    "bias_threshold": result.reports.bias_threshold,
                     "problem": case.problem,
                     "sample_size": case.sample_size,
                     "importance_sample_size": case.importance_sample_size,
                     "at": case.at,
                 }
             )
-    with open(os.path.join(args.output_dir, "compare.json"), "w") as f:
+    paths = {ext: os.path.join(args.output_dir, f"{name}.{ext}") for ext in ("csv", "json", "png")}
+    if args.no_plot:
+        del paths["png"]
+    replaced = [p for p in paths.values() if os.path.exists(p)]
+    with open(paths["json"], "w") as f:
         json.dump(
             {
+                "version": tfp_gradest.__version__,
                 "arguments": vars(args),
                 "cases": [
                     {**r.case._asdict(), "location": r.location, "reference": r.reference}
@@ -440,23 +574,35 @@ def _write(results, args):
             f,
             indent=2,
         )
-    with open(os.path.join(args.output_dir, "compare.csv"), "w", newline="") as f:
+    with open(paths["csv"], "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
-    written = ["compare.csv", "compare.json"]
-    if not args.no_plot:
+    if "png" in paths:
         from tfp_gradest.diagnostics.plotting import plot_reductions
 
-        plot_reductions(
-            [(r.case.problem, r.reports) for r in results],
-            os.path.join(args.output_dir, "compare.png"),
-        )
-        written.append("compare.png")
-    print(f"\nwrote {', '.join(os.path.join(args.output_dir, w) for w in written)}")
+        plot_reductions([(r.case.problem, r.reports) for r in results], paths["png"])
+    print(f"\nwrote {', '.join(paths.values())}")
+    if replaced:
+        print(f"(replacing the files of an earlier run with the same options: {len(replaced)})")
 
 
-def main(argv=None):
-    """The console script: runs `compare` and returns the exit status (0 on success)."""
-    compare(sys.argv[1:] if argv is None else argv)
+def main(argv=None, prog=PROG):
+    """The console script: runs `compare` and returns the exit status.
+
+    0 on success; 2 with one `error: ...` line on stderr for bad arguments or an
+    unwritable `--output-dir` (argparse's own status for usage errors); 130 with one
+    line on Ctrl-C (the shell's status for SIGINT), no traceback.
+    """
+    try:
+        compare(sys.argv[1:] if argv is None else argv, prog=prog)
+    except SystemExit as stop:
+        if isinstance(stop.code, str):
+            sys.stderr.write(stop.code + "\n")
+            return 2
+        raise
+    except KeyboardInterrupt:
+        _end_progress_line()
+        sys.stderr.write("interrupted (Ctrl-C): stopped, nothing written\n")
+        return 130
     return 0
