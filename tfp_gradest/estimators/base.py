@@ -214,7 +214,17 @@ class GradientEstimator(abc.ABC):
                     "importance_sample_size), as tfp.vi does. "
                     f"Received: discrepancy_fn={discrepancy_fn!r}"
                 )
+        self._validate_options(discrepancy_fn)
         return sample_size, importance_sample_size
+
+    def _validate_options(self, discrepancy_fn):
+        """Hook for checks that depend on the instance's own options (e.g. `analytic_entropy`).
+
+        Subclasses override this, never `validate` itself, so that `validate`'s
+        signature and defaults (the "not given" `target_log_prob_fn` above all)
+        exist in one place only. Raises like `validate`; returns nothing.
+        """
+        del discrepancy_fn  # no option of the base class depends on it
 
     def loss(
         self,

@@ -54,27 +54,13 @@ class Reparameterization(GradientEstimator):
     def analytic_entropy(self):
         return self._analytic_entropy
 
-    def validate(
-        self,
-        surrogate_posterior,
-        sample_size=1,
-        importance_sample_size=1,
-        discrepancy_fn=None,
-        target_log_prob_fn=None,
-    ):
-        result = super().validate(
-            surrogate_posterior,
-            sample_size,
-            importance_sample_size,
-            discrepancy_fn,
-            target_log_prob_fn,
-        )
+    def _validate_options(self, discrepancy_fn):
         if self._analytic_entropy and discrepancy_fn not in (None, tfp.vi.kl_reverse):
             raise ValueError(
                 "Reparameterization(analytic_entropy=True) estimates the ELBO, so "
-                f"`discrepancy_fn` must be `tfp.vi.kl_reverse`. Received: {discrepancy_fn!r}"
+                "`discrepancy_fn` must be `tfp.vi.kl_reverse`. "
+                f"Received: discrepancy_fn={discrepancy_fn!r}"
             )
-        return result
 
     def _objective(self, inputs):
         pathwise = lw.pathwise_log_weights(inputs)

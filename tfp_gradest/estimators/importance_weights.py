@@ -29,9 +29,7 @@ def log_mean_exp(log_weights, axis=1):
     all_zero = _all_zero_weight(log_weights, axis)
     safe = tf.where(all_zero, tf.zeros_like(log_weights), log_weights)
     value = tf.reduce_logsumexp(safe, axis=axis) - tf.math.log(k)
-    return tf.where(
-        tf.squeeze(all_zero, axis), tf.constant(_MINUS_INF, log_weights.dtype), value
-    )
+    return tf.where(tf.squeeze(all_zero, axis), tf.constant(_MINUS_INF, log_weights.dtype), value)
 
 
 def normalized_weights(log_weights, axis=1):
