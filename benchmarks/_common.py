@@ -76,3 +76,86 @@ def print_table(title, rows, header):
     print("|" + "|".join("---" for _ in header) + "|")
     for row in rows:
         print("| " + " | ".join(str(x) for x in row) + " |")
+
+
+def run_metadata(command=None):
+    """Where and how a result was produced: command, UTC date, git commit and machine.
+
+    `command` defaults to this process's command line. Library versions are read
+    from the modules already imported, so writing metadata imports nothing heavy.
+    """
+    import datetime
+    import platform
+    import subprocess
+    import sys
+
+    if command is None:
+        script = os.path.relpath(sys.argv[0], _REPOSITORY) if sys.argv[0] else "python"
+        command = " ".join(["python", script, *sys.argv[1:]])
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=_REPOSITORY,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=_REPOSITORY,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        if dirty:
+            commit += " (with uncommitted changes)"
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown"
+    versions = {}
+    for module in ("keras", "tensorflow", "tensorflow_probability", "jax", "numpy"):
+        if module in sys.modules:
+            versions[module] = getattr(sys.modules[module], "__version__", "unknown")
+    if "keras" in sys.modules:
+        versions["keras_backend"] = sys.modules["keras"].backend.backend()
+    return {
+        "command": command,
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "commit": commit,
+        "machine": {
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "cpu_count": os.cpu_count(),
+            "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        },
+        "versions": versions,
+    }
+
+
+_REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def write_results(path, rows, fieldnames=None, command=None):
+    """Write `rows` to the CSV `path` and the run's metadata beside it (`<name>.meta.json`).
+
+    `rows` are dicts (columns: `fieldnames`, default the keys in order of first
+    appearance) or sequences (then `fieldnames` is the header). The documentation's
+    Results page is generated from both files, so re-running a benchmark updates it.
+    """
+    import csv
+    import json
+
+    rows = list(rows)
+    if fieldnames is None:
+        fieldnames = list(dict.fromkeys(k for row in rows for k in row))
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w", newline="") as f:
+        if rows and not isinstance(rows[0], dict):
+            writer = csv.writer(f)
+            writer.writerow(fieldnames)
+        else:
+            writer = csv.DictWriter(f, fieldnames)
+            writer.writeheader()
+        writer.writerows(rows)
+    with open(os.path.splitext(path)[0] + ".meta.json", "w") as f:
+        json.dump(run_metadata(command), f, indent=2)
+        f.write("\n")

@@ -60,6 +60,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
+import _common  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -690,11 +691,7 @@ def plot(rows, summary, path):
 
 
 def write_csv(rows, path):
-    keys = list(dict.fromkeys(k for r in rows for k in r))
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, keys)
-        writer.writeheader()
-        writer.writerows(rows)
+    _common.write_results(path, rows)  # the CSV and its .meta.json (command, date, machine)
 
 
 def hvae_step_ratio(blocks=5, repeats=5, steps=100):

@@ -20,7 +20,6 @@ writes benchmarks/results/isag_gmm.csv and .png.
 """
 
 import argparse
-import csv
 import os
 import sys
 import time
@@ -28,7 +27,7 @@ import time
 sys.path.insert(0, os.path.dirname(__file__))
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from _common import print_table  # noqa: E402
+from _common import print_table, write_results  # noqa: E402
 
 import tfp_gradest as tge  # noqa: E402
 
@@ -159,12 +158,15 @@ def main(argv=None):
         ],
     )
     os.makedirs(args.output_dir, exist_ok=True)
-    with open(os.path.join(args.output_dir, "isag_gmm.csv"), "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["init", "method", "steps_to_target", "seconds_per_step"])
-        for name in METHODS:
-            for i, (s, t) in enumerate(zip(steps_to[name], seconds[name])):
-                writer.writerow([i, name, int(s), t])
+    write_results(
+        os.path.join(args.output_dir, "isag_gmm.csv"),
+        [
+            [i, name, int(s), t]
+            for name in METHODS
+            for i, (s, t) in enumerate(zip(steps_to[name], seconds[name]))
+        ],
+        fieldnames=["init", "method", "steps_to_target", "seconds_per_step"],
+    )
     _plot(traces, steps_to, args, os.path.join(args.output_dir, "isag_gmm.png"))
 
 

@@ -24,10 +24,9 @@ slope(IWAE) <= -0.4.
 """
 
 import argparse
-import csv
 import os
 
-import _common  # noqa: F401  (log level)
+import _common
 import numpy as np
 import tensorflow as tf
 
@@ -105,10 +104,11 @@ def main():
             flush=True,
         )
     os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "snr_scaling.csv"), "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["estimator", "K", "snr", "variance", "bias2"])
-        writer.writeheader()
-        writer.writerows(rows)
+    _common.write_results(
+        os.path.join(args.out, "snr_scaling.csv"),
+        rows,
+        fieldnames=["estimator", "K", "snr", "variance", "bias2"],
+    )
     plot(rows, os.path.join(args.out, "snr_scaling.png"))
     table = []
     for name in ESTIMATORS:

@@ -1,8 +1,10 @@
 """Gradient estimators as value-preserving surrogate losses.
 
+```python
 est = tge.estimators.get("iwae_dreg")
 loss = est.loss(target_log_prob_fn, surrogate_posterior,
                 sample_size=4, importance_sample_size=16, seed=0)
+```
 """
 
 from tfp_gradest.estimators.base import (

@@ -1,0 +1,277 @@
+"""Generate `docs/results.md` from `benchmarks/results/*.csv` and their `.meta.json`.
+
+Run by `docs/conf.py` at every build, so a re-run of a benchmark updates the page
+and no number on it is typed by hand. Each table's header gives the command that
+produced it, the date, the commit and the machine (from the `.meta.json` that
+`benchmarks/_common.write_results` writes beside the CSV). Figures (`*.png`) are
+copied next to the page. Standard library only (and NumPy for the fits).
+
+    python docs/_generate_results.py  # writes docs/results.md and docs/_generated/
+"""
+
+import csv
+import json
+import math
+import os
+import shutil
+import statistics
+
+DOCS = os.path.dirname(os.path.abspath(__file__))
+RESULTS = os.path.join(os.path.dirname(DOCS), "benchmarks", "results")
+FIGURES = "_generated"  # relative to DOCS; gitignored
+
+# Benchmarks that print their tables but do not write a CSV yet: listed so the page says
+# where those numbers come from (see the user guides), never with numbers typed in.
+PRINTED_ONLY = {
+    "layers": "python benchmarks/layers.py --quick --skip-tfp",
+    "layers_mixed_precision": "python benchmarks/layers_mixed_precision.py",
+    "backends": "python benchmarks/backends.py --pairs 4 --steps 20 --repeats 5",
+    "solver_costs": "python benchmarks/solver_costs.py --fit",
+    "multisample": "python benchmarks/multisample.py",
+    "vi_overhead": "python benchmarks/vi_overhead.py --repeats 21 --steps 100",
+    "leave_one_out_memory": "python benchmarks/leave_one_out_memory.py",
+    "noise_path": "python benchmarks/noise_path.py",
+    "end_to_end --hvae-step-ratio": "python benchmarks/end_to_end.py --hvae-step-ratio",
+}
+
+PROBLEM_TITLES = {
+    "bnn_mlp": "Bayesian MLP on digits",
+    "bnn_cnn": "Bayesian CNN on digits",
+    "vae": "VAE on binarised digits",
+    "hvae": "Hierarchical VAE on binarised digits",
+}
+
+
+def _read(name):
+    with open(os.path.join(RESULTS, f"{name}.csv"), newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _meta(name):
+    path = os.path.join(RESULTS, f"{name}.meta.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def _float(value):
+    return float(value) if value not in ("", None) else math.nan
+
+
+def _header(name):
+    meta = _meta(name)
+    lines = [f"Source: `benchmarks/results/{name}.csv`."]
+    if meta is None:
+        lines.append("No `.meta.json` beside it: command, date and machine unknown.")
+        return "\n".join(lines) + "\n"
+    machine = meta.get("machine", {})
+    versions = meta.get("versions", {})
+    lines += [
+        "",
+        f"- command: `{meta.get('command', 'unknown')}`",
+        f"- date: {meta.get('date', 'unknown')}",
+        f"- commit: `{meta.get('commit', 'unknown')}`",
+        "- machine: "
+        + ", ".join(
+            f"{k.replace('_', ' ')} {v}" for k, v in machine.items() if v not in (None, [], "")
+        ),
+    ]
+    if versions:
+        lines.append("- versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
+    if meta.get("note"):
+        lines.append(f"- note: {meta['note']}")
+    return "\n".join(lines) + "\n"
+
+
+def _table(header, rows):
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(out) + "\n"
+
+
+def _mean_se(row, metric, when, digits):
+    mean, se = _float(row.get(f"{metric}_{when}_mean")), _float(row.get(f"{metric}_{when}_se"))
+    if math.isnan(mean):
+        return "—"
+    return f"{mean:.{digits}f} ± {se:.{digits}f}"
+
+
+def _end_to_end():
+    rows = _read("end_to_end_summary")
+    parts = [
+        "(results-end-to-end)=\n## End to end: held-out results over seeds and wall-clock\n",
+        _header("end_to_end_summary"),
+        "Mean ± standard error over seeds. *Equal epochs*: after the same steps. *Equal "
+        "time*: every arm read at the slowest arm's training time (the budget), faster arms "
+        "having trained more epochs. BNNs: test log-likelihood of the posterior predictive "
+        "and its accuracy; VAEs: test IWAE bound (K = 64), in nats. An arm whose layers "
+        "resolve to another arm's estimators is that arm (`same as`).\n",
+    ]
+    for problem in dict.fromkeys(r["problem"] for r in rows):
+        mine = [r for r in rows if r["problem"] == problem]
+        bnn = problem.startswith("bnn")
+        metric, digits = ("test_log_likelihood", 4) if bnn else ("test_bound", 3)
+        first = mine[0]
+        header = [
+            "arm (resolved)",
+            "ms / step",
+            "step / slowest's, median [IQR]",
+            "epochs trained",
+            f"{metric.replace('_', ' ')}, {first['epochs']} epochs",
+            f"equal time ({_float(first['budget_seconds']):.1f} s)",
+        ]
+        if bnn:
+            header += ["accuracy, equal epochs", "accuracy, equal time"]
+        table = []
+        for r in mine:
+            arm = f"`{r['arm']}`" + (f" ({r['resolved']})" if r["resolved"] != r["arm"] else "")
+            if r.get("same_as"):
+                arm += f", same as `{r['same_as']}`"
+            line = [
+                arm,
+                f"{1000 * _float(r['seconds_per_step']):.2f}",
+                r["ratio_to_slowest"],
+                r["trained_epochs"],
+                _mean_se(r, metric, "final", digits),
+                _mean_se(r, metric, "budget", digits),
+            ]
+            if bnn:
+                line += [
+                    _mean_se(r, "test_accuracy", "final", 3),
+                    _mean_se(r, "test_accuracy", "budget", 3),
+                ]
+            table.append(line)
+        title = PROBLEM_TITLES.get(problem, problem)
+        parts.append(f"(results-end-to-end-{problem})=\n### {title}\n\n{_table(header, table)}")
+    if os.path.exists(os.path.join(RESULTS, "end_to_end.png")):
+        parts.append(
+            f"![Metric against training seconds, mean ± SE over seeds; dotted: the equal-time "
+            f"budget]({FIGURES}/end_to_end.png)\n\nPer-evaluation rows (every arm, seed and "
+            "evaluated epoch): `benchmarks/results/end_to_end.csv`.\n"
+        )
+    return "\n".join(parts)
+
+
+def _isag():
+    rows = _read("isag_gmm")
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    by = {m: [r for r in rows if r["method"] == m] for m in methods}
+    sgd = {r["init"]: r for r in by["SGD"]}
+    table = []
+    for m in methods:
+        steps = [int(r["steps_to_target"]) for r in by[m]]
+        per_step = [_float(r["seconds_per_step"]) for r in by[m]]
+        step_ratio = [
+            int(r["steps_to_target"]) / int(sgd[r["init"]]["steps_to_target"]) for r in by[m]
+        ]
+        time_ratio = [
+            int(r["steps_to_target"])
+            * _float(r["seconds_per_step"])
+            / (int(sgd[r["init"]]["steps_to_target"]) * _float(sgd[r["init"]]["seconds_per_step"]))
+            for r in by[m]
+        ]
+        table.append(
+            [
+                m,
+                f"{statistics.median(steps):g}",
+                f"{1e6 * statistics.median(per_step):.1f}",
+                f"{statistics.median(step_ratio):.2f}",
+                f"{statistics.median(time_ratio):.2f}",
+            ]
+        )
+    header = [
+        "method",
+        "median steps to target",
+        "µs / step",
+        "steps / SGD's (median over inits)",
+        "seconds / SGD's (median over inits)",
+    ]
+    parts = [
+        "(results-isag)=\n## Minibatched VI with gradient re-use (I-SAG)\n",
+        _header("isag_gmm"),
+        f"Gaussian mixture on digits, {len(sgd)} initialisations. Target: 99% of the way from "
+        "the initial ELBO to the best ELBO any method reached from that initialisation.\n",
+        _table(header, table),
+    ]
+    if os.path.exists(os.path.join(RESULTS, "isag_gmm.png")):
+        parts.append(f"![I-SAG on a Gaussian mixture]({FIGURES}/isag_gmm.png)\n")
+    return "\n".join(parts)
+
+
+def _slope(ks, values):
+    import numpy as np
+
+    ks, values = np.asarray(ks, float), np.asarray(values, float)
+    keep = (ks >= 30) & (values > 0)
+    return float(np.polyfit(np.log(ks[keep]), np.log(values[keep]), 1)[0])
+
+
+def _snr():
+    rows = _read("snr_scaling")
+    estimators = list(dict.fromkeys(r["estimator"] for r in rows))
+    ks = sorted({int(r["K"]) for r in rows})
+    table = []
+    for e in estimators:
+        snr = {int(r["K"]): _float(r["snr"]) for r in rows if r["estimator"] == e}
+        table.append(
+            [f"`{e}`", *[f"{snr[k]:.3g}" for k in ks], f"{_slope(ks, [snr[k] for k in ks]):+.2f}"]
+        )
+    header = ["estimator", *[f"K = {k}" for k in ks], "log-log slope, K ≥ 30"]
+    parts = [
+        "(results-snr)=\n## Signal-to-noise ratio of the surrogate's gradient against K\n",
+        _header("snr_scaling"),
+        "φ-gradient SNR on the DReG paper's toy Gaussian (its §6.1). Theory: IWAE's SNR falls "
+        "like K^(-1/2), IWAE-DReG's grows like K^(1/2).\n",
+        _table(header, table),
+    ]
+    if os.path.exists(os.path.join(RESULTS, "snr_scaling.png")):
+        parts.append(f"![SNR, bias² and variance against K]({FIGURES}/snr_scaling.png)\n")
+    return "\n".join(parts)
+
+
+def _printed_only():
+    recorded = {os.path.splitext(f)[0] for f in os.listdir(RESULTS) if f.endswith(".csv")}
+    rows = [[f"`{cmd}`"] for name, cmd in PRINTED_ONLY.items() if name not in recorded]
+    return (
+        "(results-printed-only)=\n## Benchmarks that print their results\n\n"
+        "These print their tables and do not write `benchmarks/results/` yet; run them to "
+        "measure on your machine. The guides quote them by command.\n\n" + _table(["command"], rows)
+    )
+
+
+def generate(docs=DOCS):
+    """Write `results.md` and copy the figures; returns the page's path."""
+    figures = os.path.join(docs, FIGURES)
+    os.makedirs(figures, exist_ok=True)
+    for name in sorted(os.listdir(RESULTS)):
+        if name.endswith(".png"):
+            shutil.copy2(os.path.join(RESULTS, name), os.path.join(figures, name))
+    sections = [
+        "<!-- Generated by docs/_generate_results.py from benchmarks/results/: do not edit. -->\n",
+        "# Results\n",
+        "Generated from `benchmarks/results/*.csv` at every documentation build. Absolute "
+        "times belong to the machine named in each header; the ratios are what carry over. "
+        "Times were measured in alternation (every arm in turn) and are reported as medians, "
+        "with interquartile ranges where given.\n",
+    ]
+    generators = {
+        "end_to_end_summary": _end_to_end,
+        "snr_scaling": _snr,
+        "isag_gmm": _isag,
+    }
+    for name, make in generators.items():
+        if os.path.exists(os.path.join(RESULTS, f"{name}.csv")):
+            sections.append(make())
+    sections.append(_printed_only())
+    path = os.path.join(docs, "results.md")
+    text = "\n".join(sections)
+    old = open(path).read() if os.path.exists(path) else None
+    if text != old:  # leave the file alone when nothing changed (no needless rebuilds)
+        with open(path, "w") as f:
+            f.write(text)
+    return path
+
+
+if __name__ == "__main__":
+    print(generate())
