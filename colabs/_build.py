@@ -22,6 +22,12 @@ def _package_url():
 
 
 INSTALL = f"""\
+# TensorFlow's C++ log lines (e.g. a `cuInit` error without a GPU) are harmless; this hides
+# them. It must be set before TensorFlow is imported.
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
 # In Colab: install tfp_gradest from its repository (skipped when it is importable already).
 import importlib.util
 import subprocess
@@ -517,14 +523,15 @@ def make_notebook(cells):
         "language_info": {"name": "python"},
         "colab": {"provenance": []},
     }
-    for kind, source in cells:
+    for index, (kind, source) in enumerate(cells):
         if kind == "md":
-            notebook.cells.append(nbformat.v4.new_markdown_cell(source))
+            cell = nbformat.v4.new_markdown_cell(source)
         else:
             cell = nbformat.v4.new_code_cell(source)
             if kind == "params":
                 cell.metadata["tags"] = ["parameters"]
-            notebook.cells.append(cell)
+        cell.id = f"cell-{index}"  # stable ids: rebuilding changes only what changed
+        notebook.cells.append(cell)
     return notebook
 
 

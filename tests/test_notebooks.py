@@ -64,6 +64,14 @@ def test_install_cell_uses_the_package_url_from_setup():
     assert metadata[-2:] == [tfp_gradest.__url__, tfp_gradest.__version__]
 
 
+def test_first_code_cell_quiets_tensorflow_before_it_is_imported():
+    build = _build_module()
+    for name, cells in build.NOTEBOOKS.items():
+        first = next(source for kind, source in cells if kind == "code")
+        assert 'os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")' in first, name
+        assert "import tensorflow" not in first and "import tfp_gradest" not in first, name
+
+
 # The four longest notebook runs (measured 46, 46, 38 and 21 s with SMALL = True on 2
 # cores) are nightly (`python -m pytest -q -m slow`), to keep the two-backend CI run under
 # 20 minutes; the shortest one runs in CI, and every notebook's cells are checked against
