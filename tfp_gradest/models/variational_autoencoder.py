@@ -4,7 +4,9 @@ import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfp_gradest import estimators
+from tfp_gradest import _backend, estimators
+from tfp_gradest._util import arguments
+from tfp_gradest.models import _data
 from tfp_gradest.models._loss import mean_training_loss
 
 tfd = tfp.distributions
@@ -15,7 +17,7 @@ _LIKELIHOODS = ("bernoulli", "normal")
 
 
 @keras.saving.register_keras_serializable(package="tfp_gradest")
-class VariationalAutoencoder(keras.Model):
+class VariationalAutoencoder(_data.BernoulliDataChecks, keras.Model):
     """A variational autoencoder trained with `model.fit` and any gradient estimator.
 
     The pattern, for any amortised model: the encoder returns the surrogate
@@ -40,13 +42,21 @@ class VariationalAutoencoder(keras.Model):
       decoder: Keras layer or model, `z -> [N] + event` for a flat batch of
         latents `[N, latent_dim]`: Bernoulli logits or Normal means (unit
         scale), depending on `likelihood`.
-      latent_dim: Python `int`.
+      latent_dim: Python `int` (or NumPy integer) ≥ 1; a float is refused, not truncated.
       gradient_estimator: registered name of an estimator. Default value:
         `"iwae_dreg"`.
       importance_sample_size: Python `int` `K`. Default value: `8`.
       sample_size: Python `int` `S`. Default value: `1`.
-      likelihood: `"bernoulli"` or `"normal"`. Default value: `"bernoulli"`.
+      likelihood: `"bernoulli"` or `"normal"`. With `"bernoulli"`, `fit`,
+        `evaluate`, `train_on_batch` and `test_on_batch` refuse in-memory data
+        with values outside [0, 1] (e.g. raw 0-255 pixels) with a `ValueError`,
+        checked once per call before the compiled step; a `tf.data.Dataset` or
+        a generator is not checked (check it where it is made). Default value:
+        `"bernoulli"`.
       seed: Python `int` seed for the noise. Default value: `None`.
+
+    Runs on the Keras backend TensorFlow only (it is written with TFP); on another
+    backend the constructor raises a `RuntimeError` naming it.
 
     #### Examples
 
@@ -75,6 +85,7 @@ class VariationalAutoencoder(keras.Model):
         seed=None,
         **kwargs,
     ):
+        _backend.require_tensorflow_backend(type(self).__name__)
         super().__init__(**kwargs)
         if likelihood not in _LIKELIHOODS:
             raise ValueError(
@@ -86,14 +97,20 @@ class VariationalAutoencoder(keras.Model):
                 f"Received: gradient_estimator={gradient_estimator!r}"
             )
         self.encoder, self.decoder = encoder, decoder
-        self.latent_dim = int(latent_dim)
+        self.latent_dim = arguments.check_positive_integer("latent_dim", latent_dim)
         self.gradient_estimator = gradient_estimator
         self.estimator = estimators.get(gradient_estimator)
-        self.importance_sample_size, self.sample_size = importance_sample_size, sample_size
-        self.likelihood, self.seed = likelihood, seed
+        self.importance_sample_size = arguments.check_positive_integer(
+            "importance_sample_size", importance_sample_size
+        )
+        self.sample_size = arguments.check_positive_integer("sample_size", sample_size)
+        self.likelihood, self.seed = likelihood, arguments.check_seed("seed", seed)
         # Validate sizes now (a flat Normal stands in for the encoder's output).
         self.estimator.validate(tfd.Normal(0.0, 1.0), sample_size, importance_sample_size)
-        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.seed_generator = keras.random.SeedGenerator(self.seed)
+
+    def _checks_bernoulli_data(self):
+        return self.likelihood == "bernoulli"
 
     def build(self, input_shape):
         self.encoder.build(input_shape)
