@@ -88,3 +88,25 @@ def test_leave_one_out_estimators_run_at_k_300000(name):
     # Monte Carlo error (var(w) = e^{0.09} - 1 ≈ 0.09, so the error is ~ 0.3/√K ≈ 5e-4).
     assert abs(float(loss)) < 5e-3
     assert np.isfinite(float(grad))
+
+
+def test_leave_one_out_mean_can_skip_zero_weights():
+    # skip_neg_inf=True: the mean over the other *finite* entries (a score-function
+    # baseline); over no entry it is -inf. NaN is never skipped.
+    x = np.array([[1.0, -np.inf, 3.0, 5.0], [-np.inf, 2.0, -np.inf, -np.inf]])
+    x = np.stack([x, x + 1e4], axis=-1)  # a large common offset, precision kept
+    want = np.empty_like(x)
+    for row, col, b in np.ndindex(*x.shape):
+        others = np.delete(x[row, :, b], col)
+        others = others[np.isfinite(others)]
+        want[row, col, b] = others.mean() if others.size else -np.inf
+    variable = tf.Variable(x)
+    with tf.GradientTape() as tape:
+        got = leave_one_out_mean(variable, skip_neg_inf=True)
+    np.testing.assert_array_equal(got.numpy(), want)
+    assert np.all(np.isfinite(tape.gradient(got, variable)))  # no 0/0 from the empty means
+    # The default keeps -inf in (a geometric mean with a zero weight is zero): the same
+    # input gives -inf wherever a -inf is among the others.
+    assert np.sum(np.isinf(leave_one_out_mean(tf.constant(x)).numpy())) > np.sum(np.isinf(want))
+    nan = tf.constant([[np.nan, 1.0, -np.inf]])
+    assert np.all(np.isnan(leave_one_out_mean(nan, skip_neg_inf=True).numpy()[0, 1:]))

@@ -155,3 +155,77 @@ def test_power_mixed_test_rejects_dropping_the_discrete_score():
     draws = _draws(_NoDiscreteScore(reparameterized_parts="pathwise"), problem)
     z = max_abs_z(draws, exact_gradient(problem.exact_objective, problem.variables))
     assert z > Z_THRESHOLD
+
+
+# --- zero target density with a leave-one-out baseline (issue 21) ---------------------
+
+
+def _half_plane_problem(start=0.0):
+    """`q = N(loc, I_2)`, `loc = (start, 0)`, and a target of zero density where `z_0 > 0.5`
+    (31% of q's mass at `start = 0`)."""
+    loc = tf.Variable(tf.constant([start, 0.0], tf.float64))
+    q = tfd.MultivariateNormalDiag(loc, tf.ones(2, tf.float64))
+    inside = tfd.MultivariateNormalDiag(tf.ones(2, tf.float64))
+
+    def target(z):
+        return tf.where(z[..., 0] > 0.5, tf.constant(-np.inf, tf.float64), inside.log_prob(z))
+
+    return loc, q, target, inside
+
+
+def _loss_and_gradient(estimator, q, target, loc, sample_size, seed):
+    with tf.GradientTape() as tape:
+        loss = estimator.loss(target, q, sample_size, seed=seed)
+    return loss.numpy(), tape.gradient(loss, loc).numpy()
+
+
+def test_leave_one_out_baseline_with_zero_density_draws_is_the_baseline_over_the_others():
+    # Value: the ELBO estimate is -inf, so the loss is +inf, as with no baseline. Gradient:
+    # the draws of zero density have weight zero (no score term, no direct term) and enter
+    # no other draw's baseline, so the estimate is the leave-one-out one over the draws
+    # with density, computed here by hand from the same draws:
+    #   ∇_loc loss = -(1/S) Σ_{s: f_s > -inf} (f_s - b_s - 1) (z_s - loc),
+    #   b_s = mean of f over the other draws with density,
+    # since f = log p(z̄) - log q(z̄) and ∇_loc log q(z) = z - loc for q = N(loc, I).
+    loc, q, target, inside = _half_plane_problem()
+    s, seed = 8, tf.constant([1, 0], tf.int32)  # 3 of the 8 draws have zero density
+    loss, grad = _loss_and_gradient(ScoreFunction("leave_one_out"), q, target, loc, s, seed)
+    sample_seed, _ = tfp.random.split_seed(seed, n=2)  # as every estimator's `loss` splits it
+    z = q.sample(s, seed=sample_seed).numpy()
+    dead = z[:, 0] > 0.5
+    assert 2 <= dead.sum() <= s - 3  # zero-density draws, and at least 3 with density
+    f = (inside.log_prob(z) - q.log_prob(z)).numpy()[~dead]
+    baseline = (f.sum() - f) / (f.size - 1)
+    expected = -np.sum((f - baseline - 1.0)[:, None] * (z[~dead] - loc.numpy()), 0) / s
+    assert loss == np.inf
+    np.testing.assert_allclose(grad, expected, rtol=1e-12)
+    # Power: the formula above tells the baseline that keeps the zero-density draws apart
+    # (with them in, every advantage would be infinite and every score term dropped).
+    all_dropped = -np.sum((0.0 - 1.0) * (z[~dead] - loc.numpy()), 0) / s
+    assert not np.allclose(grad, all_dropped, rtol=1e-3)
+    # No baseline, same target and draws: loss +inf as well, finite gradient.
+    loss_none, grad_none = _loss_and_gradient(ScoreFunction(), q, target, loc, s, seed)
+    assert loss_none == np.inf and np.all(np.isfinite(grad_none))
+    np.testing.assert_allclose(
+        grad_none, -np.sum((f - 1.0)[:, None] * (z[~dead] - loc.numpy()), 0) / s, rtol=1e-12
+    )
+
+
+def test_leave_one_out_baseline_with_one_draw_of_density_drops_its_score_term():
+    # A draw with no other draw of density has no leave-one-out baseline (-inf), so an
+    # infinite advantage and no score term; its direct term -∇ log q(z̄) stays. Finite.
+    loc, q, target, _ = _half_plane_problem(start=1.5)
+    s = 2
+    for seed in range(40):  # a seed where exactly one of the two draws has density
+        sample_seed, _ = tfp.random.split_seed(tf.constant([0, seed]), n=2)
+        z = q.sample(s, seed=sample_seed).numpy()
+        if (z[:, 0] > 0.5).sum() == 1:
+            break
+    else:
+        raise AssertionError("no seed with one draw of density")
+    loss, grad = _loss_and_gradient(
+        ScoreFunction("leave_one_out"), q, target, loc, s, tf.constant([0, seed])
+    )
+    alive = z[:, 0] <= 0.5
+    assert loss == np.inf
+    np.testing.assert_allclose(grad, np.sum(z[alive] - loc.numpy(), 0) / s, rtol=1e-12)

@@ -94,13 +94,20 @@ def leave_one_out_logsumexp(log_weights, axis=1):
     return tf.where(all_zero, tf.fill(tf.shape(x), tf.constant(_MINUS_INF, x.dtype)), result)
 
 
-def leave_one_out_mean(log_weights, axis=1):
+def leave_one_out_mean(log_weights, axis=1, skip_neg_inf=False):
     """`mean_{j≠k} x_j` for every `k` (`K ≥ 2`), memory linear in `K`.
 
     `(Σ_j x_j - x_k) / (K - 1)`, computed about the mean of the finite entries
     so that the subtraction loses no precision to a large common offset. A
     `-inf` entry makes every mean that includes it `-inf`, and the mean that
-    leaves it out finite (plain `Σ - x_k` would give `-inf - -inf = NaN` there).
+    leaves it out finite (plain `Σ - x_k` would give `-inf - -inf = NaN` there):
+    the log of a geometric mean with a zero weight in it (VIMCO).
+
+    With `skip_neg_inf=True`, `-inf` entries are left out of every mean
+    instead: `mean_{j≠k, x_j > -inf} x_j`, the mean over the *other finite*
+    entries (a score-function baseline, where a sample of zero density has
+    weight zero and must not enter the others' baselines). A mean over no entry
+    is `-inf`. NaN entries are never skipped: they propagate in both modes.
     """
     x = log_weights
     is_neg_inf = tf.equal(x, tf.constant(-float("inf"), x.dtype))
@@ -111,8 +118,16 @@ def leave_one_out_mean(log_weights, axis=1):
         tf.math.divide_no_nan(tf.reduce_sum(finite, axis=axis, keepdims=True), num_finite)
     )
     centered = tf.where(is_neg_inf, tf.zeros_like(x), x - center)
-    mean = center + (tf.reduce_sum(centered, axis=axis, keepdims=True) - centered) / (count - 1.0)
+    others = tf.reduce_sum(centered, axis=axis, keepdims=True) - centered
+    minus_inf = tf.constant(-float("inf"), x.dtype)
+    if skip_neg_inf:
+        num_others = num_finite - tf.cast(~is_neg_inf, x.dtype)
+        # Divide by 1 where there is no other entry: that mean is replaced by -inf, and a
+        # division by 0 would send NaN back through tf.where's zero cotangent.
+        safe = tf.where(num_others > 0, num_others, tf.ones_like(num_others))
+        return tf.where(num_others > 0, center + others / safe, minus_inf)
+    mean = center + others / (count - 1.0)
     others_neg_inf = tf.reduce_sum(tf.cast(is_neg_inf, tf.int32), axis, keepdims=True) - tf.cast(
         is_neg_inf, tf.int32
     )
-    return tf.where(others_neg_inf > 0, tf.constant(-float("inf"), x.dtype), mean)
+    return tf.where(others_neg_inf > 0, minus_inf, mean)

@@ -6,6 +6,7 @@ import tensorflow_probability as tfp
 from tfp_gradest._util import log_weights as lw
 from tfp_gradest._util import structure
 from tfp_gradest.estimators.base import GradientEstimator, check_real, register
+from tfp_gradest.estimators.importance_weights import leave_one_out_mean
 
 __all__ = ["ScoreFunction"]
 
@@ -35,6 +36,13 @@ class ScoreFunction(GradientEstimator):
       `tf.Variable` updated on every call of `loss`.
     * `"leave_one_out"`: `b_s = mean_{s' ≠ s} f(z_{s'})` over the `S` draws
       (needs `sample_size >= 2`; Kool et al. 2019, "Buy 4 REINFORCE samples").
+      Draws of zero target density (`f = -inf`) are left out of the others'
+      baselines, so the estimator on the other draws is the leave-one-out one
+      over the draws that have density.
+
+    Zero density: as with every estimator, a draw with `f = -inf` makes the
+    loss `+inf` and contributes no gradient; so does any draw whose advantage
+    `f - b` is infinite (there is no finite score term to give it).
 
     Mixed surrogates. With `reparameterized_parts="pathwise"`, a joint
     distribution mixing reparameterised (e.g. Normal) and non-reparameterised
@@ -117,8 +125,11 @@ class ScoreFunction(GradientEstimator):
         advantage = tf.stop_gradient(f - self._baseline_value(f))
         # An infinite advantage (a sample, or a baseline, of zero target density)
         # has no finite score term: the objective is then -inf and the loss
-        # +inf, and the term is dropped so the gradient stays finite. NaN passes.
-        advantage = tf.where(tf.math.is_inf(advantage), tf.zeros_like(advantage), advantage)
+        # +inf, and the term is dropped so the gradient stays finite. So is that of a
+        # sample of zero density whose baseline is -inf too (-inf - -inf = NaN). A NaN
+        # from the target passes.
+        dropped = tf.math.is_inf(advantage) | tf.equal(tf.stop_gradient(f), -float("inf"))
+        advantage = tf.where(dropped, tf.zeros_like(advantage), advantage)
         return f, advantage * score_lp + f
 
     def _score_log_prob(self, surrogate_posterior, samples):
@@ -136,8 +147,12 @@ class ScoreFunction(GradientEstimator):
         if self._baseline is None:
             return tf.zeros_like(f)
         if self._baseline == "leave_one_out":
-            n = tf.cast(tf.shape(f)[0], f.dtype)
-            return (tf.reduce_sum(f, axis=0) - f) / (n - 1.0)
+            # The mean over the other samples *with density*: a sample of zero density
+            # (f = -inf) has weight zero, so it enters no other sample's baseline (with it,
+            # every other baseline would be -inf, every other advantage +inf, and every score
+            # term dropped). A sample with no other such sample gets a -inf baseline, an
+            # infinite advantage, and no score term (see `_objective`).
+            return leave_one_out_mean(f, axis=0, skip_neg_inf=True)
         # Moving average: the baseline uses earlier calls only, then absorbs this one.
         previous = tf.math.divide_no_nan(self._average, 1.0 - self._decay_power)
         mean_f = tf.cast(tf.reduce_mean(tf.stop_gradient(f)), tf.float64)
