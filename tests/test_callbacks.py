@@ -600,3 +600,122 @@ def test_the_monitor_uses_no_private_keras_attribute():
         "v = optimizer._trainable_variables\n"
     )
     assert len(_private_attribute_uses(old)) == 3
+
+
+# --- Non-finite gradients and the progress line (issue 21 item 2, issue 22 item 7) ----------
+
+
+class _SqrtGain(keras.layers.Layer):
+    """`x (1 + √gain)` with `gain = 0`: finite outputs, but `∂√g/∂g = ∞` at 0 makes the
+    gradient w.r.t. `gain` non-finite."""
+
+    def build(self, input_shape):
+        self.gain = self.add_weight(name="gain", shape=(), initializer="zeros")
+
+    def call(self, x):
+        return x * (1.0 + keras.ops.sqrt(self.gain))
+
+
+class _NoStep(keras.optimizers.Optimizer):
+    """Leaves every variable as it is (`SGD(0.0)` would write 0 · NaN = NaN into `gain`)."""
+
+    def __init__(self):
+        super().__init__(learning_rate=0.0, name="no_step")
+
+    def update_step(self, gradient, variable, learning_rate):
+        del gradient, variable, learning_rate
+
+
+def _broken_net():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [keras.Input((6,)), keras.layers.Dense(2, name="healthy"), _SqrtGain(name="broken")],
+        name="broken_net",
+    )
+    model.compile(_NoStep(), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
+class _RecordingWriter:
+    """Stands in for the TensorBoard writer: keeps what the monitor would write."""
+
+    written = []
+
+    def __init__(self, log_dir):
+        del log_dir
+
+    def write(self, values, step):
+        self.written.append((step, dict(values)))
+
+    def flush(self):
+        pass
+
+
+@pytest.mark.backends
+@pytest.mark.parametrize("mode", ["probe", "streaming"])
+def test_a_non_finite_gradient_is_recorded_as_nan_with_one_warning(mode, monkeypatch):
+    monkeypatch.setattr(monitor_lib, "ScalarWriter", _RecordingWriter)
+    monkeypatch.setattr(_RecordingWriter, "written", [])
+    x, y = _data()
+    model = _broken_net()
+    options = {"probe_data": (x[:32], y[:32]), "num_draws": 3} if mode == "probe" else {}
+    monitor = tge.callbacks.GradientVarianceMonitor(mode=mode, log_dir="unused", **options)
+    with pytest.warns(RuntimeWarning, match="not finite") as caught:
+        history = model.fit(x, y, epochs=2, batch_size=32, verbose=0, callbacks=[monitor])
+    messages = [str(w.message) for w in caught if "GradientVarianceMonitor" in str(w.message)]
+    assert len(messages) == 1, messages  # once for the variable, not once per epoch
+    assert "'gain'" in messages[0] and "'broken_net/broken'" in messages[0], messages[0]
+    prefix = monitor_lib._PREFIXES[mode]
+    for key in [f"{prefix}log10_variance/broken", f"{prefix}snr/broken"]:
+        assert np.all(np.isnan(history.history[key])), (key, history.history[key])
+        assert [np.isnan(value) for _, value in monitor.history[key]] == [True, True]
+        assert [np.isnan(values[key]) for _, values in _RecordingWriter.written] == [True, True]
+    healthy = history.history[f"{prefix}log10_variance/healthy"]
+    if mode == "probe":  # a deterministic layer: exactly equal draws, no noise at all
+        assert healthy == [-np.inf, -np.inf]
+    else:  # minibatch noise
+        assert np.all(np.isfinite(healthy)), healthy
+
+
+@pytest.mark.backends
+@pytest.mark.parametrize(
+    "group_by, show, printed",
+    [("layer", None, True), ("variable", None, False), ("variable", True, True),
+     ("layer", False, False)],
+)  # fmt: skip
+def test_show_in_progress_bar_keeps_the_values_in_history_either_way(
+    group_by, show, printed, capsys
+):
+    x, y = _data()
+    model = _noisy_net()
+    monitor = tge.callbacks.GradientVarianceMonitor(
+        (x[:32], y[:32]), num_draws=2, group_by=group_by, show_in_progress_bar=show
+    )
+    history = model.fit(x, y, epochs=2, batch_size=96, verbose=2, callbacks=[monitor]).history
+    lines = [line for line in capsys.readouterr().out.splitlines() if "loss" in line]
+    assert len(lines) == 2, lines
+    assert all(("grad_log10_variance/" in line) == printed for line in lines), lines
+    assert ("grad_log10_variance/top" in history) == (group_by == "layer")
+    for key in monitor.keys():
+        assert len(history[key]) == 2 and np.all(np.isfinite(history[key])), key
+
+
+def test_show_in_progress_bar_must_be_a_bool():
+    with pytest.raises(TypeError, match="Received: show_in_progress_bar='no'"):
+        tge.callbacks.GradientVarianceMonitor(mode="streaming", show_in_progress_bar="no")
+
+
+def test_a_non_finite_gradient_is_nan_in_the_tensorboard_file(tmp_path):
+    x, y = _data()
+    monitor = tge.callbacks.GradientVarianceMonitor(
+        (x[:32], y[:32]), num_draws=2, log_dir=str(tmp_path)
+    )
+    with pytest.warns(RuntimeWarning, match="not finite"):
+        _broken_net().fit(x, y, epochs=1, batch_size=96, verbose=0, callbacks=[monitor])
+    values = {}
+    for path in glob.glob(str(tmp_path / "events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                values[value.tag] = float(tf.make_ndarray(value.tensor))
+    assert np.isnan(values["grad_log10_variance/broken"]), values
+    assert values["grad_log10_variance/healthy"] == -np.inf, values

@@ -2,6 +2,7 @@
 `model.fit` runs, on the TensorFlow and JAX Keras backends."""
 
 import math
+import warnings
 
 import keras
 import numpy as np
@@ -86,6 +87,13 @@ class GradientVarianceMonitor(keras.callbacks.Callback):
     `History` list has one entry per epoch. `self.history` keeps the recorded
     values with their epoch (or step); `plot()` draws them.
 
+    **Non-finite gradients.** A group whose gradient draws are exactly equal
+    (a deterministic layer) records `log10_variance = -inf`. A group with a NaN
+    or infinite gradient element records NaN for both its variance and its SNR
+    (in `logs`, `History`, `self.history` and TensorBoard), and the monitor
+    warns once per variable, naming it and its layer: the gradient itself is
+    broken, which says nothing about the estimator's noise.
+
     Args:
       probe_data: `(x, y)` or `(x, y, sample_weight)` (or `x` alone), a fixed
         batch. Required in probe mode.
@@ -104,6 +112,15 @@ class GradientVarianceMonitor(keras.callbacks.Callback):
       jit_compile: compile the probe loop with XLA (TensorFlow; JAX always
         compiles it). Default value: `None`, meaning the model's own
         `jit_compile` setting.
+      show_in_progress_bar: Python `bool`. `True` adds the values to the epoch's
+        `logs`, so Keras's progress bar prints them (and `History`,
+        `CSVLogger`, `EarlyStopping` and any other callback that reads `logs`
+        see them). `False` keeps them off the progress line: they are appended
+        to the model's `History` directly (and written to `log_dir` and
+        `self.history`) but are not in `logs`. Default value: `None`, meaning
+        `True` with `group_by="layer"` (two values per layer) and `False` with
+        `group_by="variable"` (two per variable: four variables per Bayesian
+        layer make a progress line of thousands of characters).
 
     #### Examples
 
@@ -134,6 +151,7 @@ class GradientVarianceMonitor(keras.callbacks.Callback):
         seed=0,
         log_dir=None,
         jit_compile=None,
+        show_in_progress_bar=None,
     ):
         super().__init__()
         _gradients.check_supported()  # refuse e.g. PyTorch here, not at the first epoch's end
@@ -157,11 +175,21 @@ class GradientVarianceMonitor(keras.callbacks.Callback):
         seed = arguments.check_seed("seed", seed, allow_none=False)
         if every_n_steps is not None and mode == "streaming":
             raise ValueError("`every_n_steps` applies to probe mode; streaming records per epoch.")
+        if show_in_progress_bar not in (None, True, False):
+            raise TypeError(
+                "`show_in_progress_bar` must be True, False or None (True for "
+                'group_by="layer", False for group_by="variable"). '
+                f"Received: show_in_progress_bar={show_in_progress_bar!r}"
+            )
         self.probe_data = _unpack(probe_data) if probe_data is not None else None
         self.num_draws, self.every_n_epochs = int(num_draws), int(every_n_epochs)
         self.every_n_steps = None if every_n_steps is None else int(every_n_steps)
         self.mode, self.group_by, self.loss_fn = mode, group_by, loss_fn
         self.seed, self.log_dir, self.jit_compile = int(seed), log_dir, jit_compile
+        self.show_in_progress_bar = (
+            group_by == "layer" if show_in_progress_bar is None else show_in_progress_bar
+        )
+        self._warned_not_finite = set()  # variable paths already warned about
         self.history = {}  # key -> list of (epoch or step, value)
         self._probe_function = None
         self._streaming = None
@@ -190,17 +218,55 @@ class GradientVarianceMonitor(keras.callbacks.Callback):
 
     # --- the statistics ----------------------------------------------------------------
 
-    def summarize(self, moments):
-        """Per-group `{key: value}` from per-variable `tge.diagnostics.GradientMoments`."""
+    def summarize(self, moments, index=None):
+        """Per-group `{key: value}` from per-variable `tge.diagnostics.GradientMoments`.
+
+        `log10_variance` is `-inf` for a noiseless group (variance exactly 0); a group
+        with a non-finite gradient element gets NaN for both values and a warning, once
+        per variable. `index` (the epoch or step) only goes into the warning.
+        """
         logs, prefix = {}, _PREFIXES[self.mode]
+        variables = self.model.trainable_weights
         for group, indices in self.groups().items():
             mine = [moments[i] for i in indices]
+            variance_key = VARIANCE_KEY.format(prefix, group)
+            snr_key = SNR_KEY.format(prefix, group)
+            broken = [i for i, m in zip(indices, mine) if not _all_finite(m)]
+            if broken:
+                for i in broken:
+                    self._warn_not_finite(variables[i], group, moments[i], index)
+                logs[variance_key] = logs[snr_key] = float("nan")
+                continue
             variance = float(np.mean(np.concatenate([np.ravel(m.variance) for m in mine])))
-            logs[VARIANCE_KEY.format(prefix, group)] = (
-                math.log10(variance) if variance > 0 else -np.inf
-            )
-            logs[SNR_KEY.format(prefix, group)] = signal_to_noise_ratio(mine)
+            logs[variance_key] = math.log10(variance) if variance > 0 else -np.inf
+            logs[snr_key] = signal_to_noise_ratio(mine)
         return logs
+
+    def _warn_not_finite(self, variable, group, moments, index):
+        if variable.path in self._warned_not_finite:
+            return
+        self._warned_not_finite.add(variable.path)
+        layer = variable.path.rsplit("/", 1)[0] if "/" in variable.path else variable.path
+        bad = int(np.sum(~(np.isfinite(moments.mean) & np.isfinite(moments.variance))))
+        unit = "step" if self.every_n_steps is not None else "epoch"
+        when = "" if index is None else f" at {unit} {index}"
+        source = (
+            "the gradients handed to the optimizer"
+            if self.mode == "streaming"
+            else "the gradient draws on the probe batch"
+        )
+        prefix = _PREFIXES[self.mode]
+        warnings.warn(
+            f"GradientVarianceMonitor: the gradient of variable {variable.name!r} of layer "
+            f"{layer!r} is not finite: {source} have NaN or infinite values in {bad} of "
+            f"{moments.mean.size} elements{when}. "
+            f"{VARIANCE_KEY.format(prefix, group)!r} and {SNR_KEY.format(prefix, group)!r} "
+            "are recorded as NaN (a noiseless gradient would give -inf). Look for a NaN or "
+            "an overflow in the loss or the model (e.g. log or sqrt of 0, float16 range). "
+            "This warning is given once per variable.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
     def _loss(self, model, x, y, sample_weight):
         if self.loss_fn is not None:
@@ -359,11 +425,18 @@ class GradientVarianceMonitor(keras.callbacks.Callback):
             )
             self._last_logs = self._record(epoch, moments)
         values = self._last_logs if (record or self.every_n_steps is not None) else {}
-        for key in self.keys():
-            logs[key] = values.get(key, float("nan"))
+        entries = {key: values.get(key, float("nan")) for key in self.keys()}
+        history = getattr(self.model, "history", None)
+        if self.show_in_progress_bar or not isinstance(history, keras.callbacks.History):
+            logs.update(entries)
+        else:
+            # Keras's `History` (set on the model before training) records `logs` at the end
+            # of each epoch, after this callback; these keys get their entry here instead.
+            for key, value in entries.items():
+                history.history.setdefault(key, []).append(value)
 
     def _record(self, index, moments):
-        values = self.summarize(moments)
+        values = self.summarize(moments, index)
         for key, value in values.items():
             self.history.setdefault(key, []).append((index, value))
         if self._writer is not None:
@@ -404,6 +477,10 @@ def probe_seed_state(seed, index, generator, dtype):
     """
     words = np.random.SeedSequence([seed % 2**64, index, generator]).generate_state(2)
     return keras.ops.convert_to_tensor(np.asarray(words).astype(dtype))
+
+
+def _all_finite(moments):
+    return bool(np.all(np.isfinite(moments.mean)) and np.all(np.isfinite(moments.variance)))
 
 
 def _as_tensor(value):
