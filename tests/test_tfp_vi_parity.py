@@ -250,3 +250,78 @@ def test_trace_fn_structure_and_trainable_variables():
     assert trace["loss"].shape == [20] and len(trace["grads"]) == 1
     np.testing.assert_array_equal(trace["step"], np.arange(20))
     assert scale_var.numpy() == scale_before and loc.numpy() != 0.0
+
+
+# --- a scalar target output with one sample (issue 21) -----------------------------------
+
+SEED = tf.constant([0, 3], tf.int32)  # stateless, so tfp.vi draws the same sample
+ONE_SAMPLE = [
+    name
+    for name in tge.estimators.names()
+    if tge.estimators.get(name).min_sample_size == 1
+    and tge.estimators.get(name).min_importance_sample_size == 1
+]
+
+
+@pytest.mark.parametrize("name", ONE_SAMPLE)
+def test_a_scalar_target_output_with_one_sample_is_accepted_as_tfp_vi(name):
+    # With `sample_size * importance_sample_size == 1` and a scalar batch shape, a scalar
+    # can only be the one sample's log density; tfp.vi accepts it (TFP's own
+    # test_seeded_target_log_prob_fn returns `0.`), and so does every estimator here.
+    q, per_sample = _problem()
+
+    def scalar(z, seed=None):  # sums over the (single) sample axis
+        del seed
+        return tf.reduce_sum(per_sample(z))
+
+    losses, grads = [], []
+    for target in (scalar, per_sample):
+        with tf.GradientTape() as tape:
+            losses.append(
+                tge.vi.monte_carlo_variational_loss(target, q, seed=SEED, gradient_estimator=name)
+            )
+        grads.append(tape.gradient(losses[-1], q.trainable_variables))
+    reference = tfp.vi.monte_carlo_variational_loss(scalar, q, seed=SEED)
+    assert losses[0].shape == () and losses[0] == losses[1] == reference
+    for a, b in zip(*grads):
+        np.testing.assert_array_equal(a, b)
+    # A Python number, as in TFP's test: it takes the surrogate's dtype.
+    loss = tge.vi.monte_carlo_variational_loss(
+        lambda z, seed=None: 0.0, q, seed=SEED, gradient_estimator=name
+    )
+    assert loss == tfp.vi.monte_carlo_variational_loss(lambda z, seed=None: 0.0, q, seed=SEED)
+
+
+def test_a_scalar_target_output_fits_as_with_tfp_vi():
+    q, per_sample = _problem()
+    trace = tge.vi.fit_surrogate_posterior(
+        lambda z: tf.reduce_sum(per_sample(z)), q, keras.optimizers.Adam(0.1), 2, seed=1
+    )
+    assert trace.shape == (2,) and np.all(np.isfinite(trace))
+
+
+@pytest.mark.parametrize(
+    "sample_size,importance_sample_size,batch_shape",
+    [(2, 1, []), (1, 2, []), (1, 1, [1]), (1, 1, [2])],
+    ids=["two_samples", "two_importance_samples", "batch_1", "batch_2"],
+)
+def test_a_scalar_target_output_is_refused_where_it_is_ambiguous(
+    sample_size, importance_sample_size, batch_shape
+):
+    # More than one sample, or a batch: which sample or member the scalar belongs to is
+    # unknown (a sum over them, most likely), so it is refused, naming the shapes.
+    q = tfd.Normal(tf.Variable(tf.zeros(batch_shape)), 1.0)
+    n = sample_size * importance_sample_size
+    expected = tuple([n] + batch_shape)
+    with pytest.raises(ValueError, match=rf"target_log_prob_fn.*{expected}.*shape \(\)"):
+        tge.vi.monte_carlo_variational_loss(
+            lambda z: tf.reduce_sum(z), q, sample_size, importance_sample_size,
+            gradient_estimator="iwae",
+        )  # fmt: skip
+
+
+def test_a_wrong_shape_with_one_sample_is_still_refused():
+    q, per_sample = _problem()
+    for bad in (lambda z: per_sample(z)[:, None], lambda z: tf.zeros([2])):
+        with pytest.raises(ValueError, match=r"target_log_prob_fn.*\(1,\)"):
+            tge.vi.monte_carlo_variational_loss(bad, q, seed=1)

@@ -128,9 +128,13 @@ def check_target_log_prob(target_lp, surrogate_lp, inputs):
     forgets to sum over the event axes returns too many. Both would otherwise
     broadcast into a wrong loss or fail inside TensorFlow with a message naming
     neither. Checked statically (always possible under XLA), else at run time.
+
+    The one shape accepted besides: a scalar when there is one sample
+    (`sample_size * importance_sample_size == 1`) and the batch shape is scalar,
+    as `tfp.vi` accepts it. It is unambiguous there, and is reshaped to `[1]`.
     """
-    if not tf.is_tensor(target_lp):
-        target_lp = tf.convert_to_tensor(target_lp)
+    if not tf.is_tensor(target_lp):  # a Python number takes the surrogate's dtype
+        target_lp = tf.convert_to_tensor(target_lp, dtype_hint=surrogate_lp.dtype)
     if target_lp.dtype != surrogate_lp.dtype:
         raise TypeError(
             f"`target_log_prob_fn` returned {target_lp.dtype.name} log densities, but "
@@ -148,6 +152,10 @@ def check_target_log_prob(target_lp, surrogate_lp, inputs):
         "sum over the sample axis, or forget to sum over the event axes? "
         f"Received: output of shape {received}"
     )
+    if n == 1 and expected == [1] and received == []:
+        # One sample and a scalar batch shape: a scalar can only be that sample's log
+        # density, and `tfp.vi` accepts it (its own tests' targets return `0.`).
+        return tf.reshape(target_lp, [1])
     if expected.is_fully_defined() and received.is_fully_defined():
         if expected != received:
             raise ValueError(message)
