@@ -90,3 +90,71 @@ def test_bad_arguments_are_named():
         tge.models.VariationalAutoencoder(
             encoder, decoder, 4, gradient_estimator=tge.estimators.STL()
         )
+
+
+# --- data, arguments, backend (issue 21) ---------------------------------------------------
+
+
+def test_raw_pixels_are_refused_for_a_bernoulli_likelihood(binary_digits):
+    model = _vae("iwae", 2)
+    model.compile(optimizer="adam", jit_compile=False)
+    raw = (binary_digits[:40] * 255).astype("uint8")  # raw 0-255 pixels
+    message = r"`x` must hold values in \[0, 1\].*values in \[0, 255\] \(dtype uint8\).*x / 255"
+    for call in (
+        lambda: model.fit(raw, epochs=1, batch_size=20, verbose=0),
+        lambda: model.fit(x=tf.constant(raw), epochs=1, verbose=0),
+        lambda: model.evaluate(raw, verbose=0),
+        lambda: model.train_on_batch(raw),
+        lambda: model.test_on_batch(raw),
+    ):
+        with pytest.raises(ValueError, match=message):
+            call()
+    with pytest.raises(ValueError, match="`validation_data` must hold values in"):
+        model.fit(binary_digits[:40], validation_data=raw, epochs=1, verbose=0)
+    assert int(model.optimizer.iterations) == 0  # refused before any step
+
+
+def test_probabilities_and_a_normal_likelihood_are_not_refused(binary_digits):
+    model = _vae("iwae", 2)
+    model.compile(optimizer="adam", jit_compile=False)
+    assert np.isfinite(model.train_on_batch(np.full((8, 64), 0.25, "float32")))
+    encoder, decoder = keras.layers.Dense(8), keras.layers.Dense(64)
+    normal = tge.models.VariationalAutoencoder(encoder, decoder, 4, likelihood="normal")
+    normal.compile(optimizer="adam", jit_compile=False)
+    normal.fit(binary_digits[:8] * 255, epochs=0, verbose=0)  # checked, accepted, no step
+
+
+@pytest.mark.parametrize(
+    "kwargs,error,match",
+    [
+        ({"latent_dim": 0}, ValueError, r"`latent_dim` must be a positive integer.*latent_dim=0"),
+        ({"latent_dim": -2}, ValueError, r"latent_dim=-2 \(int\)"),
+        ({"latent_dim": 2.5}, TypeError, r"latent_dim=2\.5 \(float\).*not rounded"),
+        ({"latent_dim": "4"}, TypeError, r"latent_dim='4' \(str\)"),
+        ({"importance_sample_size": 2.5}, TypeError, r"importance_sample_size=2\.5"),
+        ({"sample_size": 0}, ValueError, r"sample_size=0"),
+        ({"seed": 1.5}, TypeError, r"`seed` must be an int or None"),
+    ],
+)
+def test_bad_arguments_are_refused_not_truncated(kwargs, error, match):
+    encoder, decoder = keras.layers.Dense(8), keras.layers.Dense(64)
+    with pytest.raises(error, match=match):
+        tge.models.VariationalAutoencoder(encoder, decoder, **{"latent_dim": 4, **kwargs})
+
+
+def test_numpy_integers_are_integers():
+    encoder, decoder = keras.layers.Dense(8), keras.layers.Dense(64)
+    model = tge.models.VariationalAutoencoder(
+        encoder, decoder, np.int64(4), importance_sample_size=np.int32(3), seed=np.int64(2)
+    )
+    config = model.get_config()
+    assert (config["latent_dim"], config["importance_sample_size"], config["seed"]) == (4, 3, 2)
+    assert all(type(config[k]) is int for k in ("latent_dim", "importance_sample_size", "seed"))
+
+
+def test_other_keras_backends_are_refused_at_construction(monkeypatch):
+    monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
+    with pytest.raises(
+        RuntimeError, match=r"VariationalAutoencoder runs only on .*'tensorflow'.*'jax'"
+    ):
+        tge.models.VariationalAutoencoder(keras.layers.Dense(8), keras.layers.Dense(64), 4)
