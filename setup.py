@@ -74,6 +74,7 @@ setuptools.setup(
         "docs": ["sphinx", "furo", "myst-parser"],
         "test": [
             "pytest",
+            "pytest-xdist",  # -n 2: the test command runs over both cores
             "scikit-learn",
             "matplotlib",
             "ruff",

@@ -7,16 +7,13 @@ import sys
 
 import keras
 import numpy as np
-import pytest
 
 from . import keras_file_worker
 
 WORKER = pathlib.Path(__file__).with_name("keras_file_worker.py")
 
 
-# Nightly (`python -m pytest -q -m slow`): two JAX/TensorFlow subprocesses, 17 s. CI keeps
-# tests/test_layers.py's round trip TensorFlow -> JAX without TensorFlow -> TensorFlow.
-@pytest.mark.slow
+# One subprocess on the other backend (~17 s); both directions are checked in each run.
 def test_keras_files_cross_between_tensorflow_and_jax(tmp_path):
     here = keras.backend.backend()
     other = "jax" if here == "tensorflow" else "tensorflow"

@@ -176,10 +176,6 @@ def test_top_layer_scale_gradient_variance_rt_over_r2g2_at_least_10(digits):
     assert ratio >= 10.0
 
 
-# Nightly (`python -m pytest -q -m slow`): a 22 s training run, cut from the CI run to keep
-# both backends under 20 minutes; the layers' training under XLA is also covered by
-# the cheaper `fit` tests here.
-@pytest.mark.slow
 def test_bnn_reaches_90_percent_on_digits_with_xla(digits):
     x_train, y_train, x_test, y_test = digits
     model = _bnn("r2g2", kl_weight=1.0 / len(x_train), inference_mode="mean")

@@ -72,23 +72,9 @@ def test_first_code_cell_quiets_tensorflow_before_it_is_imported():
         assert "import tensorflow" not in first and "import tfp_gradest" not in first, name
 
 
-# The four longest notebook runs (measured 46, 46, 38 and 21 s with SMALL = True on 2
-# cores) are nightly (`python -m pytest -q -m slow`), to keep the two-backend CI run under
-# 20 minutes; the shortest one runs in CI, and every notebook's cells are checked against
-# colabs/_build.py above.
-SLOW_NOTEBOOKS = {"quickstart.ipynb", "bnn_r2g2.ipynb", "vae_iwae_dreg.ipynb", "isag_gmm.ipynb"}
-
-
-@pytest.mark.parametrize(
-    "path",
-    [
-        pytest.param(path, marks=pytest.mark.slow)
-        if os.path.basename(path) in SLOW_NOTEBOOKS
-        else path
-        for path in NOTEBOOKS
-    ],
-    ids=os.path.basename,
-)
+# Every notebook runs in every CI run (SMALL = True: 21-46 s each on 2 cores). Each gets
+# its own kernel (nbclient picks free ports) and folder, so pytest-xdist may run them at once.
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=os.path.basename)
 def test_notebook_runs_with_small_settings(path, tmp_path):
     notebook = nbformat.read(path, as_version=4)
     parameters = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
