@@ -27,36 +27,56 @@ def _free_ports(n):
     return ports
 
 
-def _run_workers(tmp_path, timeout=180):
-    """Starts the two workers, waits (killing both on timeout), returns their results."""
-    cluster = {"worker": [f"localhost:{p}" for p in _free_ports(2)]}
-    processes, outputs = [], []
-    for index in range(2):
-        out = tmp_path / f"worker{index}.npz"
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", KERAS_BACKEND="tensorflow")
-        env["TF_CONFIG"] = json.dumps(
-            {"cluster": cluster, "task": {"type": "worker", "index": index}}
-        )
-        processes.append(
-            subprocess.Popen(
-                [sys.executable, str(WORKER), str(out)],
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
+def _run_workers(tmp_path, timeout=600, attempts=2):
+    """Starts the two workers, waits (killing both on timeout), returns their results.
+
+    The ports are free when chosen but may be taken before the workers bind them (another
+    pytest-xdist worker, a notebook kernel): then the pair starts again on new ports. Logs
+    go to files, not pipes, so neither worker blocks on a full pipe while the other waits
+    for it in a collective. The timeout is generous: under `pytest -n 2` the two workers
+    share two cores with another test.
+    """
+    for attempt in range(attempts):
+        cluster = {"worker": [f"localhost:{p}" for p in _free_ports(2)]}
+        processes, outputs, logs = [], [], []
+        for index in range(2):
+            out = tmp_path / f"worker{index}.npz"
+            env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", KERAS_BACKEND="tensorflow")
+            env["TF_CONFIG"] = json.dumps(
+                {"cluster": cluster, "task": {"type": "worker", "index": index}}
             )
-        )
-        outputs.append(out)
-    try:
-        logs = [p.communicate(timeout=timeout)[0] for p in processes]
-    finally:
-        for p in processes:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    for p, log in zip(processes, logs):
-        assert p.returncode == 0, log[-3000:]
-    return [dict(np.load(out)) for out in outputs]
+            log = open(tmp_path / f"worker{index}-{attempt}.log", "w+")
+            logs.append(log)
+            processes.append(
+                subprocess.Popen(
+                    [sys.executable, str(WORKER), str(out)],
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                )
+            )
+            outputs.append(out)
+        try:
+            for p in processes:
+                p.wait(timeout=timeout)
+        finally:
+            for p in processes:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+        texts = []
+        for log in logs:
+            log.seek(0)
+            texts.append(log.read())
+            log.close()
+        if all(p.returncode == 0 for p in processes):
+            return [dict(np.load(out)) for out in outputs]
+        port_taken = any("already in use" in t or "Failed to add port" in t for t in texts)
+        if not (port_taken and attempt + 1 < attempts):
+            break
+    for p, text in zip(processes, texts):
+        assert p.returncode == 0, text[-3000:]
 
 
 def _max_excess(result, reference, rtol, atol):
