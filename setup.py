@@ -86,7 +86,8 @@ setuptools.setup(
             "sphinx",  # the docs build and the README/guide examples (the docs extra)
             "furo",
             "myst-parser",
-            "build",  # tests/test_release.py: wheel and sdist, twine check
+            "build",  # tests/test_release.py: wheel and sdist (no isolation: setuptools, wheel)
+            "wheel",
             "twine",
         ],
     },
