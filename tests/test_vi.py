@@ -185,3 +185,66 @@ def test_optimizer_none_is_named():
 def test_target_must_be_callable():
     with pytest.raises(TypeError, match="target_log_prob_fn"):
         tge.estimators.STL().loss(3.0, _gaussian().surrogate)
+
+
+# --- under KERAS_BACKEND=jax: a clear error at the call (issue 21) ----------------------
+
+_JAX_SCRIPT = r"""
+import keras, numpy as np, tensorflow as tf, tensorflow_probability as tfp
+import tfp_gradest as tge
+
+tfd = tfp.distributions
+assert keras.backend.backend() == "jax"
+target = lambda z: tfd.Normal(1.0, 0.5).log_prob(z)
+
+
+def refused(call, error, *words):
+    try:
+        call()
+    except error as e:
+        assert all(w in str(e) for w in words), str(e)
+        print("refused:", str(e).split(".")[0])
+    else:
+        raise AssertionError("not refused: " + " ".join(words))
+
+
+q = tfd.Normal(tf.Variable(0.3), 1.2)
+# A Keras optimizer is JAX's here: refused before anything is traced.
+refused(
+    lambda: tge.vi.fit_surrogate_posterior(target, q, keras.optimizers.Adam(0.1), 2),
+    RuntimeError, "fit_surrogate_posterior", "Adam", "'jax'", "KERAS_BACKEND=tensorflow",
+)
+# So is a surrogate holding keras.Variables (JAX arrays), by either entry point.
+kq = tfd.Normal(keras.Variable(0.3), 1.2)
+refused(
+    lambda: tge.vi.monte_carlo_variational_loss(target, kq, seed=1),
+    RuntimeError, "monte_carlo_variational_loss", "Variable", "'jax'", "KERAS_BACKEND=tensorflow",
+)
+refused(
+    lambda: tge.vi.fit_surrogate_posterior(target, kq, tf.keras.optimizers.SGD(0.1), 2),
+    RuntimeError, "fit_surrogate_posterior", "'jax'",
+)
+# A target written with keras.ops returns a JAX array: its gradient would be lost.
+refused(
+    lambda: tge.vi.monte_carlo_variational_loss(lambda z: -keras.ops.square(z), q, seed=1),
+    TypeError, "target_log_prob_fn", "'jax'", "Received: output of type",
+)
+# TensorFlow objects still work whatever the Keras backend: the loss and its gradient.
+with tf.GradientTape() as tape:
+    loss = tge.vi.monte_carlo_variational_loss(target, q, seed=1)
+grad = tape.gradient(loss, q.trainable_variables)
+assert np.isfinite(loss) and all(g is not None for g in grad)
+print("ok")
+"""
+
+
+def test_tfp_entry_points_name_the_jax_backend_at_the_call():
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    result = subprocess.run(
+        [sys.executable, "-c", _JAX_SCRIPT], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0 and result.stdout.endswith("ok\n"), result.stderr[-3000:]

@@ -29,8 +29,11 @@ would otherwise put NaN into the sums). A NaN from the target is never masked:
 it reaches the loss and the gradient, so training fails loudly.
 """
 
+import numbers
 from typing import Any, NamedTuple
 
+import keras
+import numpy as np
 import tensorflow as tf
 
 from tfp_gradest._util import structure
@@ -133,7 +136,19 @@ def check_target_log_prob(target_lp, surrogate_lp, inputs):
     (`sample_size * importance_sample_size == 1`) and the batch shape is scalar,
     as `tfp.vi` accepts it. It is unambiguous there, and is reshaped to `[1]`.
     """
-    if not tf.is_tensor(target_lp):  # a Python number takes the surrogate's dtype
+    if not tf.is_tensor(target_lp):
+        if not isinstance(target_lp, (numbers.Number, np.ndarray, np.generic, list, tuple)):
+            # E.g. a JAX array from `keras.ops` under KERAS_BACKEND=jax: converting it would
+            # keep its value and silently drop its gradient.
+            raise TypeError(
+                "`target_log_prob_fn` must return a TensorFlow tensor (write it with `tf` / "
+                "`tfp` ops: the samples it receives are TensorFlow tensors), so that gradients "
+                f"reach the surrogate and the model. The current Keras backend is "
+                f"{keras.backend.backend()!r}; under KERAS_BACKEND=jax, `keras.ops` returns "
+                "JAX arrays, so set KERAS_BACKEND=tensorflow to write the target with "
+                f"`keras.ops`. Received: output of type {type(target_lp).__name__}"
+            )
+        # A Python number (a constant target) takes the surrogate's dtype.
         target_lp = tf.convert_to_tensor(target_lp, dtype_hint=surrogate_lp.dtype)
     if target_lp.dtype != surrogate_lp.dtype:
         raise TypeError(

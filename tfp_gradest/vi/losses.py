@@ -2,13 +2,14 @@
 
 import numbers
 
+import keras
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfp_gradest import estimators
+from tfp_gradest import _backend, estimators
 
-__all__ = ["monte_carlo_variational_loss", "resolve_estimator"]
+__all__ = ["check_keras_backend", "monte_carlo_variational_loss", "resolve_estimator"]
 
 _GradientEstimators = tfp.vi.GradientEstimators
 
@@ -44,6 +45,41 @@ def static_importance_sample_size(importance_sample_size):
     if isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)):
         return int(value)
     return importance_sample_size
+
+
+def check_keras_backend(entry_point_name, *objects):
+    """Refuses Keras objects of a backend other than TensorFlow, before anything is traced.
+
+    `tge.vi` is written with TensorFlow and TFP: it runs whatever the Keras
+    backend is, as long as what it is given is TensorFlow's. Under
+    `KERAS_BACKEND=jax` a Keras optimizer or a `keras.Variable` (in the
+    surrogate's parameters, or in `trainable_variables`) is JAX's, and would
+    fail deep inside `tfp.math.minimize` (or silently get no gradient); so if
+    any of `objects` (searched through lists, dicts and distributions'
+    parameters) is one, this raises `_backend.require_tensorflow_backend`'s
+    error, naming the backend and what to do.
+    """
+    if keras.backend.backend() == "tensorflow":
+        return
+    for obj in _flatten(objects):
+        if isinstance(obj, (keras.Variable, keras.optimizers.Optimizer)):
+            _backend.require_tensorflow_backend(
+                f"{entry_point_name} with a Keras {type(obj).__name__}"
+            )
+
+
+def _flatten(objects, depth=0):
+    """Everything in `objects`, looking into sequences, dicts and distributions' parameters."""
+    for obj in objects:
+        yield obj
+        if depth > 8:  # parameters of parameters: deep enough for any real surrogate
+            continue
+        if isinstance(obj, tfp.distributions.Distribution):
+            yield from _flatten(obj.parameters.values(), depth + 1)
+        elif isinstance(obj, dict):
+            yield from _flatten(obj.values(), depth + 1)
+        elif isinstance(obj, (list, tuple)):
+            yield from _flatten(obj, depth + 1)
 
 
 def resolve_estimator(gradient_estimator, importance_sample_size=1):
@@ -136,6 +172,7 @@ def monte_carlo_variational_loss(
             "needed here: every estimator stops its own gradients). "
             f"Received: stopped_surrogate_posterior={stopped_surrogate_posterior!r}"
         )
+    check_keras_backend("tge.vi.monte_carlo_variational_loss", surrogate_posterior)
     importance_sample_size = static_importance_sample_size(importance_sample_size)
     estimator = resolve_estimator(gradient_estimator, importance_sample_size)
     return estimator.loss(

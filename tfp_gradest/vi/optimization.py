@@ -9,7 +9,11 @@ import tensorflow_probability as tfp
 
 from tfp_gradest._util.seeds import sanitize_seed
 from tfp_gradest.estimators import Reparameterization
-from tfp_gradest.vi.losses import resolve_estimator, static_importance_sample_size
+from tfp_gradest.vi.losses import (
+    check_keras_backend,
+    resolve_estimator,
+    static_importance_sample_size,
+)
 
 __all__ = ["fit_surrogate_posterior"]
 
@@ -91,6 +95,9 @@ def fit_surrogate_posterior(
     ```
     """
     _check_optimizer(optimizer)
+    check_keras_backend(
+        "tge.vi.fit_surrogate_posterior", optimizer, surrogate_posterior, trainable_variables
+    )
     importance_sample_size = static_importance_sample_size(importance_sample_size)
     if gradient_reuse is not None:
         loss_fn, trainable_variables = _reuse_loss(
