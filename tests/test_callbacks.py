@@ -719,3 +719,28 @@ def test_a_non_finite_gradient_is_nan_in_the_tensorboard_file(tmp_path):
                 values[value.tag] = float(tf.make_ndarray(value.tensor))
     assert np.isnan(values["grad_log10_variance/broken"]), values
     assert values["grad_log10_variance/healthy"] == -np.inf, values
+
+
+@pytest.mark.backends
+def test_streaming_under_a_loss_scale_optimizer_sees_the_unscaled_gradients():
+    # Keras wraps the optimizer in a LossScaleOptimizer under mixed_float16; its own `apply`
+    # sees gradients times the loss scale (2**15: +9 in log10 variance), and JAX's train step
+    # does not call it at all (nothing recorded: -inf). A zero learning rate keeps the
+    # weights, so both policies see the same minibatch gradients, up to float16 rounding
+    # (relative 1e-3 in the gradients, 1e-2 in log10 variance).
+    x, y = _data()
+    recorded = {}
+    for policy in ["float32", "mixed_float16"]:
+        keras.mixed_precision.set_global_policy(policy)
+        try:
+            model = _plain_model(keras.optimizers.SGD(0.0))  # deterministic
+            monitor = tge.callbacks.GradientVarianceMonitor(mode="streaming")
+            history = model.fit(
+                x, y, epochs=1, batch_size=16, shuffle=False, verbose=0, callbacks=[monitor]
+            ).history
+        finally:
+            keras.mixed_precision.set_global_policy("float32")
+        recorded[policy] = [history[key][0] for key in monitor.keys()]
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert "apply" not in vars(model.optimizer.inner_optimizer)  # restored after fit
+    np.testing.assert_allclose(recorded["mixed_float16"], recorded["float32"], atol=1e-2)

@@ -75,9 +75,14 @@ class GradientVarianceMonitor(keras.callbacks.Callback):
     `optimizer.apply` that records the gradients and calls the original, and
     removes it at the end of `fit`. The moments are kept in TF variables on
     TensorFlow, and on the host on JAX (the JAX train step is pure: see
-    `_gradients/jax.py`). Under a TensorFlow distribution strategy the
-    gradients are summed across replicas first (one extra all-reduce), so the
-    moments are of the global-batch gradient.
+    `_gradients/jax.py`). Under a `keras.optimizers.LossScaleOptimizer` (Keras
+    wraps the optimizer in one under `mixed_float16`) the callback watches its
+    `inner_optimizer`, which is given the unscaled gradients of the steps
+    actually taken: the outer one sees loss-scaled gradients, including those of
+    the steps it skips for overflowing, and JAX's train step bypasses its `apply`.
+    Under a TensorFlow distribution strategy the gradients are summed across
+    replicas first (one extra all-reduce), so the moments are of the
+    global-batch gradient.
 
     The loss is `model.compute_loss(x, y, y_pred, sample_weight)` on
     `y_pred = model(x, training=True)` (this includes the layers' `add_loss`
@@ -344,7 +349,7 @@ class GradientVarianceMonitor(keras.callbacks.Callback):
 
     def _start_streaming(self):
         model = self.model
-        optimizer = model.optimizer
+        optimizer = _applying_optimizer(model.optimizer)
         variables = list(model.trainable_variables)
         if not variables:
             raise ValueError(
@@ -373,6 +378,7 @@ class GradientVarianceMonitor(keras.callbacks.Callback):
             accumulator.update(grads, indices)
             return original(grads, trainable_variables)
 
+        self._patched_optimizer = optimizer
         self._optimizer_had_own_apply = "apply" in vars(optimizer)
         self._original_apply = original
         optimizer.apply = apply
@@ -380,10 +386,12 @@ class GradientVarianceMonitor(keras.callbacks.Callback):
 
     def _stop_streaming(self):
         model = self.model
+        optimizer = self._patched_optimizer
         if self._optimizer_had_own_apply:
-            model.optimizer.apply = self._original_apply
+            optimizer.apply = self._original_apply
         else:
-            del model.optimizer.apply  # back to the class's method
+            del optimizer.apply  # back to the class's method
+        del self._patched_optimizer
         del self._original_apply
         model.make_train_function(force=True)
 
@@ -477,6 +485,13 @@ def probe_seed_state(seed, index, generator, dtype):
     """
     words = np.random.SeedSequence([seed % 2**64, index, generator]).generate_state(2)
     return keras.ops.convert_to_tensor(np.asarray(words).astype(dtype))
+
+
+def _applying_optimizer(optimizer):
+    """The optimizer whose `apply` receives the gradients that update the weights, unscaled."""
+    while isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        optimizer = optimizer.inner_optimizer
+    return optimizer
 
 
 def _all_finite(moments):
