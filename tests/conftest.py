@@ -1,8 +1,9 @@
 """Shared test set-up: quiet TensorFlow, the backend switch, and small statistical helpers.
 
-`python -m pytest -q` runs every test on TensorFlow. `KERAS_BACKEND=jax python -m pytest -q`
-runs only the tests marked `@pytest.mark.backends` (see tests/backend_utils.py), with two
-host devices for `keras.distribution.DataParallel`.
+`python -m pytest -n 2 -q` runs every test on TensorFlow (two pytest-xdist workers);
+`KERAS_BACKEND=jax python -m pytest -n 2 -q` runs only the tests marked
+`@pytest.mark.backends` (see tests/backend_utils.py), with two host devices for
+`keras.distribution.DataParallel`.
 """
 
 import os
@@ -18,29 +19,36 @@ if JAX_RUN:
     if _flag not in os.environ.get("XLA_FLAGS", ""):
         os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _flag).strip()
 
-import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-if JAX_RUN != (keras.backend.backend() == "jax"):
-    raise RuntimeError(
-        "tests/conftest.py chooses the test subset from the KERAS_BACKEND environment "
-        f"variable; Keras's backend is {keras.backend.backend()!r} (from ~/.keras/keras.json?). "
-        "Set KERAS_BACKEND explicitly."
-    )
+DTYPES = ["float32", "float64"]  # the `dtype` fixture: tf.DType on TensorFlow, names on JAX
 
-if not JAX_RUN:
-    import tensorflow as tf
 
-    # Two logical CPU devices, so that tf.distribute.MirroredStrategy runs two
-    # replicas here; this must happen before TensorFlow initialises its devices.
-    _cpu = tf.config.list_physical_devices("CPU")[0]
-    tf.config.set_logical_device_configuration(
-        _cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
-    )
-    DTYPES = [tf.float32, tf.float64]
-else:
-    DTYPES = ["float32", "float64"]
+def pytest_configure(config):
+    """Checks the backend and gives TensorFlow two logical CPUs, in each process that runs
+    tests: not in pytest-xdist's controller (`-n 2`), which only hands tests out, so it
+    need not import TensorFlow."""
+    if config.getoption("numprocesses", None) and not hasattr(config, "workerinput"):
+        return
+    import keras
+
+    if JAX_RUN != (keras.backend.backend() == "jax"):
+        raise RuntimeError(
+            "tests/conftest.py chooses the test subset from the KERAS_BACKEND environment "
+            f"variable; Keras's backend is {keras.backend.backend()!r} (from "
+            "~/.keras/keras.json?). Set KERAS_BACKEND explicitly."
+        )
+    if not JAX_RUN:
+        import tensorflow as tf
+
+        # Two logical CPU devices, so that tf.distribute.MirroredStrategy runs two
+        # replicas here; this must happen before TensorFlow initialises its devices.
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
+        )
+
 
 # |z| < 4 per element: under an unbiased estimator each z-score is ~N(0, 1), so a
 # false alarm has probability ~6e-5 per element; seeds are fixed, so runs repeat.
@@ -99,9 +107,13 @@ def mirrored_strategy():
     return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 
 
-@pytest.fixture(params=DTYPES, ids=lambda d: getattr(d, "name", d))
+@pytest.fixture(params=DTYPES)
 def dtype(request):
-    if JAX_RUN and request.param == "float64":
+    if not JAX_RUN:
+        import tensorflow as tf
+
+        return tf.as_dtype(request.param)
+    if request.param == "float64":
         import jax
 
         if not jax.config.jax_enable_x64:
