@@ -26,7 +26,7 @@ def test_keras_files_cross_between_tensorflow_and_jax(tmp_path):
     env = dict(os.environ, KERAS_BACKEND=other, TF_CPP_MIN_LOG_LEVEL="3")
     done = subprocess.run(
         [sys.executable, str(WORKER), str(tmp_path)],
-        env=env, capture_output=True, text=True, timeout=300,
+        env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     loaded_there = dict(np.load(tmp_path / "parent_loaded.npz"))

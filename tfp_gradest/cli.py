@@ -523,7 +523,10 @@ def compare(argv=None, prog=PROG):
     )
     for result in results:
         _print_case(result)
-    _write(results, args)
+    try:
+        _write(results, args)
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(f"while writing to {args.output_dir}") from None
     return results
 
 
@@ -601,8 +604,9 @@ def main(argv=None, prog=PROG):
             sys.stderr.write(stop.code + "\n")
             return 2
         raise
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
         _end_progress_line()
-        sys.stderr.write("interrupted (Ctrl-C): stopped, nothing written\n")
+        where = f" {interrupt}" if str(interrupt) else ": stopped, nothing written"
+        sys.stderr.write(f"interrupted (Ctrl-C){where}\n")
         return 130
     return 0
