@@ -744,3 +744,17 @@ def test_streaming_under_a_loss_scale_optimizer_sees_the_unscaled_gradients():
     assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
     assert "apply" not in vars(model.optimizer.inner_optimizer)  # restored after fit
     np.testing.assert_allclose(recorded["mixed_float16"], recorded["float32"], atol=1e-2)
+
+
+@pytest.mark.backends
+def test_streaming_with_one_step_per_window_records_nan_not_noiseless():
+    # One optimizer step per epoch: no variance can be estimated. Recording 0 (log10: -inf)
+    # would claim a noiseless gradient.
+    x, y = _data()
+    model = _plain_model(keras.optimizers.SGD(0.0))
+    monitor = tge.callbacks.GradientVarianceMonitor(mode="streaming")
+    with pytest.warns(RuntimeWarning, match="took 1 step") as caught:
+        history = model.fit(x, y, epochs=2, batch_size=96, verbose=0, callbacks=[monitor]).history
+    assert len([w for w in caught if "took 1 step" in str(w.message)]) == 1
+    for key in monitor.keys():
+        assert np.all(np.isnan(history[key])), (key, history[key])

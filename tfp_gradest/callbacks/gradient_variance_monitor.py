@@ -194,7 +194,7 @@ class GradientVarianceMonitor(keras.callbacks.Callback):
         self.show_in_progress_bar = (
             group_by == "layer" if show_in_progress_bar is None else show_in_progress_bar
         )
-        self._warned_not_finite = set()  # variable paths already warned about
+        self._warned_not_finite = set()  # what has been warned about (variable paths)
         self.history = {}  # key -> list of (epoch or step, value)
         self._probe_function = None
         self._streaming = None
@@ -232,6 +232,11 @@ class GradientVarianceMonitor(keras.callbacks.Callback):
         """
         logs, prefix = {}, _PREFIXES[self.mode]
         variables = self.model.trainable_weights
+        if moments and min(m.num_draws for m in moments) < 2:
+            # Streaming over a window with fewer than two optimizer steps: no variance at all
+            # (`moments_from_running` gives 0 there, which would read as "noiseless").
+            self._warn_too_few_steps(min(m.num_draws for m in moments), index)
+            return {key: float("nan") for key in self.keys()}
         for group, indices in self.groups().items():
             mine = [moments[i] for i in indices]
             variance_key = VARIANCE_KEY.format(prefix, group)
@@ -246,6 +251,22 @@ class GradientVarianceMonitor(keras.callbacks.Callback):
             logs[variance_key] = math.log10(variance) if variance > 0 else -np.inf
             logs[snr_key] = signal_to_noise_ratio(mine)
         return logs
+
+    def _warn_too_few_steps(self, count, index):
+        if "too few steps" in self._warned_not_finite:
+            return
+        self._warned_not_finite.add("too few steps")
+        unit = "step" if self.every_n_steps is not None else "epoch"
+        when = "" if index is None else f" ending at {unit} {index}"
+        warnings.warn(
+            f'GradientVarianceMonitor(mode="streaming"): the optimizer took {count} step(s) in '
+            f"the window{when}; a variance needs at least 2, so every value of this window is "
+            "recorded as NaN. Record over more steps (more batches per epoch, a larger "
+            "`every_n_epochs`) or use probe mode. (Steps a LossScaleOptimizer skips do not "
+            "count.) This warning is given once.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
     def _warn_not_finite(self, variable, group, moments, index):
         if variable.path in self._warned_not_finite:
