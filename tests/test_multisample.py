@@ -329,3 +329,55 @@ def test_dreg_alpha_and_jvi_order_are_validated():
         tge.estimators.DReG(1.5)
     with pytest.raises(ValueError, match="order"):
         tge.estimators.JVI(order=2)
+
+
+# --- one sample of density in an objective (issue 21: the -inf check of VIMCO and JVI) --
+
+
+def _one_sample_of_density(k):
+    """`q = N(loc, I_2)` at `loc = 0`, a target `N(1, I)` cut to zero density where
+    `z_0 > cut`, the cut chosen so that exactly one of the `k` draws of seed [0, 1] keeps
+    density; returns the pieces and that draw."""
+    loc = tf.Variable(tf.zeros(2, tf.float64))
+    q = tfd.MultivariateNormalDiag(loc, tf.ones(2, tf.float64))
+    inside = tfd.MultivariateNormalDiag(tf.ones(2, tf.float64))
+    seed = tf.constant([0, 1], tf.int32)
+    sample_seed, _ = tfp.random.split_seed(seed, n=2)  # as every estimator's `loss` splits it
+    z = q.sample(k, seed=sample_seed).numpy()
+    first, second = np.sort(z[:, 0])[:2]
+    cut = (first + second) / 2
+
+    def target(z):
+        return tf.where(z[..., 0] > cut, tf.constant(-np.inf, tf.float64), inside.log_prob(z))
+
+    return loc, q, target, seed, z[np.argmin(z[:, 0])]
+
+
+@pytest.mark.parametrize("name", ["jvi", "jvi_dreg", "vimco"])
+def test_one_sample_of_density_gives_the_exact_finite_gradient(name):
+    # JVI: L = K·L_K - (K-1)/K·Σ_i L^{(-i)}. With only w_a > 0, L^{(-a)} = log 0 = -inf, so
+    # the estimate is +inf (the loss -inf: JVI is not a bound and diverges here), but that
+    # term is constant, so the gradient is that of the others: every L^{(-i)}, i ≠ a, and
+    # L_K are log w_a + const, so  ∇ loss = -(K - (K-1)²/K) ∇ log w_a.  Here
+    # ∇_loc log w_a = ∇_z log p(z_a) = 1 - z_a (pathwise), and the path part alone,
+    # ∇_z log p - ∇_z log q = 1 - loc = 1 (DReG). VIMCO: the IWAE bound is finite, and so
+    # is its gradient. (JVI-DReG gave NaN and JVI a zero gradient before.)
+    k = 4
+    loc, q, target, seed, z_a = _one_sample_of_density(k)
+    estimator = tge.estimators.get(name)
+
+    @tf.function(jit_compile=False, autograph=False)
+    def step():
+        with tf.GradientTape() as tape:
+            loss = estimator.loss(target, q, 1, k, seed=seed)
+        return loss, tape.gradient(loss, loc)
+
+    loss, grad = step()
+    assert np.all(np.isfinite(grad)), grad
+    factor = k - (k - 1) ** 2 / k
+    if name == "vimco":
+        assert np.isfinite(loss)
+    else:
+        assert loss == -np.inf
+        expected = -factor * (1.0 - z_a) if name == "jvi" else -factor * np.ones(2)
+        np.testing.assert_allclose(grad, expected, rtol=1e-12)

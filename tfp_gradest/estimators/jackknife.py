@@ -29,7 +29,15 @@ def _held_out_weight_sums(log_weights, power):
     """
     log_weights = tf.stop_gradient(log_weights)
     log_z = leave_one_out_logsumexp(log_weights)
-    sums = tf.exp(power * log_weights + leave_one_out_logsumexp(-power * log_z))
+    # A held-out set with no density (`Z_i = 0`: only sample `i` has density) has held-out
+    # weights 0, as `normalized_weights` gives (not `w_j^p · 0^{-p} = 0 · inf`): its `i` is
+    # left out of the sums.
+    inverse = tf.where(
+        tf.equal(log_z, -float("inf")),
+        tf.fill(tf.shape(log_z), tf.constant(-float("inf"), log_z.dtype)),
+        -power * log_z,
+    )
+    sums = tf.exp(power * log_weights + leave_one_out_logsumexp(inverse))
     # No sample of nonzero density: every held-out weight is 0 (not -inf + inf = NaN).
     no_density = tf.reduce_all(tf.equal(log_weights, -float("inf")), axis=1, keepdims=True)
     return tf.where(no_density, tf.zeros_like(sums), sums)
@@ -42,6 +50,20 @@ def _jackknife(full, leave_one_out_terms, k):
     # No sample of nonzero density: every bound is -inf, and so is the estimate
     # (not K·(-inf) + inf = NaN).
     return tf.where(tf.equal(full, -float("inf")), full, estimate)
+
+
+def _finite_terms(held_out):
+    """`held_out` with its `-inf` entries replaced by 0, for the surrogate's gradient.
+
+    When only sample `i` of an objective has density, `L_{K-1}^{(-i)} = log 0 = -inf`
+    and the jackknife estimate is `+inf` (the loss `-inf`): JVI is not a bound, and
+    with one sample of density it diverges. That `-inf` term is constant around the
+    samples (the others have density 0 there), so its derivative is 0 and the
+    estimate's gradient is that of the finite terms. (The `-inf` is replaced in a
+    copy whose gradient flows only where it is finite.)
+    """
+    is_neg_inf = tf.equal(tf.stop_gradient(held_out), -float("inf"))
+    return tf.where(is_neg_inf, tf.zeros_like(held_out), held_out)
 
 
 class _JackknifeBase(GradientEstimator):
@@ -80,8 +102,10 @@ class JVI(_JackknifeBase):
     def _objective(self, inputs):
         log_weights = lw.pathwise_log_weights(inputs).log_weights
         held_out = _leave_one_out_bounds(log_weights)
-        value = _jackknife(log_mean_exp(log_weights), held_out, inputs.importance_sample_size)
-        return value, value
+        full, k = log_mean_exp(log_weights), inputs.importance_sample_size
+        value = _jackknife(full, held_out, k)
+        # The gradient of the terms that are finite: see `_finite_terms`.
+        return value, _jackknife(full, _finite_terms(held_out), k)
 
 
 @register("jvi_dreg")
