@@ -219,14 +219,19 @@ class HierarchicalVAE(_data.BernoulliDataChecks, keras.Model):
         sample does not depend on how the `K` samples are grouped: the chunked bound uses
         exactly the samples of the unchunked one.
         """
-        level_seeds = tf.random.experimental.stateless_split(seed, len(self.latent_dims))
+        # Philox, as the layers' noise (`_backend.tensorflow`). (TensorFlow's XLA kernel turns
+        # the same Philox bits into other Normal numbers: XLA and non-XLA runs differ.)
+        level_seeds = tf.random.experimental.stateless_split(
+            seed, len(self.latent_dims), alg="philox"
+        )
 
         def draw(k):
             return [
                 tf.random.stateless_normal(
                     [batch, dim],
-                    tf.random.experimental.stateless_fold_in(level_seeds[level], k),
+                    tf.random.experimental.stateless_fold_in(level_seeds[level], k, alg="philox"),
                     dtype=dtype,
+                    alg="philox",
                 )
                 for level, dim in enumerate(self.latent_dims)
             ]
@@ -287,9 +292,11 @@ class HierarchicalVAE(_data.BernoulliDataChecks, keras.Model):
         The `K` samples are evaluated `chunk_size` at a time, with a streaming
         log-mean-exp over the chunks (a running maximum and a float64 sum, in one
         `tf.while_loop`), so memory does not grow with `K`: a `K = 5000` bound over
-        a test set fits. Sample `k` is the same whatever the chunking, so the value
-        is too (up to the rounding of the float64 sum). Differentiable when
-        unchunked (`chunk_size >= K`).
+        a test set fits. Sample `k` is drawn from `(seed, k)` alone, the same whatever
+        the chunking, so the value is too (exactly, measured, without XLA; within
+        float32 rounding under XLA, which also draws other Normal numbers from the same
+        seed than TensorFlow's own kernels). Differentiable when unchunked
+        (`chunk_size >= K`).
 
         Args:
           x: `[B, num_pixels]` data in [0, 1] (any real or bool dtype); in-memory data
