@@ -3,6 +3,7 @@
 import os
 import re
 import sys
+import textwrap
 
 DOCS = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, DOCS)
@@ -63,6 +64,7 @@ default_role = "code"
 _FENCE = re.compile(r"^(\s*)```\s*([\w+-]*)\s*$")
 _HEADING = re.compile(r"^(\s*)#{2,6}\s+(.*\S)\s*$")
 _CODE = re.compile(r"(`[^`]+`)([A-Za-z0-9])?")  # `int`s: Markdown allows it, RST needs "\\ "
+_TABLE = re.compile(r"^(\s*)\|.*\|\s*$")
 _LINK = re.compile(r"\[([^\]]+)\]\((https?://[^)\s]+)\)")
 
 
@@ -84,16 +86,71 @@ def _markdown_to_rst(lines):
             out.append("")
         elif heading:
             out += [f"{heading.group(1)}.. rubric:: {heading.group(2)}", ""]
+        elif _TABLE.match(lines[i]):  # a Markdown table: shown as it is written
+            indent = _TABLE.match(lines[i]).group(1)
+            if out and out[-1].strip():
+                out.append("")
+            out += [f"{indent}.. code-block:: text", ""]
+            while i < len(lines) and _TABLE.match(lines[i]):
+                out.append(f"{indent}   {lines[i][len(indent) :]}")
+                i += 1
+            out.append("")
+            continue
         else:
-            line = _LINK.sub(r"`\1 <\2>`__", lines[i])
-            out.append(_CODE.sub(lambda m: m[1] + ("\\ " + m[2] if m[2] else ""), line))
+            out.append(_inline(lines[i]))
+        i += 1
+    return out
+
+
+def _inline(line):
+    """Markdown links and `code` to reStructuredText; a bare `|` (e.g. `|z|`) is literal."""
+    parts = re.split(r"(`[^`]+`)", _LINK.sub(r"`\1 <\2>`__", line))
+    for j, part in enumerate(parts):
+        if j % 2 == 0:
+            parts[j] = part.replace("|", "\\|")
+    return _CODE.sub(lambda m: m[1] + ("\\ " + m[2] if m[2] else ""), "".join(parts))
+
+
+_NAMED_RESULT = re.compile(r"^\s*`?\w+`?(, `?\w+`?)*( \(.*\))?: ")
+
+
+def _free_text_returns(lines):
+    """A `Returns:` section that is prose, not `name: description` items, as a rubric.
+
+    Napoleon reads `Returns` as a list of named results (`napoleon_custom_sections`),
+    which is what most of our docstrings write; a sentence would become a bold "name".
+    """
+    out, i = [], 0
+    while i < len(lines):
+        header = re.match(r"^(\s*)Returns:\s*$", lines[i])
+        if header and i + 1 < len(lines) and not _NAMED_RESULT.match(lines[i + 1]):
+            indent, body = header.group(1), []
+            i += 1
+            while i < len(lines) and (not lines[i].strip() or lines[i].startswith(indent + " ")):
+                body.append(lines[i])
+                i += 1
+            body = textwrap.dedent("\n".join(body)).strip("\n").splitlines()
+            out += [f"{indent}.. rubric:: Returns", ""] + [f"{indent}{b}" for b in body] + [""]
+            continue
+        out.append(lines[i])
         i += 1
     return out
 
 
 def _process_docstring(app, what, name, obj, options, lines):
-    lines[:] = _markdown_to_rst(lines)
+    lines[:] = _free_text_returns(_markdown_to_rst(lines))
+
+
+def _substitute(app, docname, source):
+    """`{{ url }}` and `{{ version }}` everywhere in a page, code blocks and link targets too.
+
+    MyST's own substitutions (`myst_substitutions`, same values) do not reach inside code
+    fences or link targets, where the install and clone commands need the address.
+    """
+    for key, value in myst_substitutions.items():
+        source[0] = re.sub(r"\{\{\s*" + key + r"\s*\}\}", value, source[0])
 
 
 def setup(app):
     app.connect("autodoc-process-docstring", _process_docstring, priority=400)
+    app.connect("source-read", _substitute)

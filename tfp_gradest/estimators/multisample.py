@@ -1,6 +1,6 @@
 """Importance-weighted estimators: IWAE and the doubly-reparameterised family (Tucker et al., 2019).
 
-In the notation of DESIGN §2, with `w̃ = stop(softmax_k log w)` and the
+In the notation of docs/design/surrogate_loss.md, with `w̃ = stop(softmax_k log w)` and the
 log-weight terms of `tfp_gradest._util.log_weights`, every estimator here has a
 surrogate of one form (per objective, summed over the `K` samples):
 

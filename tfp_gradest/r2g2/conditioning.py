@@ -8,7 +8,7 @@ of `ε ~ N(0, I)` on the linear observation `h - P μ_f = P diag(σ_f) ε` gives
 E[ε | h] = σ ⊙ Pᵀ u,     (P diag(σ²) Pᵀ) u = h - P μ
 ```
 
-the minimum-norm least-squares solution of `P diag(σ) e = h - P μ` (DESIGN §4;
+the minimum-norm least-squares solution of `P diag(σ) e = h - P μ` (docs/design/r2g2.md;
 Lam et al., 2024, Definition 4.1). The R2-G2 gradient of the scale replaces the
 noise in the reparameterisation gradient `(Pᵀ g) ⊙ ε` by this expectation.
 

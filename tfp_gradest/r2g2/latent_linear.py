@@ -4,7 +4,7 @@ In a (hierarchical) VAE the decoder's first layer sees the latent sample only
 through `h_n = W ᵀ z_n`. This is the R2-G2 primitive with the roles swapped: the
 Gaussian is the per-example latent and the linear map is the (learned, but
 not random) matrix `Wᵀ`. For example `n`, conditioning `ε_n ~ N(0, I_d)` on
-`h_n` gives (DESIGN §4, the same formula as for weights)
+`h_n` gives (docs/design/r2g2.md; the same formula as for weights)
 
 ```none
 E[ε_n | h_n] = σ_n ⊙ W u_n,     (Wᵀ diag(σ_n²) W) u_n = h_n - Wᵀ μ_n,

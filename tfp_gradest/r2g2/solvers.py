@@ -4,7 +4,7 @@ by a measured cost model.
 Per example and filter the conditioning needs `u` with `(A Aᵀ) u = r`, where
 `A = P_b diag(σ_f)` is `R × k` (`R` conditioning rows: the `P` output
 positions, or `B·P` for whole-batch conditioning; `k` weights) and `r = A ε`
-lies in its range. Then `E[ε | h] = Aᵀ u` (DESIGN §4). For `S` systems
+lies in its range. Then `E[ε | h] = Aᵀ u` (derivation: docs/design/r2g2.md). For `S` systems
 (`S = B·F` per example, `F` for the whole batch) the work is
 
 ```none
