@@ -141,6 +141,27 @@ def test_layer_arguments_are_checked_by_the_module(kwargs, error, match):
         tge.layers.DenseReparameterization(**kwargs)
 
 
+@pytest.mark.parametrize(
+    "kwargs,error,match",
+    [
+        (
+            {"kernel_size": 2.5},
+            TypeError,
+            r"`kernel_size` must be a positive int or a tuple.*2\.5 \(float\)",
+        ),
+        ({"kernel_size": "3"}, TypeError, r"kernel_size='3' \(str\)"),
+        ({"strides": (1, 1.5)}, TypeError, r"strides=\(1, 1\.5\), whose item 1 is 1\.5"),
+        ({"strides": (1, 0)}, ValueError, r"whose item 1 is 0"),
+        ({"dilation_rate": (1,)}, ValueError, r"tuple of 2.*\(length 1\)"),
+        ({"kernel_size": 0}, ValueError, r"kernel_size=0"),
+    ],
+)
+def test_conv_sizes_are_checked_by_the_module(kwargs, error, match):
+    kwargs = {"filters": 4, "kernel_size": 3, **kwargs}
+    with pytest.raises(error, match=match):
+        tge.layers.Conv2DReparameterization(**kwargs)
+
+
 def test_layer_accepts_numpy_integers_and_none_memory_limit():
     layer = tge.layers.DenseReparameterization(
         np.int64(4), per_example_memory_limit=np.int64(1000), seed=np.int64(3)

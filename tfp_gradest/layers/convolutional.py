@@ -1,12 +1,11 @@
 """Bayesian convolutions for Keras 3: one base class with a `rank`, thin 1-d/2-d/3-d classes."""
 
 import math
-import numbers
 
 import keras
-import numpy as np
 from keras import ops
 
+from tfp_gradest._util import arguments
 from tfp_gradest.layers import estimators as layer_estimators
 from tfp_gradest.layers import settings
 from tfp_gradest.layers.base import BayesianLayer
@@ -18,23 +17,22 @@ __all__ = ["Conv1DReparameterization", "Conv2DReparameterization", "Conv3DRepara
 _PADDINGS = ("valid", "same", "causal")
 
 
-def _is_positive_int(value):
-    return (
-        isinstance(value, numbers.Integral)
-        and not isinstance(value, (bool, np.bool_))
-        and value > 0
-    )
-
-
 def _tuple(value, rank, name):
     """A tuple of `rank` Python ints from an int or a sequence (NumPy integers accepted, like
-    Keras)."""
-    value = (value,) * rank if isinstance(value, numbers.Integral) else tuple(value)
-    if len(value) != rank or not all(_is_positive_int(v) for v in value):
+    Keras; floats and strings refused: `tfp_gradest._util.arguments`)."""
+    if arguments.is_integer(value):
+        return (arguments.check_positive_integer(name, value),) * rank
+    if isinstance(value, (list, tuple)) and len(value) == rank:
+        return arguments.check_integer_sequence(name, value)
+    if isinstance(value, (list, tuple)):
         raise ValueError(
-            f"`{name}` must be a positive int or a tuple of {rank}. Received: {name}={value!r}"
+            f"`{name}` must be a positive int or a tuple of {rank}. Received: {name}={value!r} "
+            f"(length {len(value)})."
         )
-    return tuple(int(v) for v in value)
+    raise TypeError(
+        f"`{name}` must be a positive int or a tuple of {rank}. "
+        f"Received: {name}={value!r} ({type(value).__name__})."
+    )
 
 
 class BayesianConv(BayesianLayer):
