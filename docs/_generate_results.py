@@ -97,8 +97,37 @@ def _mean_se(row, metric, when, digits):
     return f"{mean:.{digits}f} ± {se:.{digits}f}"
 
 
+def _paired_at_budget(evaluations, problem, arm, best, metric, budget):
+    """Mean and SE over seeds of `metric(arm) - metric(best)`, both read at `budget` seconds.
+
+    As `benchmarks/end_to_end.py` computes it: each seed's metric linearly interpolated in
+    training seconds between its evaluations.
+    """
+    import numpy as np
+
+    def at_budget(a, seed):
+        mine = sorted(
+            (
+                (_float(r["wallclock_seconds"]), _float(r[metric]))
+                for r in evaluations
+                if r["problem"] == problem and r["arm"] == a and r["seed"] == seed
+            ),
+        )
+        return float(np.interp(budget, [t for t, _ in mine], [v for _, v in mine]))
+
+    seeds = sorted({r["seed"] for r in evaluations if r["problem"] == problem and r["arm"] == arm})
+    seeds = [s for s in seeds if any(r["arm"] == best and r["seed"] == s for r in evaluations)]
+    if not seeds:
+        return None
+    diffs = np.array([at_budget(arm, s) - at_budget(best, s) for s in seeds])
+    se = diffs.std(ddof=1) / np.sqrt(len(diffs)) if len(diffs) > 1 else math.nan
+    return float(diffs.mean()), float(se)
+
+
 def _end_to_end():
     rows = _read("end_to_end_summary")
+    has_evaluations = os.path.exists(os.path.join(RESULTS, "end_to_end.csv"))
+    evaluations = _read("end_to_end") if has_evaluations else []
     parts = [
         "(results-end-to-end)=\n## End to end: held-out results over seeds and wall-clock\n",
         _header("end_to_end_summary"),
@@ -123,6 +152,10 @@ def _end_to_end():
         ]
         if bnn:
             header += ["accuracy, equal epochs", "accuracy, equal time"]
+        budget = _float(first["budget_seconds"])
+        best = max(mine, key=lambda r: _float(r[f"{metric}_budget_mean"]))
+        if evaluations:
+            header.append(f"equal time − best's (`{best['arm']}`), paired over seeds")
         table = []
         for r in mine:
             arm = f"`{r['arm']}`" + (f" ({r['resolved']})" if r["resolved"] != r["arm"] else "")
@@ -141,6 +174,20 @@ def _end_to_end():
                     _mean_se(r, "test_accuracy", "final", 3),
                     _mean_se(r, "test_accuracy", "budget", 3),
                 ]
+            if evaluations:
+                arm_rows = (
+                    r["arm"]
+                    if any(e["problem"] == problem and e["arm"] == r["arm"] for e in evaluations)
+                    else r.get("same_as") or r["arm"]
+                )
+                paired = None
+                if r is not best and (r.get("same_as") or r["arm"]) != best["arm"]:
+                    paired = _paired_at_budget(
+                        evaluations, problem, arm_rows, best["arm"], metric, budget
+                    )
+                line.append(
+                    "—" if paired is None else f"{paired[0]:+.{digits}f} ± {paired[1]:.{digits}f}"
+                )
             table.append(line)
         title = PROBLEM_TITLES.get(problem, problem)
         parts.append(f"(results-end-to-end-{problem})=\n### {title}\n\n{_table(header, table)}")
