@@ -70,12 +70,20 @@ def ratio_with_spread(numerator, denominator):
     return f"{mid:.3f} [{low:.3f}, {high:.3f}]"
 
 
-def print_table(title, rows, header):
+def print_table(title, rows, header, name=None):
+    """Prints a Markdown table; with `name`, also records it as `results/<name>.csv`.
+
+    A recorded table (with its `.meta.json`: command, date, commit, machine, `title`)
+    appears on the documentation's generated Results page.
+    """
     print(f"\n{title}")
     print("| " + " | ".join(header) + " |")
     print("|" + "|".join("---" for _ in header) + "|")
     for row in rows:
         print("| " + " | ".join(str(x) for x in row) + " |")
+    if name is not None:
+        path = os.path.join(_REPOSITORY, "benchmarks", "results", f"{name}.csv")
+        write_results(path, [list(row) for row in rows], fieldnames=list(header), title=title)
 
 
 def run_metadata(command=None):
@@ -134,11 +142,12 @@ def run_metadata(command=None):
 _REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def write_results(path, rows, fieldnames=None, command=None):
+def write_results(path, rows, fieldnames=None, command=None, title=None):
     """Write `rows` to the CSV `path` and the run's metadata beside it (`<name>.meta.json`).
 
     `rows` are dicts (columns: `fieldnames`, default the keys in order of first
-    appearance) or sequences (then `fieldnames` is the header). The documentation's
+    appearance) or sequences (then `fieldnames` is the header). `title`, if given, is
+    stored in the metadata and heads the table on the Results page. The documentation's
     Results page is generated from both files, so re-running a benchmark updates it.
     """
     import csv
@@ -157,5 +166,8 @@ def write_results(path, rows, fieldnames=None, command=None):
             writer.writeheader()
         writer.writerows(rows)
     with open(os.path.splitext(path)[0] + ".meta.json", "w") as f:
-        json.dump(run_metadata(command), f, indent=2)
+        metadata = run_metadata(command)
+        if title is not None:
+            metadata["title"] = title
+        json.dump(metadata, f, indent=2)
         f.write("\n")

@@ -177,6 +177,7 @@ def dense_table(args, rng):
             "top-layer scale-grad variance",
             "work-normalised gain vs RT",
         ],
+        name=f"layers_dense_{keras.backend.backend()}",
     )
     return data, rt_s
 
@@ -266,12 +267,14 @@ def cnn_table(args, rng):
             "scale-grad variance RT / this",
             "work-normalised variance / RT's",
         ],
+        name=f"layers_cnn_{keras.backend.backend()}",
     )
     _common.print_table(
         "auto per layer (targets: work-normalised variance <= 1.25x best; "
         "step time <= 1.3x all-RT where R2-G2 is picked)",
         summary,
         ["layer", "P", "k", "auto picks", "best fixed", "auto / best (WNV)", "auto step / all-RT"],
+        name=f"layers_cnn_auto_{keras.backend.backend()}",
     )
 
 
@@ -361,6 +364,7 @@ def grid_table(args, rng):
             "per-layer rule k/P > 1+P/3",
             "R2-G2 solver",
         ],
+        name=f"layers_grid_{keras.backend.backend()}",
     )
 
 

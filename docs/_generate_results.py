@@ -22,8 +22,9 @@ FIGURES = "_generated"  # relative to DOCS; gitignored
 
 # Benchmarks that print their tables but do not write a CSV yet: listed so the page says
 # where those numbers come from (see the user guides), never with numbers typed in.
+# Keys are CSV name prefixes: an entry is listed until a CSV with that prefix exists.
 PRINTED_ONLY = {
-    "layers": "python benchmarks/layers.py --quick --skip-tfp",
+    "layers_dense": "python benchmarks/layers.py --quick --skip-tfp",
     "layers_mixed_precision": "python benchmarks/layers_mixed_precision.py",
     "backends": "python benchmarks/backends.py --pairs 4 --steps 20 --repeats 5",
     "solver_costs": "python benchmarks/solver_costs.py --fit",
@@ -277,9 +278,27 @@ def _snr():
     return "\n".join(parts)
 
 
+def _generic(name, max_rows=60):
+    """Any other recorded table (`benchmarks/_common.print_table(..., name=...)`), as written."""
+    rows = _read(name)
+    meta = _meta(name) or {}
+    title = meta.get("title", name.replace("_", " "))
+    header = list(rows[0]) if rows else []
+    shown = [[r[h] for h in header] for r in rows[:max_rows]]
+    more = f"\n({len(rows) - max_rows} more rows in the CSV.)\n" if len(rows) > max_rows else ""
+    parts = [f"(results-{name})=\n## {title}\n", _header(name), _table(header, shown) + more]
+    if os.path.exists(os.path.join(RESULTS, f"{name}.png")):
+        parts.append(f"![{title}]({FIGURES}/{name}.png)\n")
+    return "\n".join(parts)
+
+
 def _printed_only():
     recorded = {os.path.splitext(f)[0] for f in os.listdir(RESULTS) if f.endswith(".csv")}
-    rows = [[f"`{cmd}`"] for name, cmd in PRINTED_ONLY.items() if name not in recorded]
+    rows = [
+        [f"`{cmd}`"]
+        for prefix, cmd in PRINTED_ONLY.items()
+        if not any(name.startswith(prefix) for name in recorded)
+    ]
     return (
         "(results-printed-only)=\n## Benchmarks that print their results\n\n"
         "These print their tables and do not write `benchmarks/results/` yet; run them to "
@@ -310,6 +329,12 @@ def generate(docs=DOCS):
     for name, make in generators.items():
         if os.path.exists(os.path.join(RESULTS, f"{name}.csv")):
             sections.append(make())
+    # Tables read by the sections above, and every other recorded table as it is written.
+    used = {*generators, "end_to_end"}
+    for file in sorted(os.listdir(RESULTS)):
+        name, extension = os.path.splitext(file)
+        if extension == ".csv" and name not in used:
+            sections.append(_generic(name))
     sections.append(_printed_only())
     path = os.path.join(docs, "results.md")
     text = "\n".join(sections)
