@@ -121,7 +121,8 @@ class GradientEstimator(abc.ABC):
     validates the call, splits the seed, and returns
     `-mean_S(surrogate_objective(value, surrogate))`: the value is the
     negative objective, the gradient the estimator's. A new estimator is one
-    small file: flags, `_objective`, `@register`.
+    small file: flags, `_objective`, `@register`; a check that depends on its
+    own options goes in `_validate_options`, never in a copy of `validate`.
 
     Flags are attributes read once, before any tracing (class attributes; an
     instance may set its own in `__init__` when its arguments decide them):
