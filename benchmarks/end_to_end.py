@@ -761,7 +761,14 @@ def main(argv=None):
         return hvae_step_ratio()
     if args.from_csv:
         rows = read_csv(args.from_csv)
+        source = os.path.splitext(args.from_csv)[0] + ".meta.json"
+        metadata = open(source).read() if os.path.exists(source) else None
         summary = write_results(rows, args.output_dir, "_small" if args.small else "")
+        if metadata is not None:  # a re-summary: the numbers are still the original run's
+            suffix = "_small" if args.small else ""
+            for name in (f"end_to_end{suffix}", f"end_to_end{suffix}_summary"):
+                with open(os.path.join(args.output_dir, f"{name}.meta.json"), "w") as f:
+                    f.write(metadata)
         report(rows, summary)
         return rows, summary
     global JIT_COMPILE

@@ -8,6 +8,7 @@ listed under that module, or under a package above it that re-exports the same o
 
 import glob
 import importlib
+import json
 import os
 import pkgutil
 import re
@@ -148,3 +149,53 @@ def test_the_site_builds_with_warnings_as_errors(tmp_path):
     assert (
         tmp_path / "html" / "api" / "generated" / "tfp_gradest.vi.fit_surrogate_posterior.html"
     ).exists()
+
+
+def _benchmark_module(name):
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.pop(0)
+
+
+def test_a_recorded_result_reaches_the_results_page(tmp_path, monkeypatch):
+    # A benchmark writes its table through `write_results`; the page is regenerated from it,
+    # so a re-run changes the page and nobody edits numbers by hand.
+    common = _benchmark_module("_common")
+    sys.path.insert(0, DOCS)
+    try:
+        generator = importlib.import_module("_generate_results")
+    finally:
+        sys.path.pop(0)
+    results = tmp_path / "results"
+    monkeypatch.setattr(generator, "RESULTS", str(results))
+    rows = [{"estimator": "stl", "ratio": 21.5}, {"estimator": "iwae", "ratio": 1.0}]
+    common.write_results(str(results / "toy.csv"), rows, command="python toy.py --fast")
+    meta = json.loads((results / "toy.meta.json").read_text())
+    assert meta["command"] == "python toy.py --fast"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", meta["date"])
+    assert meta["commit"] and meta["machine"]["cpu_count"] == os.cpu_count()
+    page = tmp_path / "docs"
+    page.mkdir()
+    text = open(generator.generate(str(page))).read()
+    assert "| stl | 21.5 |" in text and "`python toy.py --fast`" in text
+    assert "(results-toy)=" in text
+    common.write_results(str(results / "toy.csv"), [{"estimator": "stl", "ratio": 19.0}])
+    assert "| stl | 19.0 |" in open(generator.generate(str(page))).read()
+
+
+def test_resummarising_an_end_to_end_csv_keeps_the_runs_metadata(tmp_path):
+    # `end_to_end.py --from-csv` rewrites the CSVs from an earlier run's rows: their
+    # metadata must stay the run's (its command, date and machine), not the re-summary's.
+    end_to_end = _benchmark_module("end_to_end")
+    source = os.path.join(ROOT, "benchmarks", "results", "end_to_end")
+    with open(f"{source}.csv") as f:
+        mlp = [line for i, line in enumerate(f) if i == 0 or line.startswith("bnn_mlp,")]
+    (tmp_path / "run.csv").write_text("".join(mlp))
+    run_metadata = {"command": "python benchmarks/end_to_end.py", "date": "2026-11-30"}
+    (tmp_path / "run.meta.json").write_text(json.dumps(run_metadata))
+    out = tmp_path / "out"
+    end_to_end.main(["--from-csv", str(tmp_path / "run.csv"), "--output-dir", str(out)])
+    for name in ("end_to_end", "end_to_end_summary"):
+        assert json.loads((out / f"{name}.meta.json").read_text()) == run_metadata
