@@ -95,4 +95,15 @@ def test_notebook_runs_with_small_settings(path, tmp_path):
         if "image/png" in output.get("data", {})
     ]
     assert images, "the notebook shows no plot"
+    # The notebooks' own code must not make TensorFlow retrace (e.g. a new compiled function
+    # per call where one would serve): the warning is noise to a reader and a real cost.
+    streams = [
+        output.get("text", "")
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+        for output in cell.get("outputs", [])
+        if output.get("output_type") == "stream"
+    ]
+    retracing = [text for text in streams if "retracing" in text]
+    assert not retracing, f"the notebook triggers tf.function retracing: {retracing[:1]}"
     assert glob.glob(str(tmp_path / "*.png")), "the notebook saved no figure"

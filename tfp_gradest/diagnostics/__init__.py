@@ -10,8 +10,10 @@ import importlib
 from tfp_gradest.diagnostics.moments import (
     GradientMoments,
     bias_z_scores,
+    draw_seeds,
     gradient_draws,
     gradient_moments,
+    gradient_sampler,
     signal_to_noise_ratio,
 )
 from tfp_gradest.diagnostics.timing import (
@@ -28,8 +30,10 @@ __all__ = [
     "StepTime",
     "bias_z_scores",
     "compare_estimators",
+    "draw_seeds",
     "gradient_draws",
     "gradient_moments",
+    "gradient_sampler",
     "interleaved_step_seconds",
     "median_step_seconds",
     "reference_gradient",

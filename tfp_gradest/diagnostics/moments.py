@@ -6,6 +6,7 @@ draw loops (`gradient_draws`, `gradient_sampler`, `draw_seeds`) use TensorFlow a
 TFP, imported when first called.
 """
 
+import functools
 from typing import NamedTuple
 
 import numpy as np
@@ -13,6 +14,7 @@ import numpy as np
 __all__ = [
     "GradientMoments",
     "bias_z_scores",
+    "compiled_function",
     "draw_seeds",
     "gradient_draws",
     "gradient_moments",
@@ -74,11 +76,27 @@ def gradient_sampler(loss_fn, variables, jit_compile=True):
             loss = tf.reduce_sum(loss_fn(draw_seed))
         return tape.gradient(loss, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
 
-    @tf.function(jit_compile=jit_compile, autograph=False)
-    def run(seeds):
-        return tf.map_fn(one_draw, seeds, fn_output_signature=signature)
+    return compiled_function(functools.partial(_map_draws, one_draw, signature), jit_compile)
 
-    return run
+
+def compiled_function(fn, jit_compile):
+    """`tf.function(fn)` (XLA if `jit_compile`, no autograph), counted as its own function.
+
+    TensorFlow's frequent-retracing warning counts traces per *code object*, so the
+    closures that several samplers or monitors build from one `def` (each traced once,
+    by design: one per estimator, K or model) are counted together and reported as
+    retracing. Wrapped in a `functools.partial`, which has no code object, each compiled
+    function is counted on its own, and a real retrace of one of them still warns.
+    """
+    import tensorflow as tf
+
+    return tf.function(functools.partial(fn), jit_compile=bool(jit_compile), autograph=False)
+
+
+def _map_draws(one_draw, signature, seeds):
+    import tensorflow as tf
+
+    return tf.map_fn(one_draw, seeds, fn_output_signature=signature)
 
 
 class GradientMoments(NamedTuple):

@@ -3,14 +3,18 @@
 import numpy as np
 import tensorflow as tf
 
-from tfp_gradest.diagnostics.moments import running_moments_update
+from tfp_gradest.diagnostics.moments import compiled_function, running_moments_update
 
 __all__ = ["StreamingMoments", "compiled", "value_and_grad"]
 
 
 def compiled(fn, jit_compile):
-    """One graph (XLA-compiled if `jit_compile`); no autograph: the loops are `keras.ops`."""
-    return tf.function(fn, jit_compile=bool(jit_compile), autograph=False)
+    """One graph (XLA-compiled if `jit_compile`); no autograph: the loops are `keras.ops`.
+
+    Each monitor's function counts as its own for TensorFlow's retracing warning
+    (`diagnostics.moments.compiled_function`), so several monitors are not reported.
+    """
+    return compiled_function(fn, jit_compile)
 
 
 def value_and_grad(fn, variables, values):
