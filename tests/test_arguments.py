@@ -113,6 +113,13 @@ def test_integer_sequences(value, error, match):
 def test_integer_sequences_convert_and_may_accept_one_integer():
     assert arguments.check_integer_sequence("dims", [np.int64(4), 2]) == (4, 2)
     assert arguments.check_integer_sequence("dims", np.int64(5), allow_scalar=True) == (5,)
+    # A 1-d integer array is a sequence (it was accepted before the module); a 2-d one is not,
+    # and a float array is refused item by item.
+    assert arguments.check_integer_sequence("dims", np.array([2, 3])) == (2, 3)
+    with pytest.raises(TypeError, match="dims"):
+        arguments.check_integer_sequence("dims", np.array([[2, 3]]))
+    with pytest.raises(TypeError, match="dims"):
+        arguments.check_integer_sequence("dims", np.array([2.5, 3.0]))
     with pytest.raises(ValueError, match="dims=0"):
         arguments.check_integer_sequence("dims", 0, allow_scalar=True)
 

@@ -173,8 +173,23 @@ def test_power_the_mean_test_rejects_a_biased_scale_gradient(
 # --- data, dtypes, arguments, the chunked bound, the backend (issue 21) --------------------
 
 
+def test_validation_data_is_checked_once_per_fit_not_every_epoch(binary_digits, monkeypatch):
+    from tfp_gradest.models import _data
+
+    checked = []
+    original = _data.check_bernoulli_data
+    monkeypatch.setattr(
+        _data, "check_bernoulli_data", lambda x, name="x": (checked.append(name), original(x, name))
+    )
+    model = _hvae()
+    model.compile(optimizer="adam", jit_compile=False)
+    x = binary_digits[:20]
+    model.fit(x, validation_data=(x,), epochs=3, batch_size=10, verbose=0)
+    assert sorted(checked) == ["validation_data", "x"]
+
+
 @pytest.mark.parametrize("bad", [5.0, -0.5, np.nan])
-def test_data_outside_the_unit_interval_is_refused_once_per_call(binary_digits, bad):
+def test_data_outside_the_unit_interval_is_refused_by_every_entry_point(binary_digits, bad):
     model = _hvae()
     model.compile(optimizer="adam", jit_compile=False)
     x = binary_digits[:20].copy()
@@ -296,6 +311,11 @@ def test_a_large_bound_is_chunked_by_default(binary_digits):
     x = binary_digits[:8]
     assert 3000 * 8 > tge.models.hierarchical_vae.BOUND_ROWS_PER_CHUNK
     bound = model.log_likelihood_bound(x, 3000, seed=1)
+    # The default call compiled a chunked bound (one compiled function per (K, chunk))...
+    assert [chunk for k, chunk in model._bound_functions if k == 3000] == [
+        tge.models.hierarchical_vae.BOUND_ROWS_PER_CHUNK // 8
+    ]
+    # ... whose value is that of any other chunking.
     np.testing.assert_array_equal(bound, model.log_likelihood_bound(x, 3000, seed=1, chunk_size=7))
     assert np.all(np.isfinite(bound))
 

@@ -133,10 +133,12 @@ def check_integer_sequence(name, value, minimum=1, allow_scalar=False):
     """A non-empty sequence (list or tuple) of integers of at least `minimum`, as a tuple.
 
     A string is refused (`"32"` is not `(3, 2)`); with `allow_scalar`, one integer `n`
-    means `(n,)`.
+    means `(n,)`. A 1-d NumPy array is a sequence too (its items are checked as any).
     """
     if allow_scalar and is_integer(value):
         return (check_integer(name, value, minimum=minimum),)
+    if isinstance(value, np.ndarray) and value.ndim == 1:
+        value = list(value)
     if not isinstance(value, (list, tuple)):
         kind = "an int or a list/tuple of ints" if allow_scalar else "a list or tuple of ints"
         raise TypeError(

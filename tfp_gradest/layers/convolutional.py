@@ -3,6 +3,7 @@
 import math
 
 import keras
+import numpy as np
 from keras import ops
 
 from tfp_gradest._util import arguments
@@ -22,6 +23,8 @@ def _tuple(value, rank, name):
     Keras; floats and strings refused: `tfp_gradest._util.arguments`)."""
     if arguments.is_integer(value):
         return (arguments.check_positive_integer(name, value),) * rank
+    if isinstance(value, np.ndarray) and value.ndim == 1:
+        value = list(value)
     if isinstance(value, (list, tuple)) and len(value) == rank:
         return arguments.check_integer_sequence(name, value)
     if isinstance(value, (list, tuple)):

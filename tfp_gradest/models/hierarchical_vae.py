@@ -373,7 +373,11 @@ class HierarchicalVAE(_data.BernoulliDataChecks, keras.Model):
         del y, y_pred  # unsupervised: the loss is the negative bound on log p(x)
         seed = tf.cast(self.seed_generator.next(), tf.int32)
         log_w = self._log_weights(self._density_input(x), 0, self.importance_sample_size, seed)
-        return mean_training_loss(-_log_mean_exp(log_w), sample_weight, self.losses)
+        # In the log-weights' own dtype: float64 per step would be slow on GPUs and is not
+        # XLA's on TPUs. Only `log_likelihood_bound` combines in float64 (its chunks must
+        # agree with the whole).
+        log_mean_w = tf.reduce_logsumexp(log_w, axis=0) - math.log(self.importance_sample_size)
+        return mean_training_loss(-log_mean_w, sample_weight, self.losses)
 
     def get_config(self):
         config = {
