@@ -26,6 +26,7 @@ the caller's business: convert a static one to NumPy first.
 
 import math
 import numbers
+import sys
 
 import numpy as np
 
@@ -122,6 +123,28 @@ def check_integer(name, value, minimum=None, maximum=None, reason=None, hint=Non
     if (minimum is not None and number < minimum) or (maximum is not None and number > maximum):
         raise ValueError(_join(f"`{name}` must be {requirement}.", _received(name, value), hint))
     return number
+
+
+def check_static_integer(name, value, minimum=None, reason=None):
+    """`check_integer` of a value that may be a TensorFlow Tensor with a static value.
+
+    A sample size sets a shape, and XLA needs static shapes: a constant Tensor counts as
+    its value, a Tensor without a static value is a `TypeError`. (TensorFlow is only
+    consulted when `value` is one of its Tensors, so this module still needs no backend.)
+    """
+    tf = sys.modules.get("tensorflow")
+    if tf is not None and tf.is_tensor(value):
+        static = tf.get_static_value(value)
+        if static is None:
+            raise TypeError(
+                _join(
+                    f"`{name}` must have a static value (XLA needs static sample shapes).",
+                    _received(name, value),
+                    f"Pass a Python int (e.g. {name}=8) or a constant Tensor.",
+                )
+            )
+        value = static
+    return check_integer(name, value, minimum=minimum, reason=reason)
 
 
 def check_positive_integer(name, value, reason=None, hint=None):

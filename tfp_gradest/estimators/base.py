@@ -6,15 +6,13 @@ the user already monitors (negative ELBO, negative IWAE bound, ...) and whose
 """
 
 import abc
-import numbers
 from typing import ClassVar
 
-import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from tfp_gradest._util import arguments, seeds, structure
 from tfp_gradest._util import log_weights as lw
-from tfp_gradest._util import seeds, structure
 
 __all__ = ["GradientEstimator", "surrogate_objective", "register", "get", "names"]
 
@@ -58,41 +56,6 @@ def surrogate_objective(value, surrogate):
     infinite = tf.math.is_inf(tf.stop_gradient(surrogate))
     surrogate = tf.where(infinite, tf.zeros_like(surrogate), surrogate)
     return tf.stop_gradient(value) + (surrogate - tf.stop_gradient(surrogate))
-
-
-def _static_int(value, arg_name, minimum):
-    static = tf.get_static_value(value) if tf.is_tensor(value) else value
-    if isinstance(static, np.ndarray) and static.ndim == 0:
-        static = static.item()
-    if isinstance(static, bool) or not isinstance(static, numbers.Integral):
-        raise TypeError(
-            f"`{arg_name}` must be a Python integer (XLA needs static sample shapes). "
-            f"Received: {arg_name}={value!r}"
-        )
-    if static < minimum:
-        raise ValueError(f"`{arg_name}` must be at least {minimum}. Received: {arg_name}={static}")
-    return int(static)
-
-
-def check_real(value, arg_name, low, high, high_inclusive=True):
-    """`value` as a Python float in `[low, high]` (or `[low, high)`), else a TypeError/ValueError
-    naming it."""
-    if isinstance(value, np.ndarray) and value.ndim == 0:
-        value = value.item()
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(
-            f"`{arg_name}` must be a real number in "
-            f"[{low}, {high}{']' if high_inclusive else ')'}. "
-            f"Received: {arg_name}={value!r} of type {type(value).__name__}"
-        )
-    value = float(value)
-    inside = low <= value <= high if high_inclusive else low <= value < high
-    if not inside:  # also NaN
-        raise ValueError(
-            f"`{arg_name}` must be in [{low}, {high}{']' if high_inclusive else ')'}. "
-            f"Received: {arg_name}={value!r}"
-        )
-    return value
 
 
 def check_target_log_prob_fn(target_log_prob_fn):
@@ -180,9 +143,13 @@ class GradientEstimator(abc.ABC):
                 "`surrogate_posterior` must be a `tfd.Distribution` (with `sample` and "
                 f"`log_prob`). Received: surrogate_posterior={surrogate_posterior!r}"
             )
-        sample_size = _static_int(sample_size, "sample_size", self.min_sample_size)
-        importance_sample_size = _static_int(
-            importance_sample_size, "importance_sample_size", self.min_importance_sample_size
+        sample_size = arguments.check_static_integer(
+            "sample_size", sample_size, minimum=self.min_sample_size
+        )
+        importance_sample_size = arguments.check_static_integer(
+            "importance_sample_size",
+            importance_sample_size,
+            minimum=self.min_importance_sample_size,
         )
         maximum = self.max_importance_sample_size
         if maximum is not None and importance_sample_size > maximum:

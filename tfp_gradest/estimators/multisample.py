@@ -39,8 +39,9 @@ import abc
 
 import tensorflow as tf
 
+from tfp_gradest._util import arguments
 from tfp_gradest._util import log_weights as lw
-from tfp_gradest.estimators.base import GradientEstimator, check_real, register
+from tfp_gradest.estimators.base import GradientEstimator, register
 from tfp_gradest.estimators.importance_weights import log_mean_exp, normalized_weights, weighted_sum
 
 __all__ = ["IWAE", "IWAEDReG", "RWS", "RWSDReG", "DReG", "IWAESTL", "ImportanceWeightedEstimator"]
@@ -156,7 +157,7 @@ class DReG(ImportanceWeightedEstimator):
     """
 
     def __init__(self, alpha=0.0):
-        self._alpha = check_real(alpha, "alpha", 0.0, 1.0)
+        self._alpha = arguments.check_real("alpha", alpha, 0.0, 1.0)
 
     @property
     def alpha(self):

@@ -3,9 +3,9 @@
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from tfp_gradest._util import arguments, structure
 from tfp_gradest._util import log_weights as lw
-from tfp_gradest._util import structure
-from tfp_gradest.estimators.base import GradientEstimator, check_real, register
+from tfp_gradest.estimators.base import GradientEstimator, register
 from tfp_gradest.estimators.importance_weights import leave_one_out_mean
 
 __all__ = ["ScoreFunction"]
@@ -88,7 +88,7 @@ class ScoreFunction(GradientEstimator):
                 f"`reparameterized_parts` must be one of {_PART_MODES}. "
                 f"Received: reparameterized_parts={reparameterized_parts!r}"
             )
-        self._decay = check_real(decay, "decay", 0.0, 1.0, high_inclusive=False)
+        self._decay = arguments.check_real("decay", decay, 0.0, 1.0, high_inclusive=False)
         self._baseline = baseline
         self._reparameterized_parts = reparameterized_parts
         # Flags decided by the arguments (see `GradientEstimator`).

@@ -13,10 +13,8 @@ __all__ = ["ISAG"]
 
 
 def _positive_int(value, name):
-    """`value` (a Python/NumPy int, or a Tensor with a static one) as a Python int >= 1; a float
-    such as 2.5 is refused, not truncated (`tfp_gradest._util.arguments`)."""
-    static = tf.get_static_value(value) if tf.is_tensor(value) else value
-    return arguments.check_positive_integer(name, value if static is None else static)
+    """`value` (a Python/NumPy int, or a Tensor with a static one) as a Python int >= 1."""
+    return arguments.check_static_integer(name, value, minimum=1)
 
 
 class ISAG:
