@@ -187,14 +187,15 @@ class GradientVarianceMonitor(keras.callbacks.Callback):
                 f"Received: show_in_progress_bar={show_in_progress_bar!r}"
             )
         self.probe_data = _unpack(probe_data) if probe_data is not None else None
-        self.num_draws, self.every_n_epochs = int(num_draws), int(every_n_epochs)
-        self.every_n_steps = None if every_n_steps is None else int(every_n_steps)
+        self.num_draws, self.every_n_epochs = num_draws, every_n_epochs  # ints, checked above
+        self.every_n_steps = every_n_steps
         self.mode, self.group_by, self.loss_fn = mode, group_by, loss_fn
-        self.seed, self.log_dir, self.jit_compile = int(seed), log_dir, jit_compile
+        self.seed, self.log_dir, self.jit_compile = seed, log_dir, jit_compile
         self.show_in_progress_bar = (
             group_by == "layer" if show_in_progress_bar is None else show_in_progress_bar
         )
-        self._warned_not_finite = set()  # what has been warned about (variable paths)
+        self._warned_not_finite = set()  # variable paths warned about
+        self._warned_too_few_steps = False
         self.history = {}  # key -> list of (epoch or step, value)
         self._probe_function = None
         self._streaming = None
@@ -252,12 +253,16 @@ class GradientVarianceMonitor(keras.callbacks.Callback):
             logs[snr_key] = signal_to_noise_ratio(mine)
         return logs
 
-    def _warn_too_few_steps(self, count, index):
-        if "too few steps" in self._warned_not_finite:
-            return
-        self._warned_not_finite.add("too few steps")
+    def _when(self, index, preposition):
+        """`" at epoch 3"`-style words for a warning; empty without an index."""
         unit = "step" if self.every_n_steps is not None else "epoch"
-        when = "" if index is None else f" ending at {unit} {index}"
+        return "" if index is None else f" {preposition} {unit} {index}"
+
+    def _warn_too_few_steps(self, count, index):
+        if self._warned_too_few_steps:
+            return
+        self._warned_too_few_steps = True
+        when = self._when(index, "ending at")
         warnings.warn(
             f'GradientVarianceMonitor(mode="streaming"): the optimizer took {count} step(s) in '
             f"the window{when}; a variance needs at least 2, so every value of this window is "
@@ -274,8 +279,7 @@ class GradientVarianceMonitor(keras.callbacks.Callback):
         self._warned_not_finite.add(variable.path)
         layer = variable.path.rsplit("/", 1)[0] if "/" in variable.path else variable.path
         bad = int(np.sum(~(np.isfinite(moments.mean) & np.isfinite(moments.variance))))
-        unit = "step" if self.every_n_steps is not None else "epoch"
-        when = "" if index is None else f" at {unit} {index}"
+        when = self._when(index, "at")
         source = (
             "the gradients handed to the optimizer"
             if self.mode == "streaming"
