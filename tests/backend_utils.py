@@ -45,6 +45,8 @@ so results compare one to one. float64 needs ``jax_enable_x64`` on JAX; without 
 ``dtype`` fixture skips float64 there.
 """
 
+import contextlib
+
 import keras
 import numpy as np
 import pytest
@@ -52,6 +54,7 @@ import pytest
 __all__ = [
     "backend",
     "draw_gradients",
+    "global_dtype_policy",
     "gradient_fn",
     "gradients",
     "layer_gradient_fn",
@@ -64,6 +67,16 @@ __all__ = [
 def backend():
     """The Keras backend's name: "tensorflow" or "jax" (or "torch", "numpy")."""
     return keras.backend.backend()
+
+
+@contextlib.contextmanager
+def global_dtype_policy(name):
+    """Keras's global dtype policy `name` inside the block, "float32" again after it."""
+    keras.mixed_precision.set_global_policy(name)
+    try:
+        yield name
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
 
 
 def skip_unless(name, what):

@@ -731,15 +731,12 @@ def test_streaming_under_a_loss_scale_optimizer_sees_the_unscaled_gradients():
     x, y = _data()
     recorded = {}
     for policy in ["float32", "mixed_float16"]:
-        keras.mixed_precision.set_global_policy(policy)
-        try:
+        with bu.global_dtype_policy(policy):
             model = _plain_model(keras.optimizers.SGD(0.0))  # deterministic
             monitor = tge.callbacks.GradientVarianceMonitor(mode="streaming")
             history = model.fit(
                 x, y, epochs=1, batch_size=16, shuffle=False, verbose=0, callbacks=[monitor]
             ).history
-        finally:
-            keras.mixed_precision.set_global_policy("float32")
         recorded[policy] = [history[key][0] for key in monitor.keys()]
     assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
     assert "apply" not in vars(model.optimizer.inner_optimizer)  # restored after fit

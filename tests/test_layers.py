@@ -735,11 +735,8 @@ def test_tfp_port_from_config_rebuilds_the_same_layer(layer_name):
 
 @pytest.fixture(params=["mixed_float16", "mixed_bfloat16"])
 def mixed_policy(request):
-    keras.mixed_precision.set_global_policy(request.param)
-    try:
-        yield request.param
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
+    with bu.global_dtype_policy(request.param) as name:
+        yield name
 
 
 @pytest.mark.backends

@@ -22,11 +22,8 @@ DENSE_ESTIMATORS = ["local_reparameterization", "flipout", "reparameterization",
 
 @pytest.fixture
 def policy(request):
-    keras.mixed_precision.set_global_policy(request.param)
-    try:
-        yield request.param
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
+    with bu.global_dtype_policy(request.param) as name:
+        yield name
 
 
 def _model(estimator, use_bias=True, initial_posterior_scale=1e-2, kernel_loc="glorot_uniform"):
