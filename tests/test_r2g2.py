@@ -6,6 +6,7 @@ use `keras.ops`, numpy and the backend-neutral gradient helpers only. On JAX the
 """
 
 import functools
+import warnings
 
 import keras
 import numpy as np
@@ -171,7 +172,7 @@ def test_conjugate_gradient_residual_is_below_tolerance(conditioning, memory_lim
         conditioning,
         cg_iterations=100,
         cg_tolerance=1e-8,
-        memory_limit=memory_limit,
+        direct_solve_memory_limit=memory_limit,
     )
     expected = bu.to_numpy(expected)
     assert float(bu.to_numpy(residual)) < 1e-8
@@ -376,6 +377,87 @@ def test_per_example_falls_back_to_whole_batch_over_the_memory_limit():
     assert not np.allclose(scale_grad("per_example", 10**6), fallen_back)
 
 
+@pytest.mark.backends
+@pytest.mark.parametrize(
+    "per_example_limit,direct_limit,falls_back,direct",
+    [(100, None, True, True), (None, 1, False, False)],
+    ids=["per-example-limit", "direct-solve-limit"],
+)
+def test_the_two_memory_limits_have_one_job_each(
+    per_example_limit, direct_limit, falls_back, direct, monkeypatch
+):
+    # `per_example_memory_limit` only switches to whole-batch conditioning;
+    # `direct_solve_memory_limit` only sends the solves to conjugate gradients.
+    conv = r2g2.ConvolutionMap(2, (3, 3), (1, 1), "valid", (1, 1))
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(2, 4, 4, 3))
+    loc, scale = rng.normal(size=(3, 3, 3, 2)), np.full((3, 3, 3, 2), 0.5)
+    noise = rng.normal(size=(3, 3, 3, 2))
+    chosen = []
+    choose = solvers.use_direct_solve
+    monkeypatch.setattr(
+        solvers, "use_direct_solve", lambda *args: chosen.append(choose(*args)) or chosen[-1]
+    )
+
+    def loss(scale):
+        h = r2g2.gaussian_linear(
+            x, loc, scale, noise, conv, per_example_memory_limit=per_example_limit,
+            direct_solve_memory_limit=direct_limit,
+        )  # fmt: skip
+        return ops.sum(_sin(h))
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _grads(loss, [scale])
+    assert any("whole-batch" in str(w.message) for w in caught) == falls_back
+    assert chosen and set(chosen) == {direct}
+
+
+@pytest.mark.backends
+def test_cg_conditional_noise_is_the_direct_solve_matrix_free():
+    # 2 groups of 4 rows, k = 36: well conditioned, so 20 CG iterations reach 1e-10.
+    rng = np.random.default_rng(5)
+    patches = ops.convert_to_tensor(rng.normal(size=(2, 4, 36)))
+    scale = ops.convert_to_tensor(np.exp(rng.normal(size=(36, 3)) - 1))
+    noise = ops.convert_to_tensor(rng.normal(size=(36, 3)))
+    direct, _ = solvers.direct_conditional_noise(patches, scale, noise)
+    cg, residual = solvers.cg_conditional_noise(patches, scale, noise, 20, 1e-10)
+    assert tuple(residual.shape) == (2, 3) and np.all(bu.to_numpy(residual) < 1e-10)
+    np.testing.assert_allclose(bu.to_numpy(cg), bu.to_numpy(direct), rtol=1e-7, atol=1e-9)
+    # One iteration is not the answer, and says so in its residual.
+    short, residual = solvers.cg_conditional_noise(patches, scale, noise, 1, 1e-10)
+    assert np.all(bu.to_numpy(residual) > 1e-3)
+    assert not np.allclose(bu.to_numpy(short), bu.to_numpy(direct), atol=1e-3)
+
+
+@pytest.mark.backends
+def test_unknown_sizes_are_none():
+    conv = r2g2.ConvolutionMap(2, (3, 3), (1, 1), "same", (1, 1))
+    assert conv.num_positions((2, None, 4, 3)) is None
+    assert r2g2.DenseMap().num_positions((2, None, 3)) is None
+    assert r2g2.DenseMap().num_positions((None, 3)) == 1
+    # An unknown batch or position count never skips a solve it cannot prove redundant.
+    assert not r2g2.solve_is_skipped("whole_batch", None, 4, 3)
+    assert not r2g2.solve_is_skipped("per_example", 8, None, 3)
+    assert r2g2.solve_is_skipped("whole_batch", 2, 4, 8)
+    assert not solvers.use_direct_solve(2, 3, None, 36, None)
+
+
+@pytest.mark.backends
+def test_memory_limit_is_a_deprecated_spelling_of_direct_solve_memory_limit():
+    rng = np.random.default_rng(2)
+    patches = ops.convert_to_tensor(rng.normal(size=(2, 4, 36)))
+    scale = ops.convert_to_tensor(np.exp(rng.normal(size=(36, 3)) - 1))
+    noise = ops.convert_to_tensor(rng.normal(size=(36, 3)))
+    new = r2g2.conditional_noise(patches, scale, noise, direct_solve_memory_limit=1)
+    with pytest.warns(DeprecationWarning, match=r"conditional_noise\(direct_solve_memory_limit"):
+        old = r2g2.conditional_noise(patches, scale, noise, memory_limit=1)
+    np.testing.assert_array_equal(bu.to_numpy(old[0]), bu.to_numpy(new[0]))
+    upstream = ops.convert_to_tensor(rng.normal(size=(2, 4, 3)))
+    with pytest.warns(DeprecationWarning, match=r"scale_gradient\(direct_solve_memory_limit"):
+        r2g2.scale_gradient(patches, scale, noise, upstream, memory_limit=1)
+
+
 # --- a Gaussian latent before a decoder's first dense layer ----------------------------
 
 
@@ -547,6 +629,7 @@ def _ill_conditioned_draws(
         h = r2g2.gaussian_linear(
             x, loc, scale, noise, conv, bias_loc, bias_scale, bias_noise,
             cg_iterations=cg_iterations, per_example_memory_limit=memory_limit,
+            direct_solve_memory_limit=memory_limit,
         )  # fmt: skip
         return 0.5 * tf.reduce_sum(tf.square(h))
 
@@ -617,7 +700,7 @@ def test_power_the_ill_conditioned_test_detects_a_5_percent_bias():
 def test_bad_solver_arguments_are_named(kwargs, error):
     name = next(iter(kwargs))
     with pytest.raises(error, match=f"{name}.*Received"):
-        tge.layers.Conv2DReparameterization(4, 3, **kwargs)
+        tge.layers.estimators.R2G2(**kwargs)
     x, loc, scale, _, _ = _dense_case()
     with pytest.raises(error, match=name):
         r2g2.gaussian_linear(x, loc, scale, scale, r2g2.DenseMap(), **kwargs)
@@ -635,7 +718,10 @@ def test_direct_solve_is_the_minimum_norm_projection_on_ill_conditioned_features
     noise = rng.normal(size=(144, 2))
     assert solvers.use_direct_solve(1, 2, 100, 144, memory_limit=None)
     expected, residual = r2g2.conditional_noise(
-        patches, ops.convert_to_tensor(scale), ops.convert_to_tensor(noise), memory_limit=None
+        patches,
+        ops.convert_to_tensor(scale),
+        ops.convert_to_tensor(noise),
+        direct_solve_memory_limit=None,
     )
     assert float(bu.to_numpy(residual)) < 1e-8
     patches, expected = bu.to_numpy(patches), bu.to_numpy(expected)

@@ -32,16 +32,18 @@ import warnings
 import keras
 from keras import ops
 
+from tfp_gradest._util import arguments
 from tfp_gradest.r2g2 import solvers
-from tfp_gradest.r2g2.conjugate_gradient import conjugate_gradient
 
 __all__ = [
     "CONDITIONINGS",
+    "DEFAULT_DIRECT_SOLVE_MEMORY_LIMIT",
     "DEFAULT_PER_EXAMPLE_MEMORY_LIMIT",
     "conditional_noise",
     "fit_to_memory",
     "scale_gradient",
     "solve_is_skipped",
+    "validate_options",
 ]
 
 CONDITIONINGS = ("per_example", "whole_batch")
@@ -49,6 +51,61 @@ CONDITIONINGS = ("per_example", "whole_batch")
 # Per-example conditioning's largest intermediate, `B × k × F` numbers, above which
 # we fall back to whole-batch conditioning (a few times this is live at once).
 DEFAULT_PER_EXAMPLE_MEMORY_LIMIT = 2**28
+
+# The direct solve's Gram matrices may take this many bytes; above, conjugate gradients.
+DEFAULT_DIRECT_SOLVE_MEMORY_LIMIT = 2**28
+
+_NOT_GIVEN = object()
+
+
+def validate_options(
+    conditioning="per_example",
+    cg_iterations=50,
+    cg_tolerance=1e-6,
+    per_example_memory_limit=DEFAULT_PER_EXAMPLE_MEMORY_LIMIT,
+    direct_solve_memory_limit=DEFAULT_DIRECT_SOLVE_MEMORY_LIMIT,
+):
+    """R2-G2's options checked (a `ValueError`/`TypeError` naming the argument), as a dict of
+    keyword arguments of `gaussian_linear`."""
+    if conditioning not in CONDITIONINGS:
+        raise ValueError(
+            f"`conditioning` must be one of {CONDITIONINGS}. "
+            f"Received: conditioning={conditioning!r}"
+        )
+    cg_iterations, cg_tolerance = solvers.validate_solver_options(cg_iterations, cg_tolerance)
+    return {
+        "conditioning": conditioning,
+        "cg_iterations": cg_iterations,
+        "cg_tolerance": cg_tolerance,
+        "per_example_memory_limit": _check_memory_limit(
+            "per_example_memory_limit", per_example_memory_limit
+        ),
+        "direct_solve_memory_limit": _check_memory_limit(
+            "direct_solve_memory_limit", direct_solve_memory_limit
+        ),
+    }
+
+
+def _check_memory_limit(name, value):
+    if value is None:
+        return None
+    return arguments.check_positive_integer(
+        name, value, hint="Pass a number of bytes (e.g. 2**28), or None for no limit."
+    )
+
+
+def _direct_solve_memory_limit(direct_solve_memory_limit, memory_limit, function):
+    """The direct solve's memory limit, from 0.2's `memory_limit=` with a warning."""
+    if memory_limit is _NOT_GIVEN:
+        return direct_solve_memory_limit
+    warnings.warn(
+        f"{function}(memory_limit=...) is deprecated: write "
+        f"{function}(direct_solve_memory_limit=...) (the same bytes: the direct solve's "
+        "budget, over which conjugate gradients are used).",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return memory_limit
 
 
 def fit_to_memory(conditioning, patches_shape, num_filters, dtype, memory_limit):
@@ -70,8 +127,9 @@ def fit_to_memory(conditioning, patches_shape, num_filters, dtype, memory_limit)
         f"R2-G2: per-example conditioning would hold {needed / 2**20:.0f} MiB "
         f"(batch {batch} × {weights} weights × {num_filters} filters), over "
         f"per_example_memory_limit={memory_limit}; using whole-batch conditioning "
-        "(also unbiased, less variance reduction). Raise the limit or pass "
-        'conditioning="whole_batch" to silence this.',
+        "(also unbiased, less variance reduction). Raise the limit "
+        "(tge.layers.estimators.R2G2(per_example_memory_limit=...); None for none) or use "
+        'R2G2(conditioning="whole_batch") to silence this.',
         stacklevel=2,
     )
     return "whole_batch"
@@ -83,9 +141,16 @@ def _itemsize(dtype):
 
 
 def solve_is_skipped(conditioning, batch_size, num_positions, num_weights):
-    """True when the projection is the identity (rows >= weights), so R2-G2 == RT."""
-    rows = num_positions if conditioning == "per_example" else batch_size * num_positions
-    return rows >= num_weights
+    """True when the projection is the identity (rows >= weights), so R2-G2 == RT.
+
+    `batch_size` and `num_positions` are static sizes, `None` when unknown (then the solve
+    is skipped only if the known rows already reach `num_weights`).
+    """
+    if num_positions is None:
+        return False
+    if conditioning == "per_example":
+        return num_positions >= num_weights
+    return batch_size is not None and batch_size * num_positions >= num_weights
 
 
 def conditional_noise(
@@ -95,7 +160,9 @@ def conditional_noise(
     conditioning="per_example",
     cg_iterations=50,
     cg_tolerance=1e-6,
-    memory_limit=DEFAULT_PER_EXAMPLE_MEMORY_LIMIT,
+    direct_solve_memory_limit=DEFAULT_DIRECT_SOLVE_MEMORY_LIMIT,
+    *,
+    memory_limit=_NOT_GIVEN,
 ):
     """`E[ε | h]` and the solver's relative residual (for diagnostics and tests).
 
@@ -113,8 +180,9 @@ def conditional_noise(
       cg_iterations: Python `int >= 1`, static iteration budget of conjugate gradients.
       cg_tolerance: Python `float > 0`, relative residual above which a system
         is not trusted (and below which conjugate gradients stop).
-      memory_limit: bytes the direct solve's Gram matrices may take; over it,
-        conjugate gradients. `None`: no limit. Default value: 256 MiB.
+      direct_solve_memory_limit: bytes the direct solve's Gram matrices may take; over
+        it, conjugate gradients. `None`: no limit. Default value: 256 MiB.
+      memory_limit: deprecated spelling of `direct_solve_memory_limit`.
 
     Returns:
       expected_noise: `[B, k, F]` per example, or `[k, F]` for the whole batch.
@@ -122,10 +190,13 @@ def conditional_noise(
         solved (0 when the system is diagonal or the solve is skipped); systems
         above `cg_tolerance` have fallen back to `ε`.
     """
+    direct_solve_memory_limit = _direct_solve_memory_limit(
+        direct_solve_memory_limit, memory_limit, "conditional_noise"
+    )
     cg_iterations, cg_tolerance = solvers.validate_solver_options(cg_iterations, cg_tolerance)
     batch, positions, weights = patches.shape
     zero = ops.zeros([], scale.dtype)
-    if solve_is_skipped(conditioning, batch or 0, positions, weights):
+    if solve_is_skipped(conditioning, batch, positions, weights):
         return (
             noise
             if conditioning == "whole_batch"
@@ -140,17 +211,17 @@ def conditional_noise(
         return scale * ops.einsum("bpk,bpf->bkf", patches, u), zero
     if conditioning == "whole_batch":
         # One system per filter over all B·P rows: the per-example solve with one "example".
-        rows = None if batch is None or positions < 0 else batch * positions
+        rows = None if batch is None or positions is None else batch * positions
         patches = ops.reshape(patches, [1, rows if rows is not None else -1, weights])
     expected, residual = _solve_groups(
-        patches, scale, noise, cg_iterations, cg_tolerance, memory_limit
+        patches, scale, noise, cg_iterations, cg_tolerance, direct_solve_memory_limit
     )
     if conditioning == "whole_batch":
         expected = expected[0]
     return expected, ops.cast(ops.max(residual), scale.dtype)
 
 
-def _solve_groups(patches, scale, noise, cg_iterations, cg_tolerance, memory_limit):
+def _solve_groups(patches, scale, noise, cg_iterations, cg_tolerance, direct_solve_memory_limit):
     """`E[ε_f | h_gf]` for every group `g` of rows and filter `f`: `[G, k, F]`, and residuals
     `[G, F]`."""
     groups, rows, weights = patches.shape
@@ -166,25 +237,15 @@ def _solve_groups(patches, scale, noise, cg_iterations, cg_tolerance, memory_lim
             'For exact solves call jax.config.update("jax_enable_x64", True) at start-up.',
             stacklevel=2,
         )
-    if solvers.use_direct_solve(
-        groups, num_filters, rows if rows is not None else -1, weights, memory_limit
-    ):
+    if solvers.use_direct_solve(groups, num_filters, rows, weights, direct_solve_memory_limit):
         # Aᵀ (A Aᵀ)⁻¹ A ε_f with A = P diag(σ_f): Gram matrices, elimination, refinement if needed.
         tolerance = max(cg_tolerance, solvers.DIRECT_SOLVE_TOLERANCE)
         expected, residual = solvers.direct_conditional_noise(patches, scale, noise, tolerance)
     else:
-        variance = ops.square(scale)
-
-        def matvec(v):
-            return ops.einsum(
-                "grk,gkf->grf", patches, variance * ops.einsum("grk,grf->gkf", patches, v)
-            )
-
-        rhs = ops.einsum("grk,kf->grf", patches, scale * noise)
-        result = conjugate_gradient(matvec, rhs, [1], cg_iterations, cg_tolerance)
-        expected = scale * ops.einsum("grk,grf->gkf", patches, result.solution)
-        residual = result.relative_residual[:, 0, :]
         tolerance = cg_tolerance
+        expected, residual = solvers.cg_conditional_noise(
+            patches, scale, noise, cg_iterations, tolerance
+        )
     # Untrusted systems (residual above tolerance, or not finite) keep ε: the RT gradient.
     trusted = residual <= tolerance
     expected = ops.where(ops.expand_dims(trusted, 1), expected, noise)
@@ -199,13 +260,20 @@ def scale_gradient(
     conditioning="per_example",
     cg_iterations=50,
     cg_tolerance=1e-6,
-    memory_limit=DEFAULT_PER_EXAMPLE_MEMORY_LIMIT,
+    direct_solve_memory_limit=DEFAULT_DIRECT_SOLVE_MEMORY_LIMIT,
+    *,
+    memory_limit=_NOT_GIVEN,
 ):
     """R2-G2 gradient w.r.t. `σ`: `Σ_b (P_bᵀ g_b) ⊙ E[ε | h_b]` (per example) or
     `(Pᵀ G) ⊙ E[ε | h]`.
 
-    `upstream` is `g = ∂f/∂h`, `[B, P, F]`. Returns `[k, F]`.
+    `upstream` is `g = ∂f/∂h`, `[B, P, F]`. Returns `[k, F]`. The other arguments are
+    `conditional_noise`'s (`memory_limit`: deprecated spelling of
+    `direct_solve_memory_limit`).
     """
+    direct_solve_memory_limit = _direct_solve_memory_limit(
+        direct_solve_memory_limit, memory_limit, "scale_gradient"
+    )
     if conditioning == "per_example" and patches.shape[1] == 1:
         # Dense closed form, two matmuls like the ordinary backward.
         x = patches[:, 0, :]
@@ -215,7 +283,7 @@ def scale_gradient(
         )
         return scale * ops.matmul(ops.transpose(x2), ratio)
     expected, _ = conditional_noise(
-        patches, scale, noise, conditioning, cg_iterations, cg_tolerance, memory_limit
+        patches, scale, noise, conditioning, cg_iterations, cg_tolerance, direct_solve_memory_limit
     )
     if conditioning == "per_example":
         return ops.sum(ops.einsum("bpk,bpf->bkf", patches, upstream) * expected, axis=0)

@@ -6,7 +6,6 @@ import math
 from keras import ops
 
 from tfp_gradest.r2g2 import conditioning as conditioning_lib
-from tfp_gradest.r2g2 import solvers
 
 __all__ = ["gaussian_linear"]
 
@@ -24,6 +23,7 @@ def gaussian_linear(
     cg_iterations=50,
     cg_tolerance=1e-6,
     per_example_memory_limit=conditioning_lib.DEFAULT_PER_EXAMPLE_MEMORY_LIMIT,
+    direct_solve_memory_limit=conditioning_lib.DEFAULT_DIRECT_SOLVE_MEMORY_LIMIT,
 ):
     """`h = map(x, μ + σ ⊙ ε) + (μ_b + σ_b ⊙ ε_b)`, differentiated with R2-G2.
 
@@ -51,11 +51,14 @@ def gaussian_linear(
       cg_tolerance: Python `float > 0`, relative residual above which a
         system's solve is not trusted: that system then gets the (unbiased)
         reparameterisation gradient.
-      per_example_memory_limit: Python `int`, bytes. Per-example conditioning
-        of a convolution holds `B × k × F` products; when that exceeds the
-        limit (static shapes, decided at trace time) the backward pass falls
+      per_example_memory_limit: Python `int`, bytes, or `None`. Per-example
+        conditioning of a convolution holds `B × k × F` products; when that exceeds
+        the limit (static shapes, decided at trace time) the backward pass falls
         back to whole-batch conditioning, which is also unbiased, with a
         warning. `None` never falls back. Default value: 256 MiB.
+      direct_solve_memory_limit: Python `int`, bytes, or `None`: the largest the
+        direct solve's Gram matrices may be; over it the systems are solved by
+        conjugate gradients. `None`: no limit. Default value: 256 MiB.
 
     Returns:
       The pre-activations `h`.
@@ -65,88 +68,125 @@ def gaussian_linear(
     [1] Lam, Bui, Deligiannidis & Teh. Rao-Blackwellised Reparameterisation
         Gradients. 2024. https://arxiv.org/abs/2506.07687
     """
-    if conditioning not in conditioning_lib.CONDITIONINGS:
-        raise ValueError(
-            f"`conditioning` must be one of {conditioning_lib.CONDITIONINGS}. "
-            f"Received: conditioning={conditioning!r}"
-        )
-    cg_iterations, cg_tolerance = solvers.validate_solver_options(cg_iterations, cg_tolerance)
-    use_bias = bias_loc is not None
+    options = conditioning_lib.validate_options(
+        conditioning,
+        cg_iterations,
+        cg_tolerance,
+        per_example_memory_limit,
+        direct_solve_memory_limit,
+    )
     inputs, kernel_loc, kernel_scale = (
         ops.convert_to_tensor(t) for t in (inputs, kernel_loc, kernel_scale)
     )
     # No gradient reaches the noise: R2-G2 replaces it by E[ε | h] in the scale's gradient.
     kernel_noise = ops.stop_gradient(kernel_noise)
-    if use_bias:
-        bias_loc, bias_scale = ops.convert_to_tensor(bias_loc), ops.convert_to_tensor(bias_scale)
-        bias_noise = ops.stop_gradient(bias_noise)
-    num_weights = _num_rows(kernel_scale) + int(use_bias)
-    if conditioning_lib.solve_is_skipped(
-        conditioning, inputs.shape[0] or 0, linear_map.num_positions(inputs.shape), num_weights
-    ):
+    bias = ()
+    if bias_loc is not None:
+        bias = (
+            ops.convert_to_tensor(bias_loc),
+            ops.convert_to_tensor(bias_scale),
+            ops.stop_gradient(bias_noise),
+        )
+    num_weights = _num_rows(kernel_scale) + int(bool(bias))
+    positions = linear_map.num_positions(inputs.shape)
+    skipped = conditioning_lib.solve_is_skipped(
+        options["conditioning"], inputs.shape[0], positions, num_weights
+    )
+    if skipped:
         # Identity projection: R2-G2 is the reparameterisation gradient, which autodiff gives.
-        outputs = linear_map.apply(inputs, kernel_loc + kernel_scale * kernel_noise)
-        return outputs + (bias_loc + bias_scale * bias_noise) if use_bias else outputs
-
+        return _sample(inputs, kernel_loc, kernel_scale, kernel_noise, bias, linear_map)
     # The forward sample, differentiated as usual for the inputs and the means; the scales
-    # are cut off here and get their gradient from `attach_scale_gradient` below.
-    outputs = linear_map.apply(inputs, kernel_loc + ops.stop_gradient(kernel_scale) * kernel_noise)
-    if use_bias:
-        outputs = outputs + (bias_loc + ops.stop_gradient(bias_scale) * bias_noise)
+    # are cut off here and get their gradient from the identity's backward pass below.
+    cut_bias = (bias[0], ops.stop_gradient(bias[1]), bias[2]) if bias else ()
+    outputs = _sample(
+        inputs, kernel_loc, ops.stop_gradient(kernel_scale), kernel_noise, cut_bias, linear_map
+    )
+    identity = _identity_with_scale_gradient(linear_map, bool(bias), options)
+    return identity(outputs, inputs, kernel_scale, kernel_noise, *bias[1:])
 
-    # Every tensor the backward pass reads is an argument (JAX's custom VJP may not close
-    # over values being differentiated); those that take no gradient here get zeros.
+
+def _sample(inputs, kernel_loc, kernel_scale, kernel_noise, bias, linear_map):
+    """`map(x, μ + σ ⊙ ε) + μ_b + σ_b ⊙ ε_b`; `bias` is `(μ_b, σ_b, ε_b)` or `()`."""
+    outputs = linear_map.apply(inputs, kernel_loc + kernel_scale * kernel_noise)
+    if not bias:
+        return outputs
+    bias_loc, bias_scale, bias_noise = bias
+    return outputs + (bias_loc + bias_scale * bias_noise)
+
+
+def _identity_with_scale_gradient(linear_map, use_bias, options):
+    """`identity(outputs, inputs, kernel_scale, kernel_noise, [bias_scale, bias_noise])`:
+    returns `outputs`; its backward pass gives the scales their R2-G2 gradient
+    (`_scale_gradients`) and nothing to the other arguments.
+
+    Every tensor the backward pass reads is an argument (JAX's custom VJP may not close
+    over values being differentiated); the static ones (`linear_map`, `options`) are
+    closed over, as a custom VJP takes tensors only.
+    """
+
     @ops.custom_gradient
-    def attach_scale_gradient(outputs, inputs, kernel_scale, kernel_noise, *bias):
-        """Identity on `outputs`; its backward pass gives the scales their R2-G2 gradient."""
-
+    def identity(outputs, inputs, kernel_scale, kernel_noise, *bias):
         def grad_fn(*args, upstream=None):
-            if upstream is None:
+            if upstream is None:  # TensorFlow passes it positionally, JAX by name
                 (upstream,) = args
-            d_scale = _scale_gradient(
-                inputs, kernel_scale, kernel_noise, *bias, linear_map.to_positions(upstream)
+            at_positions = linear_map.to_positions(upstream)
+            d_scales = _scale_gradients(
+                inputs, kernel_scale, kernel_noise, bias, at_positions, linear_map, options
             )
-            grads = [upstream, ops.zeros_like(inputs), d_scale[0], ops.zeros_like(kernel_noise)]
+            grads = [upstream, ops.zeros_like(inputs), d_scales[0], ops.zeros_like(kernel_noise)]
             if use_bias:
-                grads += [d_scale[1], ops.zeros_like(bias[1])]
+                grads += [d_scales[1], ops.zeros_like(bias[1])]
             return tuple(grads)
 
         return outputs, grad_fn
 
-    def _scale_gradient(inputs, kernel_scale, kernel_noise, *bias_and_positions):
-        *bias, positions = bias_and_positions
-        flat_scale = linear_map.flat_kernel(kernel_scale)
-        flat_noise = linear_map.flat_kernel(kernel_noise)
-        patches = linear_map.patches(inputs)
-        effective = conditioning_lib.fit_to_memory(
-            conditioning,
-            patches.shape,
-            flat_scale.shape[-1],
-            kernel_scale.dtype,
-            per_example_memory_limit,
-        )
-        if use_bias:
-            bias_scale, bias_noise = bias
-            patches = ops.concatenate([patches, ops.ones_like(patches[..., :1])], axis=-1)
-            flat_scale = ops.concatenate([flat_scale, bias_scale[None]], axis=0)
-            flat_noise = ops.concatenate([flat_noise, bias_noise[None]], axis=0)
-        flat_grad = conditioning_lib.scale_gradient(
-            patches,
-            flat_scale,
-            flat_noise,
-            positions,
-            effective,
-            cg_iterations,
-            cg_tolerance,
-            per_example_memory_limit,
-        )
-        kernel_grad = linear_map.unflatten_kernel(
-            flat_grad[: flat_grad.shape[0] - int(use_bias)], kernel_scale.shape
-        )
-        return [kernel_grad, flat_grad[-1]] if use_bias else [kernel_grad]
+    return identity
 
-    bias_args = [bias_scale, bias_noise] if use_bias else []
-    return attach_scale_gradient(outputs, inputs, kernel_scale, kernel_noise, *bias_args)
+
+def _scale_gradients(inputs, kernel_scale, kernel_noise, bias, upstream, linear_map, options):
+    """The R2-G2 gradients of the kernel's scale (and of the bias's, if `bias` is
+    `(σ_b, ε_b)`), given the upstream gradient `g` at the positions (`[B, P, F]`).
+
+    Per-example conditioning falls back to whole-batch conditioning when its products
+    would exceed `options["per_example_memory_limit"]` (`fit_to_memory`).
+    """
+    patches = linear_map.patches(inputs)
+    flat_scale = linear_map.flat_kernel(kernel_scale)
+    conditioning = conditioning_lib.fit_to_memory(
+        options["conditioning"],
+        patches.shape,
+        flat_scale.shape[-1],
+        kernel_scale.dtype,
+        options["per_example_memory_limit"],
+    )
+    patches, flat_scale, flat_noise = _with_bias_row(
+        patches, flat_scale, linear_map.flat_kernel(kernel_noise), bias
+    )
+    flat_grad = conditioning_lib.scale_gradient(
+        patches,
+        flat_scale,
+        flat_noise,
+        upstream,
+        conditioning,
+        options["cg_iterations"],
+        options["cg_tolerance"],
+        options["direct_solve_memory_limit"],
+    )
+    if not bias:
+        return [linear_map.unflatten_kernel(flat_grad, kernel_scale.shape)]
+    return [linear_map.unflatten_kernel(flat_grad[:-1], kernel_scale.shape), flat_grad[-1]]
+
+
+def _with_bias_row(patches, flat_scale, flat_noise, bias):
+    """The bias as one more weight row whose input is a constant 1, so that it is
+    conditioned jointly with the kernel: `patches` `[B, P, k + 1]`, `σ`, `ε` `[k + 1, F]`."""
+    if not bias:
+        return patches, flat_scale, flat_noise
+    bias_scale, bias_noise = bias
+    patches = ops.concatenate([patches, ops.ones_like(patches[..., :1])], axis=-1)
+    flat_scale = ops.concatenate([flat_scale, bias_scale[None]], axis=0)
+    flat_noise = ops.concatenate([flat_noise, bias_noise[None]], axis=0)
+    return patches, flat_scale, flat_noise
 
 
 def _num_rows(kernel):

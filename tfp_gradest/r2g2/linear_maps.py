@@ -37,7 +37,7 @@ class DenseMap:
         return _to_positions(inputs)
 
     def num_positions(self, input_shape):
-        """`P` for inputs of `input_shape` (static; `-1` if a middle size is unknown)."""
+        """`P` for inputs of `input_shape` (static; `None` if a middle size is unknown)."""
         return _positions(input_shape[1:-1])
 
     def flat_kernel(self, kernel):
@@ -97,14 +97,14 @@ class ConvolutionMap:
         return _to_positions(patches)
 
     def num_positions(self, input_shape):
-        """`P`, the number of output positions for inputs of `input_shape` (static; `-1` if
+        """`P`, the number of output positions for inputs of `input_shape` (static; `None` if
         a spatial size is unknown), by Keras's output-size rule."""
         sizes = []
         for size, k, s, d in zip(
             input_shape[1:-1], self.kernel_size, self.strides, self.dilation_rate
         ):
             if size is None:
-                return -1
+                return None
             span = size if self.padding == "same" else size - d * (k - 1)
             sizes.append(max(0, -(-span // s)))  # ceil(span / s)
         return _positions(sizes)
@@ -125,7 +125,7 @@ class ConvolutionMap:
 def _to_positions(outputs):
     """`[B, ..., C]` -> `[B, P, C]`, keeping `P` static when the middle sizes are."""
     positions = _num_positions(outputs)
-    if positions < 0:
+    if positions is None:
         return ops.reshape(outputs, [ops.shape(outputs)[0], -1, outputs.shape[-1]])
     return ops.reshape(outputs, [-1, positions, outputs.shape[-1]])
 
@@ -141,4 +141,4 @@ def _num_positions(outputs):
 
 
 def _positions(spatial):
-    return math.prod(spatial) if all(d is not None for d in spatial) else -1
+    return math.prod(spatial) if all(d is not None for d in spatial) else None

@@ -74,9 +74,11 @@ import numpy as np
 from keras import ops
 
 from tfp_gradest._util import arguments
+from tfp_gradest.r2g2.conjugate_gradient import conjugate_gradient
 
 __all__ = [
     "SolveCost",
+    "cg_conditional_noise",
     "direct_conditional_noise",
     "direct_solve",
     "gram_matrices",
@@ -172,13 +174,13 @@ MAX_DIRECT_ROWS = 256
 
 def use_direct_solve(num_groups, num_filters, rows, weights, memory_limit):
     """True when an exact direct solve is predicted faster than an exact CG solve and fits in
-    `memory_limit` bytes.
+    `memory_limit` bytes (`None`: no limit; R2-G2's `direct_solve_memory_limit`).
 
     Unknown sizes (`None`) pick conjugate gradients, which need no static shape.
     """
     if num_groups is None or num_filters is None or rows is None:
         return False
-    if rows < 0 or rows > MAX_DIRECT_ROWS:
+    if rows > MAX_DIRECT_ROWS:
         return False
     cost = solve_cost(num_groups, num_filters, rows, weights)
     fits = memory_limit is None or cost.direct_bytes <= memory_limit
@@ -299,3 +301,28 @@ def direct_conditional_noise(patches, scale, noise, tolerance=DIRECT_SOLVE_TOLER
     rhs = ops.einsum("grk,kf->rgf", patches, scale * noise)  # r = A ε_f
     u, residual = _solve_systems_last(gram, rhs, tolerance)
     return scale * ops.einsum("grk,rgf->gkf", patches, u), residual  # Aᵀ u
+
+
+def cg_conditional_noise(patches, scale, noise, iterations, tolerance):
+    """`E[ε_f | h_gf] = A_gfᵀ u`, `(A_gf A_gfᵀ) u = A_gf ε_f`, `A_gf = P_g diag(σ_f)`, by
+    conjugate gradients: `[G, k, F]`, and the relative residuals `[G, F]`.
+
+    The matrix-free counterpart of `direct_conditional_noise` (same arguments and
+    results): each iteration costs two products `A (Aᵀ v)`, and no `R × R` matrix is
+    formed, so the row count `R` need not be static. `iterations` is the static budget
+    (XLA needs static loops), `tolerance` the relative residual at which a system stops
+    updating (`tfp_gradest.r2g2.conjugate_gradient`). Exact after `R` iterations in exact
+    arithmetic; a system still above `tolerance` after the budget is for the caller to
+    distrust (`conditional_noise` gives it `ε`).
+    """
+    variance = ops.square(scale)
+
+    def matvec(v):
+        return ops.einsum(
+            "grk,gkf->grf", patches, variance * ops.einsum("grk,grf->gkf", patches, v)
+        )
+
+    rhs = ops.einsum("grk,kf->grf", patches, scale * noise)  # r = A ε_f
+    result = conjugate_gradient(matvec, rhs, [1], iterations, tolerance)
+    expected = scale * ops.einsum("grk,grf->gkf", patches, result.solution)  # Aᵀ u
+    return expected, result.relative_residual[:, 0, :]
