@@ -497,10 +497,10 @@ for init in range(NUM_INITS):
     start = rng.normal(size=int(problem.loc.shape[0])).astype("float32")
     for name, isag in methods.items():
         problem.restart(start)  # every method starts from the same point
-        losses = tge.vi.fit_surrogate_posterior(
+        losses = tge.reuse.fit(
             problem.batch_target_log_prob, problem.surrogate, keras.optimizers.SGD(1e-3),
-            NUM_STEPS, sample_size=2, jit_compile=True, seed=init, gradient_reuse=isag,
-            num_batches=problem.num_batches)
+            NUM_STEPS, problem.num_batches, gradient_reuse=isag, sample_size=2,
+            jit_compile=True, seed=init)
         traces[name].append(losses.numpy())
         final[name].append(float(problem.elbo(elbo_noise)))
     print(f"init {init}: " + ", ".join(f"{m} {final[m][-1]:.0f}" for m in methods))""",

@@ -1,5 +1,5 @@
 """I-SAG: exact reductions to SGD and SAG, exact re-use at λ₀, unbiasedness of importance re-use,
-XLA."""
+XLA; `tge.reuse.fit` and the deprecated `fit_surrogate_posterior(gradient_reuse=...)`."""
 
 import warnings
 
@@ -184,12 +184,12 @@ def test_self_normalized_reuse_has_a_visible_bias_that_shrinks_with_m():
 
 
 @pytest.mark.parametrize("full_rank", [False, True], ids=["mean_field", "full_rank"])
-def test_fit_surrogate_posterior_with_isag_under_xla(full_rank):
+def test_reuse_fit_under_xla(full_rank):
     target, q = _regression(tf.float32), _surrogate(full_rank, tf.float32)
     isag = tge.reuse.ISAG(rho=0.5, alpha=1.0, weighting="per_element")
-    losses = tge.vi.fit_surrogate_posterior(
-        target, q, keras.optimizers.SGD(2e-3), num_steps=400, sample_size=M,
-        jit_compile=True, seed=0, gradient_reuse=isag, num_batches=NUM_BATCHES,
+    losses = tge.reuse.fit(
+        target, q, keras.optimizers.SGD(2e-3), num_steps=400, num_batches=NUM_BATCHES,
+        gradient_reuse=isag, sample_size=M, jit_compile=True, seed=0,
     )  # fmt: skip
     assert losses.shape == [400] and np.all(np.isfinite(losses.numpy()))
     assert np.mean(losses[-50:]) < np.mean(losses[:50])
@@ -199,43 +199,111 @@ def test_fit_surrogate_posterior_with_isag_under_xla(full_rank):
 @pytest.mark.parametrize(
     "kwargs,error,match",
     [
-        (dict(gradient_reuse=tge.reuse.ISAG()), ValueError, "num_batches"),
-        (dict(num_batches=4), ValueError, "gradient_reuse"),
-        (dict(gradient_reuse=tge.reuse.ISAG(), num_batches=4, gradient_estimator="stl"),
-         ValueError, "gradient_estimator"),
-        (dict(gradient_reuse=tge.reuse.ISAG(), num_batches=0), ValueError, "num_batches"),
-        (dict(gradient_reuse="isag", num_batches=4), TypeError, "gradient_reuse"),
-        (dict(gradient_reuse=tge.reuse.ISAG(), num_batches=2.5), TypeError, "num_batches"),
-        (dict(gradient_reuse=tge.reuse.ISAG(), num_batches=4, sample_size=1.5),
-         TypeError, "sample_size"),
-        (dict(gradient_reuse=tge.reuse.ISAG(), num_batches=4,
-              gradient_estimator=tge.estimators.STL()), ValueError, "gradient_estimator"),
-        (dict(gradient_reuse=tge.reuse.ISAG(), num_batches=4, optimizer=None),
-         TypeError, "optimizer"),
+        (dict(num_batches=0), ValueError, "num_batches"),
+        (dict(num_batches=2.5), TypeError, "num_batches"),
+        (dict(gradient_reuse="isag"), TypeError, r"gradient_reuse='isag' \(str\)"),
+        (dict(sample_size=1.5), TypeError, "sample_size"),
+        (dict(optimizer=None), TypeError, "optimizer"),
     ],
-)  # fmt: skip
-def test_bad_fit_arguments_are_named(kwargs, error, match):
-    kwargs = {"optimizer": keras.optimizers.SGD(0.1), **kwargs}
-    with pytest.raises(error, match=match):
-        tge.vi.fit_surrogate_posterior(_regression(), _surrogate(False), num_steps=2, **kwargs)
-
-
-@pytest.mark.parametrize(
-    "estimator", [None, "reparameterization", tge.estimators.Reparameterization()]
 )
-def test_fit_accepts_every_spelling_of_reparameterization_and_numpy_counts(estimator):
-    q = _surrogate(False)
+def test_bad_fit_arguments_are_named(kwargs, error, match):
+    kwargs = {"optimizer": keras.optimizers.SGD(0.1), "num_batches": NUM_BATCHES, **kwargs}
+    with pytest.raises(error, match=match):
+        tge.reuse.fit(_regression(), _surrogate(False), num_steps=2, **kwargs)
+
+
+def test_fit_defaults_to_isag_with_its_defaults_and_takes_numpy_counts():
     with pytest.warns(RuntimeWarning, match="has not converged"):  # 3 steps: scales still wide
-        losses = _fit_three_steps(q, estimator)
+        losses = tge.reuse.fit(
+            _regression(), _surrogate(False), keras.optimizers.SGD(1e-3), np.int64(3),
+            np.int64(NUM_BATCHES), sample_size=np.int32(M), seed=0,
+        )  # fmt: skip
     assert losses.shape == [3]
 
 
-def _fit_three_steps(q, estimator):
-    return tge.vi.fit_surrogate_posterior(
-        _regression(), q, keras.optimizers.SGD(1e-3), num_steps=np.int64(3),
-        sample_size=np.int32(M), seed=0, gradient_estimator=estimator,
-        gradient_reuse=tge.reuse.ISAG(), num_batches=np.int64(NUM_BATCHES),
-    )  # fmt: skip
+def test_the_stationarity_check_can_be_turned_off():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        tge.reuse.fit(
+            _regression(), _surrogate(False), keras.optimizers.SGD(1e-3), 3, NUM_BATCHES,
+            sample_size=M, seed=0, check_stationarity=False,
+        )  # fmt: skip
+
+
+def test_reuse_fit_is_the_same_fit_as_the_deprecated_spelling():
+    # The old spelling runs the same loop: equal traces and parameters, and a warning that
+    # says what to write instead.
+    traces, params = [], []
+    for old in (False, True):
+        q, isag = _surrogate(False), tge.reuse.ISAG(rho=0.5, alpha=0.9)
+        common = dict(sample_size=M, seed=4)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            if old:
+                trace = tge.vi.fit_surrogate_posterior(
+                    _regression(), q, keras.optimizers.SGD(1e-3), 6, **common,
+                    gradient_reuse=isag, num_batches=NUM_BATCHES,
+                )  # fmt: skip
+            else:
+                trace = tge.reuse.fit(
+                    _regression(), q, keras.optimizers.SGD(1e-3), 6, num_batches=NUM_BATCHES,
+                    gradient_reuse=isag, **common,
+                )  # fmt: skip
+        deprecations = [w for w in caught if issubclass(w.category, DeprecationWarning)]
+        if old:
+            assert len(deprecations) == 1
+            message = str(deprecations[0].message)
+            assert "tge.reuse.fit(target_log_prob_fn, surrogate_posterior, optimizer, " in message
+            assert "num_batches=4, gradient_reuse=tge.reuse.ISAG(rho=0.5, alpha=0.9" in message
+            assert "sample_size=2" in message and "(theta, batch_index)" in message
+            assert deprecations[0].filename == __file__  # points at the caller's line
+        else:
+            assert not deprecations
+        traces.append(trace.numpy())
+        params.append([v.numpy() for v in q.trainable_variables])
+    np.testing.assert_array_equal(traces[0], traces[1])
+    for a, b in zip(*params):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize(
+    "kwargs,error,match",
+    [
+        (dict(gradient_reuse=tge.reuse.ISAG()), ValueError, "num_batches"),
+        (dict(num_batches=4), ValueError, r"tge\.reuse\.fit\(.*drop `num_batches`"),
+        (dict(gradient_reuse=tge.reuse.ISAG(), num_batches=4, gradient_estimator="stl"),
+         ValueError, "gradient_estimator"),
+        (dict(gradient_reuse="isag", num_batches=4), TypeError, "gradient_reuse"),
+        (dict(gradient_reuse=tge.reuse.ISAG(), num_batches=4,
+              gradient_estimator=tge.estimators.STL()), ValueError, "gradient_estimator"),
+        (dict(gradient_reuse=tge.reuse.ISAG(), num_batches=4, importance_sample_size=2),
+         ValueError, "importance_sample_size"),
+        (dict(gradient_reuse=tge.reuse.ISAG(), num_batches=4, trainable_variables=[]),
+         ValueError, "trainable_variables"),
+        (dict(gradient_reuse=tge.reuse.ISAG(), num_batches=4, optimizer=None),
+         TypeError, "optimizer"),
+        (dict(gradient_reus=tge.reuse.ISAG()), TypeError, "unexpected keyword.*gradient_reus"),
+    ],
+)  # fmt: skip
+def test_the_deprecated_spelling_refuses_what_reuse_fit_cannot_do(kwargs, error, match):
+    kwargs = {"optimizer": keras.optimizers.SGD(0.1), **kwargs}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        with pytest.raises(error, match=match):
+            tge.vi.fit_surrogate_posterior(_regression(), _surrogate(False), num_steps=2, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "estimator", [None, "reparameterization", tge.estimators.get("reparameterization")]
+)
+def test_the_deprecated_spelling_accepts_every_spelling_of_reparameterization(estimator):
+    with pytest.warns(DeprecationWarning, match="tge.reuse.fit"):
+        losses = tge.vi.fit_surrogate_posterior(
+            _regression(), _surrogate(False), keras.optimizers.SGD(1e-3), num_steps=np.int64(3),
+            sample_size=np.int32(M), seed=0, gradient_estimator=estimator,
+            gradient_reuse=tge.reuse.ISAG(), num_batches=np.int64(NUM_BATCHES),
+        )  # fmt: skip
+    assert losses.shape == [3]
 
 
 def test_a_bad_seed_is_named_at_construction():
@@ -283,10 +351,10 @@ def _linear_regression(n=200, d=3, num_batches=10):
 
 def _fit(learning_rate, num_steps):
     target, q, exact_mean, exact_std = _linear_regression()
-    tge.vi.fit_surrogate_posterior(
-        target, q, keras.optimizers.SGD(learning_rate), num_steps=num_steps, sample_size=2,
-        jit_compile=True, seed=0, gradient_reuse=tge.reuse.ISAG(rho=0.5, alpha=0.9),
-        num_batches=10,
+    tge.reuse.fit(
+        target, q, keras.optimizers.SGD(learning_rate), num_steps=num_steps, num_batches=10,
+        gradient_reuse=tge.reuse.ISAG(rho=0.5, alpha=0.9), sample_size=2, jit_compile=True,
+        seed=0,
     )  # fmt: skip
     std_ratio = q.stddev().numpy() / exact_std
     location_error = np.abs(q.mean().numpy() - exact_mean) / exact_std

@@ -9,6 +9,8 @@ importance-weighted bound approaching `log Z`, fits of a conjugate model, the
 convergence criterion, trace structure, `trainable_variables` and XLA.
 """
 
+import inspect
+
 import keras
 import numpy as np
 import pytest
@@ -35,6 +37,24 @@ def _loss_and_grads(module, q, target, **kwargs):
 
 
 # --- the drop-in contract ---------------------------------------------------------------
+
+
+def test_fit_surrogate_posterior_takes_tfp_vi_arguments_plus_gradient_estimator():
+    # Was: also `gradient_reuse` and `num_batches`, which changed the target's signature
+    # (now `tge.reuse.fit`; the old keywords still work, deprecated, through **kwargs).
+    def spelled(function, skip=()):
+        return [
+            (p.name, p.kind, p.default if p.name != "trace_fn" else "the loss")
+            for p in inspect.signature(function).parameters.values()
+            if p.name not in skip
+        ]
+
+    ours = inspect.signature(tge.vi.fit_surrogate_posterior).parameters
+    assert list(ours)[-2:] == ["gradient_estimator", "deprecated_kwargs"]
+    assert ours["gradient_estimator"].kind is inspect.Parameter.KEYWORD_ONLY
+    assert spelled(
+        tge.vi.fit_surrogate_posterior, skip=("gradient_estimator", "deprecated_kwargs")
+    ) == spelled(tfp.vi.fit_surrogate_posterior)
 
 
 @pytest.mark.parametrize(

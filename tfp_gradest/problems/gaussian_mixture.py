@@ -26,8 +26,8 @@ class GaussianMixture(Problem):
     `num_batches` and split into that many equal batches. `θ` is the flat
     vector of all `C·D` means; the surrogate is a mean-field Normal over it.
     `target_log_prob` is the full-data log joint; `batch_target_log_prob(θ, b)`
-    is batch `b`'s share, the target `tge.reuse.ISAG` and
-    `tge.vi.fit_surrogate_posterior(..., num_batches=B)` take. Used by
+    is batch `b`'s share, the target `tge.reuse.fit(..., num_batches=B)` and
+    `tge.reuse.ISAG` take. Used by
     `benchmarks/isag_gmm.py` and `colabs/isag_gmm.ipynb`.
 
     Args:

@@ -64,7 +64,7 @@ class ISAG:
 
     ```python
     x_batches = tf.reshape(x, [num_batches, -1, d])
-    def target_log_prob_fn(theta, batch_index):          # theta: [M, D]
+    def batch_log_prob_fn(theta, batch_index):          # theta: [M, D]
         xb = tf.gather(x_batches, batch_index)
         return prior.log_prob(theta) / num_batches + log_likelihood(xb, theta)
 
@@ -73,11 +73,12 @@ class ISAG:
     # A decaying step, below ~2 / curvature at the start (curvature ~ data size):
     # too large a rate collapses the scales, which the fit reports with a warning.
     schedule = keras.optimizers.schedules.InverseTimeDecay(2e-3, 150, 1.0)
-    losses = tge.vi.fit_surrogate_posterior(
-        target_log_prob_fn, q, keras.optimizers.SGD(schedule), num_steps=2000,
-        sample_size=4, jit_compile=True, seed=0,
-        gradient_reuse=tge.reuse.ISAG(rho=0.5, alpha=1.0, weighting="per_element"),
-        num_batches=num_batches)
+    isag = tge.reuse.ISAG(rho=0.5, alpha=1.0, weighting="per_element")
+    losses = tge.reuse.fit(
+        batch_log_prob_fn, q, keras.optimizers.SGD(schedule), num_steps=2000,
+        num_batches=num_batches, gradient_reuse=isag, sample_size=4,
+        jit_compile=True, seed=0)
+    print(int(isag.num_reused.numpy()), "of 2000 steps re-used stored gradients")
     ```
 
     #### References
@@ -229,8 +230,8 @@ class ISAG:
             # The reported value uses self-normalised weights whatever `weighting` the
             # gradient uses: a weighted mean of the stored log p_b(θ_m), consistent for
             # E_q(λ)[log p_b]. The unbiased "importance" weights do not sum to 1, and
-            # their heavy tail made the trace swing (a trace mean of 315 against a fresh
-            # -ELBO of 599 on the same fit).
+            # their heavy tail made the trace swing far from the fresh -ELBO (see
+            # test_reported_loss_does_not_depend_on_the_gradient_weighting).
             value_weights = tf.where(
                 reuse,
                 tf.nn.softmax(q.log_prob(theta) - log_q0),

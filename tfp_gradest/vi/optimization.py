@@ -3,19 +3,16 @@
 import functools
 import warnings
 
-import numpy as np
-import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfp_gradest._util.seeds import sanitize_seed
-from tfp_gradest.estimators import Reparameterization
 from tfp_gradest.vi.losses import (
     check_keras_backend,
     resolve_estimator,
     static_importance_sample_size,
 )
 
-__all__ = ["fit_surrogate_posterior"]
+__all__ = ["check_optimizer", "fit_surrogate_posterior"]
 
 
 def _trace_loss(traceable_quantities):
@@ -38,8 +35,7 @@ def fit_surrogate_posterior(
     name="fit_surrogate_posterior",
     *,
     gradient_estimator=None,
-    gradient_reuse=None,
-    num_batches=None,
+    **deprecated_kwargs,
 ):
     """Fits a surrogate posterior, as `tfp.vi.fit_surrogate_posterior`, with any estimator.
 
@@ -74,12 +70,10 @@ def fit_surrogate_posterior(
         `tfp.vi.GradientEstimators` value (see `tge.vi.losses.resolve_estimator`).
         Default value: `None` (`"reparameterization"`, or `"iwae"` for
         `importance_sample_size > 1`: what `tfp.vi` does).
-      gradient_reuse: `None`, or a `tge.reuse.ISAG` for minibatched VI. Then
-        `target_log_prob_fn(theta, batch_index)` returns the batch's term
-        `log p_b(θ)` (with `Σ_b log p_b = log p(x, θ)`) for `theta` of shape
-        `[sample_size, D]`, step `t` visits batch `t mod num_batches`, and the
-        surrogate must be `tfd.MultivariateNormalDiag` or `...TriL`.
-      num_batches: Python `int`, required with `gradient_reuse`.
+      **deprecated_kwargs: `gradient_reuse` and `num_batches`, deprecated: they
+        change the target's signature, so minibatched VI with gradient re-use
+        has its own entry point, `tge.reuse.fit` (a `DeprecationWarning` shows
+        the call to write). They will be removed in the next release.
 
     Returns:
       The trace, as `tfp.vi.fit_surrogate_posterior` returns it.
@@ -94,38 +88,46 @@ def fit_surrogate_posterior(
         gradient_estimator="stl", jit_compile=True, seed=0)
     ```
     """
-    _check_optimizer(optimizer)
+    gradient_reuse = deprecated_kwargs.pop("gradient_reuse", None)
+    num_batches = deprecated_kwargs.pop("num_batches", None)
+    if deprecated_kwargs:
+        raise TypeError(
+            "fit_surrogate_posterior() got an unexpected keyword argument "
+            f"{sorted(deprecated_kwargs)[0]!r}"
+        )
+    if gradient_reuse is not None or num_batches is not None:
+        return _deprecated_reuse_fit(
+            target_log_prob_fn,
+            surrogate_posterior,
+            optimizer,
+            num_steps,
+            convergence_criterion=convergence_criterion,
+            trace_fn=trace_fn,
+            discrepancy_fn=discrepancy_fn,
+            sample_size=sample_size,
+            importance_sample_size=importance_sample_size,
+            trainable_variables=trainable_variables,
+            jit_compile=jit_compile,
+            seed=seed,
+            name=name,
+            gradient_estimator=gradient_estimator,
+            gradient_reuse=gradient_reuse,
+            num_batches=num_batches,
+        )
+    check_optimizer(optimizer)
     check_keras_backend(
         "tge.vi.fit_surrogate_posterior", optimizer, surrogate_posterior, trainable_variables
     )
     importance_sample_size = static_importance_sample_size(importance_sample_size)
-    if gradient_reuse is not None:
-        loss_fn, trainable_variables = _reuse_loss(
-            target_log_prob_fn,
-            surrogate_posterior,
-            discrepancy_fn,
-            sample_size,
-            importance_sample_size,
-            trainable_variables,
-            gradient_estimator,
-            gradient_reuse,
-            num_batches,
-        )
-    else:
-        if num_batches is not None:
-            raise ValueError(
-                "`num_batches` is used with `gradient_reuse` (e.g. tge.reuse.ISAG(...)); "
-                "without it the target is the full-data log density."
-            )
-        loss_fn = _estimator_loss(
-            target_log_prob_fn,
-            surrogate_posterior,
-            discrepancy_fn,
-            sample_size,
-            importance_sample_size,
-            gradient_estimator,
-        )
-    trace = tfp.math.minimize(
+    loss_fn = _estimator_loss(
+        target_log_prob_fn,
+        surrogate_posterior,
+        discrepancy_fn,
+        sample_size,
+        importance_sample_size,
+        gradient_estimator,
+    )
+    return tfp.math.minimize(
         loss_fn,
         num_steps=num_steps,
         optimizer=optimizer,
@@ -136,60 +138,13 @@ def fit_surrogate_posterior(
         seed=None if seed is None else sanitize_seed(seed),
         name=name,
     )
-    if gradient_reuse is not None:
-        _warn_unless_stationary(surrogate_posterior, target_log_prob_fn, num_batches, optimizer)
-    return trace
 
 
-# Scale balance ρ outside [1/10, 10]: a scale over 3x off its stationary value (see
-# tfp_gradest.reuse.stationarity; converged fits measured 0.7-3.1, a collapsed one 2e-7).
-_BALANCE_RANGE = (0.1, 10.0)
+def check_optimizer(optimizer):
+    """Raises a `TypeError` naming `optimizer` unless it has `apply_gradients`.
 
-
-def _warn_unless_stationary(surrogate_posterior, target_log_prob_fn, num_batches, optimizer):
-    """After a minibatched fit, warns (naming the learning rate) if it diverged or its scales
-    collapsed."""
-    from tfp_gradest.reuse.stationarity import scale_balance
-
-    learning_rate = getattr(optimizer, "learning_rate", None)
-    try:
-        learning_rate = f"{float(learning_rate):.3g}"
-    except (TypeError, ValueError):
-        learning_rate = repr(learning_rate)  # a schedule: name it as it is
-    variables = surrogate_posterior.trainable_variables
-    if not all(np.all(np.isfinite(v.numpy())) for v in variables):
-        warnings.warn(
-            "fit_surrogate_posterior diverged: the surrogate's parameters are not finite. "
-            f"Reduce the optimizer's learning rate (learning_rate={learning_rate}).",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-        return
-    balance = scale_balance(
-        surrogate_posterior, target_log_prob_fn, int(num_batches), 16, tf.constant([0, 1])
-    ).numpy()
-    low, high = _BALANCE_RANGE
-    if np.all((balance >= low) & (balance <= high)):
-        return
-    collapsed = not np.all(balance >= low)
-    what = (
-        "scales collapsed (far narrower than the target's curvature warrants): the fit "
-        "diverged and was caught by the scale transform. Reduce the optimizer's learning rate"
-        if collapsed
-        else "scales are still far wider than the target's curvature warrants: the fit has not "
-        "converged. Increase num_steps or the learning rate"
-    )
-    warnings.warn(
-        f"fit_surrogate_posterior: the surrogate is not at a stationary point of the ELBO; its "
-        f"{what} (learning_rate={learning_rate}). Scale balance -C_jj E[d_j log p * eps_j] "
-        f"(1 at a stationary point) per coordinate: {np.array2string(balance, precision=3)}.",
-        RuntimeWarning,
-        stacklevel=3,
-    )
-
-
-def _check_optimizer(optimizer):
-    """Raises a `TypeError` naming `optimizer` before anything is traced."""
+    Called before anything is traced, by `fit_surrogate_posterior` and `tge.reuse.fit`.
+    """
     if not callable(getattr(optimizer, "apply_gradients", None)):
         raise TypeError(
             "`optimizer` must be an optimizer with `apply_gradients`, e.g. "
@@ -226,35 +181,58 @@ def _estimator_loss(
     return loss_fn
 
 
-def _reuse_loss(
+def _deprecated_reuse_fit(
     target_log_prob_fn,
     surrogate_posterior,
+    optimizer,
+    num_steps,
+    *,
     discrepancy_fn,
-    sample_size,
     importance_sample_size,
     trainable_variables,
     gradient_estimator,
     gradient_reuse,
     num_batches,
+    **kwargs,
 ):
-    """`(seed -> I-SAG step loss, the surrogate's variables)`, after checking the combination
-    applies."""
-    from tfp_gradest.reuse import ISAG
+    """`fit_surrogate_posterior(..., gradient_reuse=..., num_batches=...)`: warns, checks the
+    arguments `tge.reuse.fit` does not take are at their defaults, and calls it."""
+    if gradient_reuse is None:
+        raise ValueError(
+            "`num_batches` is used with gradient re-use, which has its own entry point: "
+            "tge.reuse.fit(batch_log_prob_fn, surrogate_posterior, optimizer, num_steps, "
+            "num_batches, gradient_reuse=tge.reuse.ISAG(...)). Without it the target is the "
+            f"full-data log density; drop `num_batches`. Received: num_batches={num_batches!r}"
+        )
+    from tfp_gradest import reuse
 
-    if not isinstance(gradient_reuse, ISAG):
+    if not isinstance(gradient_reuse, reuse.ISAG):
         raise TypeError(
             "`gradient_reuse` must be a tge.reuse.ISAG instance. "
             f"Received: {type(gradient_reuse).__name__}"
         )
+    warnings.warn(
+        "`gradient_reuse=` of tge.vi.fit_surrogate_posterior is deprecated and will be removed "
+        "in the next release. Write tge.reuse.fit(target_log_prob_fn, surrogate_posterior, "
+        f"optimizer, num_steps, num_batches={num_batches!r}, "
+        f"gradient_reuse=tge.reuse.{gradient_reuse!r}, "
+        f"sample_size={kwargs.get('sample_size', 1)!r}, ...) instead: the same target, taking "
+        "(theta, batch_index); trace_fn, convergence_criterion, jit_compile, seed and name as "
+        "before.",
+        DeprecationWarning,
+        stacklevel=3,
+    )
     if num_batches is None:
         raise ValueError("`num_batches` is required with `gradient_reuse`.")
+    reparameterization = type(resolve_estimator("reparameterization"))
     if gradient_estimator is not None and not isinstance(
-        resolve_estimator(gradient_estimator), Reparameterization
+        resolve_estimator(gradient_estimator), reparameterization
     ):
         raise ValueError(
             "I-SAG re-uses reparameterisation gradients; `gradient_estimator` must be None or "
             f"'reparameterization' with `gradient_reuse`. Received: {gradient_estimator!r}"
         )
+    importance_sample_size = static_importance_sample_size(importance_sample_size)
     if importance_sample_size != 1 or discrepancy_fn is not tfp.vi.kl_reverse:
         raise ValueError(
             "I-SAG fits the ELBO: use `importance_sample_size=1` and "
@@ -266,9 +244,12 @@ def _reuse_loss(
             "With `gradient_reuse` the surrogate's own variables are fitted; "
             "leave `trainable_variables=None`."
         )
-    isag = gradient_reuse.build(surrogate_posterior, num_batches, sample_size)
-
-    def loss_fn(seed=None):
-        return isag.loss(target_log_prob_fn, seed=seed)
-
-    return loss_fn, isag.variables
+    return reuse.fit(
+        target_log_prob_fn,
+        surrogate_posterior,
+        optimizer,
+        num_steps,
+        num_batches,
+        gradient_reuse=gradient_reuse,
+        **kwargs,
+    )
