@@ -1,6 +1,7 @@
 """One contract, every registered estimator: scalar loss, finite gradients, XLA, seeds, value."""
 
 import inspect
+import json
 
 import keras
 import numpy as np
@@ -80,6 +81,62 @@ def test_get_accepts_instances_classes_and_spellings():
     assert tge.estimators.get(stl) is stl
     assert isinstance(tge.estimators.get(tge.estimators.STL), tge.estimators.STL)
     assert isinstance(tge.estimators.get("Score-Function"), tge.estimators.ScoreFunction)
+
+
+def test_get_accepts_a_config_dict_and_serialize_writes_one():
+    dreg = tge.estimators.DReG(alpha=0.3)
+    config = tge.estimators.serialize(dreg)
+    assert config == {"class_name": "DReG", "config": {"alpha": 0.3}}
+    assert tge.estimators.get(config) == dreg and tge.estimators.deserialize(config) == dreg
+    # The registered name works as `class_name` too; Keras's extra keys are ignored.
+    assert tge.estimators.get({"class_name": "dreg", "config": {"alpha": 0.3}}) == dreg
+    assert (
+        tge.estimators.get({"module": "m", "class_name": "STL", "config": {}})
+        == tge.estimators.STL()
+    )
+    # A name is serialised with the defaults.
+    assert tge.estimators.serialize("stl") == {"class_name": "STL", "config": {}}
+    with pytest.raises(TypeError, match="config.*Received: config='stl'"):
+        tge.estimators.deserialize("stl")
+
+
+def test_equality_and_repr_come_from_the_options():
+    assert tge.estimators.DReG(0.3) == tge.estimators.DReG(alpha=0.3) != tge.estimators.DReG()
+    assert tge.estimators.STL() == tge.estimators.STL() != tge.estimators.IWAE()
+    assert repr(tge.estimators.DReG()) == "DReG()"
+    assert repr(tge.estimators.DReG(0.3)) == "DReG(alpha=0.3)"
+    assert (
+        repr(tge.estimators.ScoreFunction("leave_one_out", decay=0.5))
+        == "ScoreFunction(baseline='leave_one_out', decay=0.5)"
+    )
+    # No hand-written repr: the one of the `Configurable` mixin.
+    for cls in map(_class, tge.estimators.names()):
+        estimator_classes = [
+            c for c in cls.__mro__ if issubclass(c, tge.estimators.GradientEstimator)
+        ]
+        assert all("__repr__" not in vars(c) for c in estimator_classes), cls
+
+
+def test_register_keeps_working_as_a_decorator_and_names_are_sorted():
+    names_before = tge.estimators.names()
+    assert names_before == sorted(names_before)
+    registry = tge.estimators.base._REGISTRY
+    saved = dict(registry._classes)
+    try:
+
+        @tge.estimators.register("A-Test-Estimator")
+        class _Test(tge.estimators.IWAE):
+            pass
+
+        assert _Test.name == "a_test_estimator"
+        assert tge.estimators.names() == sorted([*names_before, "a_test_estimator"])
+        assert type(tge.estimators.get("a-test-estimator")) is _Test
+        with pytest.raises(ValueError, match="already registered"):
+            tge.estimators.register("stl")(_Test)
+    finally:
+        registry._classes.clear()
+        registry._classes.update(saved)
+    assert tge.estimators.names() == names_before
 
 
 def test_unknown_name_lists_the_valid_ones():
@@ -427,6 +484,34 @@ def test_the_variant_list_covers_every_estimator_and_option():
 
 def _variant(name, kwargs):
     return _class(name)(**kwargs)
+
+
+@pytest.mark.parametrize("name,kwargs", VARIANT_PARAMS)
+def test_every_variant_round_trips_through_its_config_and_get(name, kwargs):
+    estimator = _variant(name, kwargs)
+    config = estimator.get_config()
+    # Every option is a public property of the same name, and the config holds them all.
+    for option, value in kwargs.items():
+        assert getattr(estimator, option) == value and config[option] == value
+    parameters = list(inspect.signature(type(estimator).__init__).parameters.values())[1:]
+    assert set(config) == {p.name for p in parameters if p.kind == p.POSITIONAL_OR_KEYWORD}
+    json.dumps(config)  # JSON-friendly, as a `.keras` file needs
+    for rebuilt in (
+        type(estimator).from_config(config),
+        tge.estimators.get(tge.estimators.serialize(estimator)),
+        tge.estimators.get(json.loads(json.dumps(tge.estimators.serialize(estimator)))),
+        tge.estimators.get({"class_name": name, "config": config}),
+    ):
+        assert type(rebuilt) is type(estimator) and rebuilt == estimator
+        assert rebuilt.get_config() == config and repr(rebuilt) == repr(estimator)
+        # The flags an option decides are rebuilt too.
+        assert (rebuilt.data_path, rebuilt.min_sample_size) == (
+            estimator.data_path,
+            estimator.min_sample_size,
+        )
+    assert tge.estimators.get(estimator) is estimator
+    assert type(tge.estimators.get(type(estimator))) is type(estimator)
+    assert type(tge.estimators.get(name.upper().replace("_", "-"))) is type(estimator)
 
 
 @pytest.mark.parametrize("name,kwargs", VARIANT_PARAMS)

@@ -1,17 +1,20 @@
 """Gradient estimators as value-preserving surrogate losses.
 
 ```python
-est = tge.estimators.get("iwae_dreg")
+est = tge.estimators.get("iwae_dreg")  # or tge.estimators.DReG(alpha=0.3), a class, a config
 loss = est.loss(target_log_prob_fn, surrogate_posterior,
                 sample_size=4, importance_sample_size=16, seed=0)
+config = tge.estimators.serialize(est)  # {"class_name": ..., "config": {...}}; get(config)
 ```
 """
 
 from tfp_gradest.estimators.base import (
     GradientEstimator,
+    deserialize,
     get,
     names,
     register,
+    serialize,
     surrogate_objective,
 )
 from tfp_gradest.estimators.elbo import STL, Reparameterization
@@ -43,8 +46,10 @@ __all__ = [
     "STL",
     "ScoreFunction",
     "VIMCO",
+    "deserialize",
     "get",
     "names",
     "register",
+    "serialize",
     "surrogate_objective",
 ]

@@ -3,6 +3,10 @@
 Every estimator returns a loss whose *value* is the negative objective estimate
 the user already monitors (negative ELBO, negative IWAE bound, ...) and whose
 *gradient* is the estimator's. All of them go through `surrogate_objective`.
+
+Estimators follow the package's one `get(identifier)` convention
+(`tfp_gradest._util.registry`): `get` takes a registered name, a class, an
+instance or a config dict, and `serialize` writes the config dict back.
 """
 
 import abc
@@ -13,10 +17,17 @@ import tensorflow_probability as tfp
 
 from tfp_gradest._util import arguments, seeds, structure
 from tfp_gradest._util import log_weights as lw
+from tfp_gradest._util.registry import Configurable, Registry
 
-__all__ = ["GradientEstimator", "surrogate_objective", "register", "get", "names"]
-
-_REGISTRY = {}
+__all__ = [
+    "GradientEstimator",
+    "deserialize",
+    "get",
+    "names",
+    "register",
+    "serialize",
+    "surrogate_objective",
+]
 
 
 def surrogate_objective(value, surrogate):
@@ -72,7 +83,7 @@ def check_target_log_prob_fn(target_log_prob_fn):
 _NOT_GIVEN = object()
 
 
-class GradientEstimator(abc.ABC):
+class GradientEstimator(Configurable, abc.ABC):
     """Base class: a gradient estimator for a variational objective.
 
     The contract. A subclass implements `_objective(inputs)`, where `inputs` is
@@ -107,6 +118,13 @@ class GradientEstimator(abc.ABC):
     loss `+inf` (that objective then contributes no gradient, the others do). A
     NaN from the target is never masked: it reaches the loss, and the gradients
     wherever differentiation carries it.
+
+    Options. An estimator is a small immutable object whose options are its
+    constructor arguments, each readable as a public property of the same name
+    (`DReG(alpha=0.3).alpha`). So, from `Configurable`, `get_config()` returns
+    them, `from_config(config)` rebuilds an equal estimator, `repr` shows the
+    options that differ from their defaults, and two estimators are equal when
+    they have the same class and options.
     """
 
     name: ClassVar[str] = ""
@@ -262,56 +280,107 @@ class GradientEstimator(abc.ABC):
           inputs: the validated call, a `tfp_gradest._util.log_weights.ObjectiveInputs`.
         """
 
-    def __repr__(self):
-        return f"{type(self).__name__}()"
+
+_REGISTRY = Registry("gradient estimator", GradientEstimator, "gradient_estimator")
 
 
 def register(name):
-    """Class decorator: registers an estimator class under `name` for `get`."""
+    """Class decorator: registers a `GradientEstimator` subclass under `name` for `get`.
+
+    The name is normalised (lower case, `-` as `_`) and set as the class's `name`.
+    Raises a `ValueError` for a name already registered, or a `data_path` flag that
+    names none of `tfp_gradest._util.log_weights.DATA_PATHS`.
+
+    #### Examples
+
+    ```python
+    @tge.estimators.register("my_estimator")
+    class MyEstimator(tge.estimators.GradientEstimator):
+        def _objective(self, inputs): ...
+    ```
+    """
+    register_class = _REGISTRY.register(name)
 
     def decorator(cls):
-        if name in _REGISTRY:
-            raise ValueError(f"An estimator is already registered as {name!r}.")
-        if cls.data_path not in lw.DATA_PATHS:
+        data_path = getattr(cls, "data_path", None)
+        if data_path not in lw.DATA_PATHS:
             raise ValueError(
                 f"`{cls.__name__}.data_path` must name one of the data-path functions "
                 f"{lw.DATA_PATHS} of `tfp_gradest._util.log_weights`. "
-                f"Received: data_path={cls.data_path!r}"
+                f"Received: data_path={data_path!r}"
             )
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
+        return register_class(cls)
 
     return decorator
 
 
 def names():
-    """The registered estimator names, sorted."""
-    return sorted(_REGISTRY)
+    """The registered estimator names, sorted alphabetically (not in registration order).
+
+    Each is a valid `gradient_estimator=` value and the `name` of its class.
+    """
+    return sorted(_REGISTRY.names())
 
 
 def get(identifier):
-    """Returns an estimator from its registered name, or an instance unchanged.
+    """Returns an estimator from a name, a class, an instance or a config dict.
+
+    As `keras.initializers.get`:
+
+    * a registered name such as `"stl"` or `"iwae_dreg"` (case and `-` vs `_`
+      do not matter): that class with its default options;
+    * a `GradientEstimator` subclass: constructed with its defaults;
+    * a `GradientEstimator` instance: returned unchanged;
+    * a config dict `{"class_name": ..., "config": {...}}`, as `serialize`
+      writes it (`class_name` the class's name or its registered name).
 
     Args:
-      identifier: a registered name such as `"stl"` or `"iwae_dreg"` (case and
-        `-` vs `_` do not matter), or a `GradientEstimator` instance.
+      identifier: one of the above.
 
     Returns:
-      A `GradientEstimator` instance (a default-constructed one for a name).
+      A `GradientEstimator` instance.
+
+    Raises:
+      ValueError: for an unknown name, listing the valid ones.
+      TypeError: for anything else, naming `gradient_estimator`.
+
+    #### Examples
+
+    >>> get("iwae_dreg")
+    IWAEDReG()
+    >>> get({"class_name": "DReG", "config": {"alpha": 0.5}})
+    DReG(alpha=0.5)
     """
-    if isinstance(identifier, GradientEstimator):
-        return identifier
-    if isinstance(identifier, type) and issubclass(identifier, GradientEstimator):
-        return identifier()
-    if not isinstance(identifier, str):
+    return _REGISTRY.get(identifier)
+
+
+def serialize(estimator):
+    """The config dict `{"class_name": ..., "config": {...}}` that `get` turns back into an
+    equal estimator.
+
+    Args:
+      estimator: anything `get` accepts (a name is serialised with the defaults).
+
+    #### Examples
+
+    >>> config = serialize(get("dreg"))
+    >>> config
+    {'class_name': 'DReG', 'config': {'alpha': 0.0}}
+    >>> get(config) == get("dreg")
+    True
+    """
+    return _REGISTRY.serialize(estimator)
+
+
+def deserialize(config):
+    """The estimator a `serialize` config dict describes (`get` restricted to config dicts).
+
+    Raises:
+      TypeError: unless `config` is a dict with a `"class_name"`.
+    """
+    if not (isinstance(config, dict) and "class_name" in config):
         raise TypeError(
-            "`gradient_estimator` must be a registered name or a GradientEstimator. "
-            f"Received: gradient_estimator={identifier!r}"
+            "`config` must be a dict with 'class_name' and 'config', as "
+            f"`tge.estimators.serialize` writes it. Received: config={config!r}"
         )
-    key = identifier.strip().lower().replace("-", "_")
-    if key not in _REGISTRY:
-        raise ValueError(
-            f"Unknown gradient estimator {identifier!r}. Valid names: {', '.join(names())}."
-        )
-    return _REGISTRY[key]()
+    return _REGISTRY.get(config)

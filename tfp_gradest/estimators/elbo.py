@@ -52,6 +52,7 @@ class Reparameterization(GradientEstimator):
 
     @property
     def analytic_entropy(self):
+        """Python `bool`: the value uses the surrogate's closed-form entropy."""
         return self._analytic_entropy
 
     def _validate_options(self, discrepancy_fn):
@@ -71,9 +72,6 @@ class Reparameterization(GradientEstimator):
             value = -inputs.discrepancy_fn(pathwise.log_weights[:, 0])
         # Value and gradient coincide: this is the plain objective.
         return value, value
-
-    def __repr__(self):
-        return f"Reparameterization(analytic_entropy={self._analytic_entropy})"
 
 
 @register("stl")
@@ -119,6 +117,3 @@ class STL(GradientEstimator):
             inputs, lambda log_w: (normalized_weights(log_w),) * 2
         )
         return log_weights[:, 0], surrogate
-
-    def __repr__(self):
-        return "STL()"

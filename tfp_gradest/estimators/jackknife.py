@@ -2,6 +2,7 @@
 
 import tensorflow as tf
 
+from tfp_gradest._util import arguments
 from tfp_gradest._util import log_weights as lw
 from tfp_gradest.estimators.base import GradientEstimator, register
 from tfp_gradest.estimators.importance_weights import (
@@ -70,14 +71,14 @@ class _JackknifeBase(GradientEstimator):
     min_importance_sample_size = 2
 
     def __init__(self, order=1):
-        if order != 1:
-            raise ValueError(
-                f"Only first-order jackknife is implemented. Received: order={order!r}"
-            )
-        self._order = order
+        self._order = arguments.check_integer(
+            "order", order, 1, 1, reason="only the first-order jackknife is implemented"
+        )
 
-    def __repr__(self):
-        return f"{type(self).__name__}(order={self._order})"
+    @property
+    def order(self):
+        """Python `int`, the jackknife's order (only `1` is implemented)."""
+        return self._order
 
 
 @register("jvi")

@@ -161,13 +161,11 @@ class DReG(ImportanceWeightedEstimator):
 
     @property
     def alpha(self):
+        """Python `float` in `[0, 1]`, the family's interpolation weight."""
         return self._alpha
 
     def _path_coefficient(self, weights):
         return self._alpha * weights + (1.0 - 2.0 * self._alpha) * tf.square(weights)
-
-    def __repr__(self):
-        return f"DReG(alpha={self._alpha})"
 
 
 @register("iwae_stl")

@@ -107,11 +107,19 @@ class ScoreFunction(GradientEstimator):
 
     @property
     def baseline(self):
+        """`None`, `"moving_average"` or `"leave_one_out"`."""
         return self._baseline
 
     @property
     def reparameterized_parts(self):
+        """`"score"` or `"pathwise"`: how the reparameterised parts of the surrogate are
+        differentiated."""
         return self._reparameterized_parts
+
+    @property
+    def decay(self):
+        """Python `float` in `[0, 1)`, the moving-average baseline's decay."""
+        return self._decay
 
     def _objective(self, inputs):
         if self.data_path == "pathwise_log_weights":
@@ -167,9 +175,3 @@ class ScoreFunction(GradientEstimator):
             )
         with tf.control_dependencies([update]):
             return tf.cast(tf.identity(previous), f.dtype) * tf.ones_like(f)
-
-    def __repr__(self):
-        return (
-            f"ScoreFunction(baseline={self._baseline!r}, "
-            f"reparameterized_parts={self._reparameterized_parts!r})"
-        )
