@@ -9,7 +9,6 @@ from importlib import metadata
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 import tfp_gradest as tge
 from tfp_gradest import cli
@@ -155,36 +154,6 @@ def test_subpackages_are_attributes_and_keras_finds_the_layers():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["STL", "callbacks"]
-
-
-def test_a_problem_subclass_registers_itself(monkeypatch):
-    from tfp_gradest.problems import base
-
-    monkeypatch.setattr(base, "_REGISTRY", dict(base._REGISTRY))
-
-    class Tiny(tge.problems.CorrelatedGaussian):
-        name = "tiny_test_problem"
-
-    assert "tiny_test_problem" in tge.problems.names()
-    assert isinstance(tge.problems.get("tiny_test_problem", dim=2), Tiny)
-    with pytest.raises(ValueError, match="already registered"):
-
-        class Other(Problem):  # noqa: F841
-            name = "tiny_test_problem"
-
-
-@pytest.mark.parametrize("name", ["logistic_regression", "bnn_digits"])
-def test_problems_take_leading_sample_axes_in_both_dtypes(name, dtype):
-    problem = tge.problems.get(name, dtype=dtype)
-    z = problem.surrogate.sample([3, 2], seed=[1, 2])
-    log_prob = problem.target_log_prob(z)
-    assert log_prob.shape == [3, 2] and log_prob.dtype == dtype
-    # Each sample is evaluated on its own: the batched value equals the one-at-a-time value.
-    np.testing.assert_allclose(
-        log_prob[1, 0],
-        problem.target_log_prob(z[1, 0]),
-        rtol=1e-4 if dtype == tf.float32 else 1e-10,
-    )
 
 
 def test_the_default_job_shows_five_fold_cuts_and_flags_only_the_biased_row(tmp_path, capsys):

@@ -2,35 +2,62 @@
 
 Each is a `Problem` (see `base.py` for the contract): `target_log_prob`, a trainable
 `surrogate`, its `variables`, the estimators that apply and their losses, `fit`,
-and where known `exact_objective()` and `distance_to_optimum()`. `get(name)` builds
-one; `names()` lists them. A new problem is one module here whose `Problem`
-subclass has the module's name.
+and where known `exact_objective()` and `distance_to_optimum()`.
+
+`get` follows the package's one convention: a name, a class, an instance or a
+config dict (`get("gaussian", dim=5)` builds with keyword arguments); `names()`
+lists the problems, `serialize` writes a problem's config. A new problem is one
+module here whose `Problem` subclass is decorated with `@register("<module name>")`.
 
 >>> from tfp_gradest import problems
 >>> problems.names()[:3]
 ['bnn_digits', 'bnn_layers', 'gaussian']
+
+The problem classes are attributes of this package, loaded on first use (with
+TensorFlow): `import tfp_gradest.problems` and `names()` do not import TensorFlow.
 """
 
-import importlib
+from tfp_gradest.problems.base import (
+    Problem,
+    check_name,
+    classes,
+    deserialize,
+    get,
+    names,
+    register,
+    serialize,
+)
 
-from tfp_gradest.problems.base import Problem, check_name, get, names
-
-# The classes are importable from here; their modules (and TensorFlow) load on first use.
-_CLASSES = {
-    "BayesianLinearRegression": "linear_regression",
-    "BayesianLogisticRegression": "logistic_regression",
-    "BayesianNeuralNetworkDigits": "bnn_digits",
-    "BayesianNeuralNetworkLayers": "bnn_layers",
-    "CorrelatedGaussian": "gaussian",
-    "GaussianMixture": "gaussian_mixture",
-    "ToyGaussian": "toy_gaussian",
-}
-
-__all__ = [*sorted(_CLASSES), "Problem", "check_name", "get", "names"]
+# The public names. The classes are found through the registry (their modules are imported
+# on first use); tests/test_problems.py checks this list against it.
+__all__ = [
+    "BayesianLinearRegression",
+    "BayesianLogisticRegression",
+    "BayesianNeuralNetworkDigits",
+    "BayesianNeuralNetworkLayers",
+    "CorrelatedGaussian",
+    "GaussianMixture",
+    "ToyGaussian",
+    "Problem",
+    "check_name",
+    "classes",
+    "deserialize",
+    "get",
+    "names",
+    "register",
+    "serialize",
+]
 
 
 def __getattr__(name):
-    if name in _CLASSES:
-        module = importlib.import_module(f"{__name__}.{_CLASSES[name]}")
-        return getattr(module, name)
+    # A problem class by its class name: the registry knows it once its module is imported.
+    if name[:1].isupper():
+        for cls in classes():
+            if cls.__name__ == name:
+                globals()[name] = cls  # later lookups skip this function
+                return cls
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -1,25 +1,41 @@
-"""The problems contract: what a built-in problem provides, and the registry `get`/`names` read.
+"""The problems contract, and the registry that `get`, `names` and `register` serve.
 
 A problem is a target and a trainable approximation at a known place (its
 initialisation, or after `fit`), together with whatever is known exactly about
 it. The comparison (`tge.diagnostics.compare_estimators`), the command line and
-the tests only use the methods below, so a new problem is one module in this
-package holding one subclass whose `name` is the module's name: defining the
-class registers it, and `names()` lists the modules without importing them
-(the command line's `--help` stays free of TensorFlow).
+the tests only use the methods below.
+
+Problems follow the package's one `get(identifier)` convention
+(`tfp_gradest._util.registry`). A new built-in problem is one module in this
+package holding one subclass decorated with `@register("<the module's name>")`:
+the decorator registers it, and `names()` lists the package's modules without
+importing them (so the command line's `--help` stays free of TensorFlow);
+`get(name)` imports the module on first use.
 """
 
 import importlib
+import inspect
 import pkgutil
 from typing import ClassVar
 
-__all__ = ["Problem", "get", "names"]
+from tfp_gradest._util.registry import Configurable, Registry
 
-_REGISTRY = {}
+__all__ = [
+    "Problem",
+    "check_name",
+    "classes",
+    "deserialize",
+    "get",
+    "names",
+    "register",
+    "serialize",
+]
+
+_PACKAGE = __name__.rsplit(".", 1)[0]
 _NOT_PROBLEMS = frozenset({"base"})  # modules of this package that hold no problem
 
 
-class Problem:
+class Problem(Configurable):
     """Base class of the built-in problems.
 
     Subclasses set `name` and, in `__init__`, `self.surrogate` (a `tfd.Distribution`
@@ -29,8 +45,13 @@ class Problem:
     Bayesian Keras model, whose estimators are the layers') overrides
     `estimator_names`, `validate_estimator` and `loss_fn`.
 
+    A problem is configurable: `get_config()` returns the arguments it was built
+    with (every constructor argument, defaults included; a `dtype` as its name),
+    so `get({"class_name": ..., "config": ...})` and `from_config` build the same
+    problem again. Equality stays identity (a problem holds trainable state).
+
     Class attributes:
-      name: the registered name; equal to the defining module's name.
+      name: the registered name (set by `register`); a built-in's is its module's name.
       reference_estimator: the unbiased estimator averaged over many draws where
         no closed-form gradient is known (`None`: no reference).
       fit_estimator, fit_learning_rate: what `fit` trains with.
@@ -43,19 +64,24 @@ class Problem:
     fit_estimator: ClassVar[str] = "reparameterization"
     fit_learning_rate: ClassVar[float] = 0.01
 
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        if not cls.name:
-            return  # an abstract intermediate class
-        module = cls.__module__.rsplit(".", 1)[-1]
-        if cls.__module__.startswith(__name__.rsplit(".", 1)[0]) and module != cls.name:
-            raise TypeError(
-                f"A built-in problem's `name` must be its module's name, so that `names()` "
-                f"needs no import. Received: name={cls.name!r} in module {module!r}"
-            )
-        if cls.name in _REGISTRY and _REGISTRY[cls.name].__qualname__ != cls.__qualname__:
-            raise ValueError(f"A problem is already registered as {cls.name!r}.")
-        _REGISTRY[cls.name] = cls
+    def __new__(cls, *args, **kwargs):
+        # The constructor's arguments, recorded once here, are the problem's config.
+        problem = super().__new__(cls)
+        try:
+            bound = inspect.signature(cls.__init__).bind(problem, *args, **kwargs)
+        except TypeError:
+            problem._config = None  # `__init__` raises its own error for these arguments
+            return problem
+        bound.apply_defaults()
+        problem._config = {name: _plain(value) for name, value in list(bound.arguments.items())[1:]}
+        return problem
+
+    def get_config(self):
+        """The constructor arguments this problem was built with: `type(self)(**config)`."""
+        return dict(self._config)
+
+    __eq__ = object.__eq__
+    __hash__ = object.__hash__
 
     # --- what is being differentiated ------------------------------------------------
 
@@ -146,27 +172,147 @@ class Problem:
         return None
 
 
-def names():
-    """The problem names, sorted: this package's modules (read without importing them,
-    so TensorFlow is not loaded) and any other registered `Problem` subclass."""
-    package = importlib.import_module(__name__.rsplit(".", 1)[0])
-    modules = {
+def _plain(value):
+    """A `tf.DType` as its name (constructors take either), so that configs are plain data."""
+    if type(value).__name__ == "DType" and hasattr(value, "as_numpy_dtype"):
+        return value.name
+    return value
+
+
+_REGISTRY = Registry("problem", Problem, "problem")
+
+
+def register(name):
+    """Class decorator: registers a `Problem` subclass under `name` for `get`.
+
+    The name is normalised (lower case, `-` as `_`) and set as the class's `name`.
+    A problem defined in this package must be registered under its module's name,
+    so that `names()` can list it without importing it.
+
+    Raises:
+      ValueError: for a name already registered.
+      TypeError: for a class that is not a `Problem`, or a built-in whose name is
+        not its module's.
+
+    #### Examples
+
+    ```python
+    @tge.problems.register("my_problem")
+    class MyProblem(tge.problems.Problem):
+        def __init__(self, dim=3): ...
+    ```
+    """
+    register_class = _REGISTRY.register(name)
+
+    def decorator(cls):
+        module = getattr(cls, "__module__", "")
+        if module.startswith(_PACKAGE + ".") and module.rsplit(".", 1)[-1] != name:
+            raise TypeError(
+                "A built-in problem is registered under its module's name, so that `names()` "
+                f"needs no import. Received: name={name!r} in module {module!r}"
+            )
+        return register_class(cls)
+
+    return decorator
+
+
+def _module_names():
+    package = importlib.import_module(_PACKAGE)
+    return {
         m.name
         for m in pkgutil.iter_modules(package.__path__)
         if not m.name.startswith("_") and m.name not in _NOT_PROBLEMS
     }
-    return sorted(modules | set(_REGISTRY))
+
+
+def names():
+    """The problem names, sorted: this package's modules (read without importing them,
+    so TensorFlow is not loaded) and any other registered `Problem` subclass."""
+    return sorted(_module_names() | set(_REGISTRY.names()))
 
 
 def check_name(name):
-    """Raises `ValueError` listing the valid names if `name` is not a built-in problem."""
+    """Raises `ValueError` listing the valid names if `name` is not a problem's name."""
     if name not in names():
-        raise ValueError(f"Unknown problem {name!r}. Valid problems: {', '.join(names())}.")
+        raise ValueError(
+            f"Unknown problem {name!r}. Valid problems: {', '.join(names())}. "
+            f"Received: problem={name!r}"
+        )
 
 
-def get(name, **kwargs):
-    """Builds the built-in problem `name` with `kwargs` passed to its constructor."""
-    check_name(name)
-    if name not in _REGISTRY:
-        importlib.import_module(f"{__name__.rsplit('.', 1)[0]}.{name}")
-    return _REGISTRY[name](**kwargs)
+def classes():
+    """The registered problem classes, in registration order, after importing every problem
+    module of this package (which imports TensorFlow)."""
+    for module in sorted(_module_names()):
+        importlib.import_module(f"{_PACKAGE}.{module}")
+    return _REGISTRY.classes()
+
+
+def _problem_class(name):
+    """The class registered as `name` (or named `name`), importing its module if needed."""
+    if not isinstance(name, str):
+        raise TypeError(f"A problem's name is a string. Received: problem={name!r}")
+    key = name.strip().lower().replace("-", "_")
+    if key not in _REGISTRY.names():
+        if key in _module_names():
+            importlib.import_module(f"{_PACKAGE}.{key}")
+        else:  # perhaps a class name, e.g. "GaussianMixture"
+            classes()
+    try:
+        return _REGISTRY.get_class(name)
+    except ValueError:
+        raise ValueError(
+            f"Unknown problem {name!r}. Valid problems: {', '.join(names())}. "
+            f"Received: problem={name!r}"
+        ) from None
+
+
+def get(identifier, **kwargs):
+    """Returns a problem from a name, a class, an instance or a config dict.
+
+    The package's one `get(identifier)` convention (as `keras.initializers.get`):
+
+    * a problem name (`names()`), or a problem class's name: the class is built
+      with `kwargs`, e.g. `get("gaussian", dim=5)`;
+    * a `Problem` subclass: built with `kwargs`;
+    * a `Problem` instance: returned unchanged;
+    * a config dict `{"class_name": ..., "config": {...}}` as `serialize` writes
+      it: built from the config.
+
+    Args:
+      identifier: see above.
+      **kwargs: constructor arguments, with a name or a class.
+
+    Raises:
+      ValueError: for an unknown name (listing the valid ones).
+      TypeError: for anything else, or `kwargs` with an instance or a config.
+    """
+    if isinstance(identifier, str):
+        return _problem_class(identifier)(**kwargs)
+    if isinstance(identifier, type) and issubclass(identifier, Problem):
+        return identifier(**kwargs)
+    if kwargs:
+        raise TypeError(
+            "Keyword arguments build a problem from its name or class; an instance or a "
+            "config dict is used as it is. Received: "
+            f"problem={identifier!r} with {', '.join(sorted(kwargs))}"
+        )
+    if isinstance(identifier, dict) and "class_name" in identifier:
+        _problem_class(identifier["class_name"])  # imports its module
+    return _REGISTRY.get(identifier)
+
+
+def serialize(problem):
+    """`{"class_name": ..., "config": ...}`: the arguments `problem` was built with, which
+    `get`/`deserialize` turn into a new problem of the same kind and initialisation."""
+    return _REGISTRY.serialize(problem)
+
+
+def deserialize(config):
+    """A new problem from `serialize`'s output (`get(config)`)."""
+    if not (isinstance(config, dict) and "class_name" in config):
+        raise TypeError(
+            "`config` must be a dict with 'class_name' and 'config', as `serialize` writes it. "
+            f"Received: config={config!r}"
+        )
+    return get(config)

@@ -4,7 +4,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfp_gradest.problems.base import Problem
+from tfp_gradest.problems.base import Problem, register
 
 tfd = tfp.distributions
 tfb = tfp.bijectors
@@ -12,6 +12,7 @@ tfb = tfp.bijectors
 __all__ = ["BayesianNeuralNetworkDigits"]
 
 
+@register("bnn_digits")
 class BayesianNeuralNetworkDigits(Problem):
     """A 64-`hidden`-10 tanh MLP with `w ~ N(0, I)` and a mean-field Normal surrogate over all
     weights.
@@ -30,13 +31,11 @@ class BayesianNeuralNetworkDigits(Problem):
       hidden: Python `int`, hidden units. Default value: `16`.
       num_examples: Python `int`, digits used (the first ones). Default value: `256`.
       initial_scale: the surrogate's initial standard deviation. Default value: `0.05`.
-      dtype: float dtype. Default value: `tf.float32`.
+      dtype: float dtype, a `tf.DType` or its name. Default value: `"float32"`.
       seed: numpy seed for the initial mean. Default value: `0`.
     """
 
-    name = "bnn_digits"
-
-    def __init__(self, hidden=16, num_examples=256, initial_scale=0.05, dtype=tf.float32, seed=0):
+    def __init__(self, hidden=16, num_examples=256, initial_scale=0.05, dtype="float32", seed=0):
         from sklearn.datasets import load_digits
 
         data = load_digits()

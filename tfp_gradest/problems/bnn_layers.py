@@ -5,11 +5,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfp_gradest.problems.base import Problem
+from tfp_gradest.problems.base import Problem, register
 
 __all__ = ["BayesianNeuralNetworkLayers"]
 
 
+@register("bnn_layers")
 class BayesianNeuralNetworkLayers(Problem):
     """A 64-`hidden`-10 MLP of `tge.layers.DenseReparameterization` layers on the 8×8 digits.
 
@@ -37,7 +38,6 @@ class BayesianNeuralNetworkLayers(Problem):
       seed: seed of the initial weights and of the layers' noise. Default value: `0`.
     """
 
-    name = "bnn_layers"
     default_estimators = ("reparameterization", "local_reparameterization", "flipout", "r2g2")
     reference_estimator = "local_reparameterization"
     fit_learning_rate = 0.003

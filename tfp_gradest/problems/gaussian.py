@@ -4,7 +4,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfp_gradest.problems.base import Problem
+from tfp_gradest.problems.base import Problem, register
 
 tfd = tfp.distributions
 tfb = tfp.bijectors
@@ -12,6 +12,7 @@ tfb = tfp.bijectors
 __all__ = ["CorrelatedGaussian"]
 
 
+@register("gaussian")
 class CorrelatedGaussian(Problem):
     """Target `p(z) = N(m, Σ)` (normalised) and surrogate `q(z) = N(μ, diag(σ²))`.
 
@@ -27,18 +28,16 @@ class CorrelatedGaussian(Problem):
 
     Args:
       dim: Python `int`, `D`. Default value: `3`.
-      dtype: float dtype. Default value: `tf.float32`.
+      dtype: float dtype, a `tf.DType` or its name. Default value: `"float32"`.
       seed: numpy seed for the target's parameters. Default value: `0`.
       offset: how far the surrogate starts from the optimum, in units of the
         target's scale. Default value: `0.5`.
     """
 
-    name = "gaussian"
-
-    def __init__(self, dim=3, dtype=tf.float32, seed=0, offset=0.5):
+    def __init__(self, dim=3, dtype="float32", seed=0, offset=0.5):
         rng = np.random.default_rng(seed)
         np_dtype = tf.as_dtype(dtype).as_numpy_dtype
-        self.dtype = dtype
+        self.dtype = tf.as_dtype(dtype)
         mean = rng.normal(size=dim)
         a = rng.normal(size=(dim, dim))
         covariance = a @ a.T / dim + 0.5 * np.eye(dim)

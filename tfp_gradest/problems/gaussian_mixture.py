@@ -5,7 +5,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfp_gradest.problems.base import Problem
+from tfp_gradest.problems.base import Problem, register
 
 tfd = tfp.distributions
 tfb = tfp.bijectors
@@ -13,6 +13,7 @@ tfb = tfp.bijectors
 __all__ = ["GaussianMixture"]
 
 
+@register("gaussian_mixture")
 class GaussianMixture(Problem):
     """`C` unit-variance components with equal weights and unknown means, assignments summed out.
 
@@ -38,8 +39,6 @@ class GaussianMixture(Problem):
       initial_scale: the surrogate's initial standard deviation. Default value: `0.1`.
       seed: numpy seed for the surrogate's initial mean (standard normal). Default value: `0`.
     """
-
-    name = "gaussian_mixture"
 
     def __init__(
         self, num_components=8, dim=4, num_batches=20, prior_scale=3.0, initial_scale=0.1, seed=0

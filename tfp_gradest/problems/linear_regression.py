@@ -4,7 +4,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfp_gradest.problems.base import Problem
+from tfp_gradest.problems.base import Problem, register
 
 tfd = tfp.distributions
 tfb = tfp.bijectors
@@ -12,6 +12,7 @@ tfb = tfp.bijectors
 __all__ = ["BayesianLinearRegression"]
 
 
+@register("linear_regression")
 class BayesianLinearRegression(Problem):
     """`w ~ N(0, α⁻¹ I)`, `y | X, w ~ N(X w, s² I)`, with a full-rank Normal surrogate.
 
@@ -23,14 +24,13 @@ class BayesianLinearRegression(Problem):
     Args:
       num_features: Python `int`. Default value: `3`.
       num_examples: Python `int`. Default value: `20`.
-      dtype: float dtype. Default value: `tf.float32`.
+      dtype: float dtype, a `tf.DType` or its name. Default value: `"float32"`.
       seed: numpy seed for the data. Default value: `0`.
     """
 
-    name = "linear_regression"
     fit_learning_rate = 0.05
 
-    def __init__(self, num_features=3, num_examples=20, dtype=tf.float32, seed=0):
+    def __init__(self, num_features=3, num_examples=20, dtype="float32", seed=0):
         rng = np.random.default_rng(seed)
         np_dtype = tf.as_dtype(dtype).as_numpy_dtype
         self.prior_precision, self.noise_scale = 1.0, 1.0

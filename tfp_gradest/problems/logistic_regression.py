@@ -4,7 +4,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfp_gradest.problems.base import Problem
+from tfp_gradest.problems.base import Problem, register
 
 tfd = tfp.distributions
 tfb = tfp.bijectors
@@ -12,6 +12,7 @@ tfb = tfp.bijectors
 __all__ = ["BayesianLogisticRegression"]
 
 
+@register("logistic_regression")
 class BayesianLogisticRegression(Problem):
     """`w ~ N(0, I)`, `y_n | x_n, w ~ Bernoulli(σ(x_nᵀ w))`, with a mean-field Normal surrogate.
 
@@ -23,13 +24,11 @@ class BayesianLogisticRegression(Problem):
     Args:
       num_examples: Python `int` or `None` (all 569). Default value: `None`.
       initial_scale: the surrogate's initial standard deviation. Default value: `0.1`.
-      dtype: float dtype. Default value: `tf.float32`.
+      dtype: float dtype, a `tf.DType` or its name. Default value: `"float32"`.
       seed: numpy seed for the surrogate's initial mean. Default value: `0`.
     """
 
-    name = "logistic_regression"
-
-    def __init__(self, num_examples=None, initial_scale=0.1, dtype=tf.float32, seed=0):
+    def __init__(self, num_examples=None, initial_scale=0.1, dtype="float32", seed=0):
         from sklearn.datasets import load_breast_cancer
 
         data = load_breast_cancer()

@@ -4,13 +4,14 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfp_gradest.problems.base import Problem
+from tfp_gradest.problems.base import Problem, register
 
 tfd = tfp.distributions
 
 __all__ = ["ToyGaussian"]
 
 
+@register("toy_gaussian")
 class ToyGaussian(Problem):
     """`z ~ N(μ, I_D)`, `x | z ~ N(z, I_D)`, and `q(z | x) = N(a ⊙ x + b, σ_q² I_D)`.
 
@@ -31,19 +32,18 @@ class ToyGaussian(Problem):
       perturbation: standard deviation of the Gaussian noise added to the
         optimal `a` and `b` (the papers use 0.01). Default value: `0.01`.
       q_scale: Python `float`, `σ_q`. Default value: `None`, meaning `sqrt(2/3)`.
-      dtype: float dtype. Default value: `tf.float32`.
+      dtype: float dtype, a `tf.DType` or its name. Default value: `"float32"`.
       seed: numpy seed for `μ`, the observation `x ~ p(x)` and the perturbation.
         Default value: `0`.
     """
 
-    name = "toy_gaussian"
     default_estimators = ("iwae", "iwae_stl", "iwae_dreg")
 
-    def __init__(self, dim=20, perturbation=0.01, q_scale=None, dtype=tf.float32, seed=0):
+    def __init__(self, dim=20, perturbation=0.01, q_scale=None, dtype="float32", seed=0):
         q_scale = np.sqrt(2.0 / 3.0) if q_scale is None else q_scale
         rng = np.random.default_rng(seed)
         np_dtype = tf.as_dtype(dtype).as_numpy_dtype
-        self.dtype, self.dim = dtype, dim
+        self.dtype, self.dim = tf.as_dtype(dtype), dim
         mu = rng.normal(size=dim)
         self.x = (mu + np.sqrt(2.0) * rng.normal(size=dim)).astype(np_dtype)
         self.mu = tf.Variable(mu.astype(np_dtype), name="mu")
