@@ -4,8 +4,6 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import time  # noqa: E402
-
 import numpy as np  # noqa: E402
 
 
@@ -38,20 +36,15 @@ def compiled_training_loop(loss_fn, variables, num_steps, learning_rate=1e-4):
 
 
 def interleaved_times(runs, repeats):
-    """Seconds of each call of each zero-argument callable, timed in alternation: `[run][repeat]`.
+    """Seconds of each call of each zero-argument callable, timed in alternation: `[run, repeat]`.
 
-    Each is called once first (compilation), then the runs alternate
+    `tge.diagnostics.interleaved_times` with one call per run per round (each run is a
+    whole compiled loop): each is called first (compilation), then the runs alternate
     `repeats` times so that slow drifts of the machine hit every run alike.
     """
-    for run in runs:
-        run()
-    times = [[] for _ in runs]
-    for _ in range(repeats):
-        for run, record in zip(runs, times):
-            start = time.perf_counter()
-            run()
-            record.append(time.perf_counter() - start)
-    return np.asarray(times)
+    from tfp_gradest.diagnostics import interleaved_times as alternated
+
+    return alternated(runs, repeats=repeats, calls_per_repeat=1, min_repeat_seconds=0)
 
 
 def interleaved_seconds(runs, repeats):

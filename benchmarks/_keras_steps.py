@@ -1,17 +1,18 @@
-"""Compiled SGD loops and gradient variances for Keras 3 models on either backend.
+"""Compiled SGD loops for Keras 3 models on either backend.
 
-`benchmarks/layers.py --backend tensorflow|jax` times and measures the same models on
-both Keras backends through these two functions. On TensorFlow they are the loops the
-benchmarks always used (`_common.compiled_training_loop`,
-`tfp_gradest.diagnostics.layer_gradients.gradient_variance`); on JAX they are the same
-computations written as pure functions (`jax.lax.fori_loop` / `jax.lax.scan` under
-`jax.jit`), the model's variables mapped to traced values with `keras.StatelessScope`
-and its non-trainable state (the layers' `SeedGenerator`s) carried through the loop, so
-every step and every draw gets fresh noise.
+`benchmarks/layers.py --backend tensorflow|jax` times the same models on both Keras
+backends through `training_loop` (their gradient variances come from
+`tge.diagnostics.model_gradient_variance`). On TensorFlow it is the loop the benchmarks
+always used (`_common.compiled_training_loop`); on JAX the same computation written as a
+pure function (`jax.lax.fori_loop` under `jax.jit`) of the model's variables
+(`tfp_gradest._backend.stateless`), its non-trainable state (the layers'
+`SeedGenerator`s) carried through the loop, so every step gets fresh noise.
 """
 
 import keras
 import numpy as np
+
+from tfp_gradest import _backend
 
 
 def training_loop(loss_fn, variables, state_variables, num_steps, learning_rate=1e-4):
@@ -29,7 +30,7 @@ def training_loop(loss_fn, variables, state_variables, num_steps, learning_rate=
 
     import jax
 
-    step = jax.value_and_grad(_pure(loss_fn, variables, state_variables), has_aux=True)
+    step = jax.value_and_grad(_backend.stateless(loss_fn, variables, state_variables), has_aux=True)
 
     @jax.jit
     def loop(values, state):
@@ -45,45 +46,6 @@ def training_loop(loss_fn, variables, state_variables, num_steps, learning_rate=
     return lambda: jax.block_until_ready(
         loop([v.value for v in variables], [v.value for v in state_variables])
     )
-
-
-def gradient_variance(loss_fn, variable, state_variables, num_draws):
-    """Mean over elements of the variance (ddof 0) of `∂ loss_fn() / ∂ variable` over
-    `num_draws` draws, each with fresh noise from the SeedGenerators in `state_variables`."""
-    if keras.backend.backend() == "tensorflow":
-        from tfp_gradest.diagnostics.layer_gradients import gradient_variance as tf_variance
-
-        return tf_variance(loss_fn, variable, num_draws)
-
-    import jax
-    import jax.numpy as jnp
-
-    pure = _pure(loss_fn, [variable], state_variables)
-    grad = jax.grad(lambda value, state: pure([value], state), has_aux=True)
-
-    @jax.jit
-    def variance(value, state):
-        def body(state, _):
-            g, state = grad(value, state)
-            return state, g
-
-        _, draws = jax.lax.scan(body, state, None, length=num_draws)
-        return jnp.mean(jnp.var(draws, axis=0))
-
-    return float(variance(variable.value, [v.value for v in state_variables]))
-
-
-def _pure(loss_fn, variables, state_variables):
-    """`(values, state) -> (loss, new_state)`: `loss_fn()` with `variables` and
-    `state_variables` (disjoint lists) read from the arguments (JAX)."""
-
-    def pure(values, state):
-        mapping = list(zip(variables, values)) + list(zip(state_variables, state))
-        with keras.StatelessScope(state_mapping=mapping, collect_losses=True) as scope:
-            loss = loss_fn()
-        return loss, [scope.get_current_value(v) for v in state_variables]
-
-    return pure
 
 
 def to_tensor(array, dtype=None):

@@ -31,7 +31,6 @@ the per-repeat ratio, with its range [min, max] (the machine may be loaded).
 import argparse
 import math
 import os
-import time
 
 
 def _backend_argument():
@@ -115,11 +114,11 @@ def variables_of(model):
 
 
 def scale_variance(model, x, y, layer_index, num_draws):
-    return _keras_steps.gradient_variance(
+    return tge.diagnostics.model_gradient_variance(
         loss_fn(model, x, y),
         model.layers[layer_index].kernel_scale_raw,
-        model.non_trainable_variables,
         num_draws,
+        model.non_trainable_variables,
     )
 
 
@@ -127,18 +126,11 @@ def time_ratios(loss_fns, variable_lists, steps, repeats):
     """Per-run `(median seconds, median ratio to run 0, min ratio, max ratio)`, timed in
     alternation. `variable_lists[i]`: `(trainable variables, other state)` of run i."""
     runs = [_keras_steps.training_loop(f, *v, steps) for f, v in zip(loss_fns, variable_lists)]
-    for run in runs:
-        run()  # compile
-    times = np.zeros((repeats, len(runs)))
-    for r in range(repeats):
-        for i, run in enumerate(runs):
-            start = time.perf_counter()
-            run()
-            times[r, i] = time.perf_counter() - start
-    ratios = times / times[:, :1]
+    times = _common.interleaved_times(runs, repeats)  # [run, repeat]
+    ratios = times / times[:1]
     return [
-        (float(np.median(times[:, i])), *np.percentile(ratios[:, i], [50, 0, 100]))
-        for i in range(len(runs))
+        (float(np.median(t)), *np.percentile(ratio, [50, 0, 100]))
+        for t, ratio in zip(times, ratios)
     ]
 
 
@@ -312,11 +304,11 @@ def grid_table(args, rng):
             args.repeats,
         )
         var = {
-            e: _keras_steps.gradient_variance(
+            e: tge.diagnostics.model_gradient_variance(
                 loss(layers[e]),
                 layers[e].kernel_scale_raw,
-                layers[e].non_trainable_variables,
                 args.draws,
+                layers[e].non_trainable_variables,
             )
             for e in CONV_ESTIMATORS
         }
@@ -333,7 +325,7 @@ def grid_table(args, rng):
                 f"{timing[2][1]:.2f}",
                 f"{var['reparameterization'] / var['flipout']:.2f}",
                 f"{timing[1][1]:.2f}",
-                auto.choose("conv", positions, weights),
+                auto.choose("conv", positions),
                 # The first, per-layer rule (work-normalised variance), kept for comparison;
                 # `auto` now picks RT for convolutions (see its docstring).
                 "R2-G2" if weights / positions > 1 + positions / 3 else "RT",

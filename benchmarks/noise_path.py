@@ -11,13 +11,13 @@ and each candidate's median ratio to `tfp_gradest._backend.normal`.
 
 import argparse
 import os
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
+import tfp_gradest as tge  # noqa: E402
 from tfp_gradest import _backend  # noqa: E402
 
 SHAPE = (313_600,)
@@ -54,9 +54,7 @@ def _candidates():
 
         candidates["keras.random.normal"] = lambda seed: keras.random.normal(SHAPE, seed=seed)
         candidates["jax.random.normal (unsafe_rbg key)"] = rbg_normal
-        candidates["jax.random.normal (threefry key)"] = lambda seed: jax.random.normal(
-            seed, SHAPE
-        )
+        candidates["jax.random.normal (threefry key)"] = lambda seed: jax.random.normal(seed, SHAPE)
         compile_fn = jax.jit
         seed = keras.random.SeedGenerator(1).next()
     return {name: compile_fn(fn) for name, fn in candidates.items()}, seed
@@ -67,20 +65,10 @@ def main():
     parser.add_argument("--repeats", type=int, default=30)
     args = parser.parse_args()
     functions, seed = _candidates()
-    runs = []
-    for fn in functions.values():
-        def run(fn=fn):
-            np.asarray(fn(seed))  # waits for the result on both backends
-
-        runs.append(run)
-    for run in runs:
-        run()
-    times = np.zeros((len(runs), args.repeats))
-    for r in range(args.repeats):
-        for i, run in enumerate(runs):
-            start = time.perf_counter()
-            run()
-            times[i, r] = time.perf_counter() - start
+    # One call per run per round; the timer waits for each result on both backends.
+    times = tge.diagnostics.interleaved_times(
+        list(functions.values()), (seed,), args.repeats, calls_per_repeat=1, min_repeat_seconds=0
+    )
     reference = times[0]
     print(f"backend={keras.backend.backend()}, {SHAPE[0]} draws, XLA, {args.repeats} repeats")
     for name, t in zip(functions, times):

@@ -35,12 +35,13 @@ Usage::
     bu.backend()                      # "tensorflow" or "jax"
     bu.skip_unless("tensorflow", "TFP's own layers")  # inside a marked test
 
-How it works: on TensorFlow a `tf.GradientTape` (inside `tf.function(jit_compile=True)`
-when asked); on JAX `jax.value_and_grad` of a pure function that runs the loss inside a
-`keras.StatelessScope` mapping each variable to a traced value (the mechanism behind
-`Layer.stateless_call`), returns the updated non-trainable state as auxiliary output and
-assigns it back after the call (`jax.jit` when asked). Gradients of variables the loss
-does not depend on are zeros on both backends (TensorFlow's `UnconnectedGradients.ZERO`),
+How it works: the library's `tge.diagnostics.model_gradient_function` (one draw per call)
+and `model_gradient_draws` (many draws in one compiled loop): on TensorFlow a
+`tf.GradientTape` (inside `tf.function(jit_compile=True)` when asked); on JAX
+`jax.value_and_grad` of a pure function that runs the loss inside a `keras.StatelessScope`
+mapping each variable to a traced value, returns the updated state and assigns it back
+after the call (`jax.jit` when asked). This module only converts to numpy and wraps
+layers. Gradients of variables the loss does not depend on are zeros on both backends,
 so results compare one to one. float64 needs ``jax_enable_x64`` on JAX; without it the
 ``dtype`` fixture skips float64 there.
 """
@@ -50,6 +51,8 @@ import contextlib
 import keras
 import numpy as np
 import pytest
+
+import tfp_gradest as tge
 
 __all__ = [
     "backend",
@@ -95,24 +98,11 @@ def to_numpy(x):
 def gradient_fn(loss_fn, variables, state_variables=(), jit_compile=False):
     """A callable `() -> (loss, grads)` with numpy results; build once, call many times.
 
-    Args:
-      loss_fn: callable `() -> scalar`, reading `variables` (Keras variables). Each call may
-        draw fresh noise by advancing `keras.random.SeedGenerator`s.
-      variables: the Keras variables to differentiate with respect to.
-      state_variables: (JAX) every other variable `loss_fn` assigns, typically
-        `seed_generator.state` or a layer's `non_trainable_variables`; their new values are
-        written back after each call. Ignored on TensorFlow, where assignments are real.
-      jit_compile: compile with XLA (`tf.function(jit_compile=True)` / `jax.jit`).
+    `tge.diagnostics.model_gradient_function` (arguments as there: list every variable
+    `loss_fn` assigns, e.g. `seed_generator.state`, as `state_variables`, or JAX refuses
+    it with a `ValueError`), its results as numpy.
     """
-    variables = list(variables)
-    state_variables = [v for v in state_variables if id(v) not in {id(w) for w in variables}]
-    name = backend()
-    if name == "tensorflow":
-        step = _tensorflow_step(loss_fn, variables, jit_compile)
-    elif name == "jax":
-        step = _jax_step(loss_fn, variables, state_variables, jit_compile)
-    else:
-        raise NotImplementedError(f"backend_utils supports tensorflow and jax, not {name}")
+    step = tge.diagnostics.model_gradient_function(loss_fn, variables, state_variables, jit_compile)
 
     def call():
         loss, grads = step()
@@ -126,6 +116,21 @@ def value_and_grad(loss_fn, variables, state_variables=(), jit_compile=False):
     return gradient_fn(loss_fn, variables, state_variables, jit_compile)()
 
 
+def _layer_loss(model_or_layer, loss_fn, inputs, training, add_layer_losses):
+    """`loss_fn(model_or_layer(*inputs))` (+ its layers' losses), building it if needed."""
+    inputs = [keras.ops.convert_to_tensor(x) for x in inputs]
+    if not model_or_layer.built:
+        model_or_layer(*inputs, training=training)
+
+    def loss():
+        value = loss_fn(model_or_layer(*inputs, training=training))
+        if add_layer_losses and model_or_layer.losses:
+            value = value + keras.ops.sum(keras.ops.stack(model_or_layer.losses))
+        return value
+
+    return loss
+
+
 def layer_gradient_fn(
     model_or_layer, loss_fn, *inputs, training=True, add_layer_losses=True, jit_compile=False
 ):
@@ -137,18 +142,8 @@ def layer_gradient_fn(
     the KL term) is added to the loss. An unbuilt layer is built by one eager call first
     (one noise draw).
     """
-    inputs = [keras.ops.convert_to_tensor(x) for x in inputs]
-    if not model_or_layer.built:
-        model_or_layer(*inputs, training=training)
-
-    def loss():
-        value = loss_fn(model_or_layer(*inputs, training=training))
-        if add_layer_losses and model_or_layer.losses:
-            value = value + keras.ops.sum(keras.ops.stack(model_or_layer.losses))
-        return value
-
     return gradient_fn(
-        loss,
+        _layer_loss(model_or_layer, loss_fn, inputs, training, add_layer_losses),
         model_or_layer.trainable_variables,
         state_variables=model_or_layer.non_trainable_variables,
         jit_compile=jit_compile,
@@ -161,60 +156,25 @@ def gradients(model_or_layer, loss_fn, *inputs, **kwargs):
     return layer_gradient_fn(model_or_layer, loss_fn, *inputs, **kwargs)()[1]
 
 
-def draw_gradients(num_draws, model_or_layer, loss_fn, *inputs, **kwargs):
-    """`num_draws` independent gradient draws (fresh noise each; compiled once).
+def draw_gradients(
+    num_draws,
+    model_or_layer,
+    loss_fn,
+    *inputs,
+    training=True,
+    add_layer_losses=True,
+    jit_compile=False,
+):
+    """`num_draws` independent gradient draws (fresh noise each), in one compiled loop
+    (`tge.diagnostics.model_gradient_draws`).
 
     Returns a list with one numpy array of shape `[num_draws, *variable.shape]` per
     trainable variable (keyword arguments as `layer_gradient_fn`).
     """
-    step = layer_gradient_fn(model_or_layer, loss_fn, *inputs, **kwargs)
-    draws = [step()[1] for _ in range(num_draws)]
-    return [np.stack(d) for d in zip(*draws)]
-
-
-def _tensorflow_step(loss_fn, variables, jit_compile):
-    import tensorflow as tf
-
-    def step():
-        with tf.GradientTape() as tape:
-            loss = loss_fn()
-        grads = tape.gradient(loss, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-        return loss, grads
-
-    return tf.function(step, jit_compile=True) if jit_compile else step
-
-
-def _jax_step(loss_fn, variables, state_variables, jit_compile):
-    import jax
-
-    listed = {id(v) for v in variables + state_variables}
-
-    def pure(values, state_values):
-        mapping = list(zip(variables, values)) + list(zip(state_variables, state_values))
-        with keras.StatelessScope(state_mapping=mapping, collect_losses=True) as scope:
-            loss = loss_fn()
-        unlisted = [k for k in scope.state_mapping if k not in listed]
-        if unlisted:
-            # Without this, the assignments (e.g. a SeedGenerator advancing) would be
-            # dropped and every call would replay the same noise.
-            raise ValueError(
-                f"`loss_fn` assigned {len(unlisted)} variable(s) not passed in "
-                "`state_variables` (e.g. a SeedGenerator's `state`); pass them so that "
-                "their new values are kept between calls."
-            )
-        new_state = [scope.get_current_value(v) for v in state_variables]
-        return loss, new_state
-
-    value_and_grad = jax.value_and_grad(pure, has_aux=True)
-    if jit_compile:
-        value_and_grad = jax.jit(value_and_grad)
-
-    def step():
-        (loss, new_state), grads = value_and_grad(
-            [v.value for v in variables], [v.value for v in state_variables]
-        )
-        for v, value in zip(state_variables, new_state):
-            v.assign(value)
-        return loss, grads
-
-    return step
+    return tge.diagnostics.model_gradient_draws(
+        _layer_loss(model_or_layer, loss_fn, inputs, training, add_layer_losses),
+        model_or_layer.trainable_variables,
+        num_draws,
+        state_variables=model_or_layer.non_trainable_variables,
+        jit_compile=jit_compile,
+    )

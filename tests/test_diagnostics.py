@@ -1,10 +1,16 @@
-"""`tge.diagnostics`: the one SNR definition, dtype-aware bias z-scores, alternated timing."""
+"""`tge.diagnostics`: the one SNR definition, dtype-aware bias z-scores, merged moments,
+alternated timing, the deprecated module paths."""
+
+import os
+import subprocess
+import sys
+import warnings
 
 import numpy as np
 import pytest
 
 import tfp_gradest as tge
-from tfp_gradest.diagnostics import moments
+from tfp_gradest.diagnostics import draws, statistics
 
 
 def test_bias_z_tolerance_follows_the_dtype_of_the_draws():
@@ -68,7 +74,7 @@ def test_draw_seeds_match_tfp_split_seed():
     from tfp_gradest._util.seeds import sanitize_seed
 
     expected = tf.stack(tfp.random.split_seed(sanitize_seed(3), 7))
-    np.testing.assert_array_equal(moments.draw_seeds(3, 7), expected)
+    np.testing.assert_array_equal(draws.draw_seeds(3, 7), expected)
 
 
 def test_interleaved_timing_returns_ordered_quartiles_per_step():
@@ -79,3 +85,113 @@ def test_interleaved_timing_returns_ordered_quartiles_per_step():
     assert len(times) == 2 and all(t.low <= t.median <= t.high for t in times)
     # Alternation: after the two warm-up and two sizing calls, a and b take turns.
     assert calls[4:] == ["a"] * 10 + ["b"] * 10 + ["a"] * 10 + ["b"] * 10 + ["a"] * 10 + ["b"] * 10
+
+
+def _sum_of_squares_moments(batches):
+    """The variance as `reference_gradient` computed it before: E[x²] - E[x]² from running
+    sums (the power check's deliberately wrong estimator)."""
+    n = sum(len(b) for b in batches)
+    mean = sum(b.sum(0) for b in batches) / n
+    squares = sum(np.square(b).sum(0) for b in batches) / n
+    return np.maximum(squares - mean**2, 0.0) * n / (n - 1)
+
+
+def test_merged_moments_are_those_of_all_draws_even_far_from_zero():
+    rng = np.random.default_rng(0)
+    # Gradients of magnitude 1e8 that vary by ~1: a sum of squares keeps ~16 digits of
+    # 1e16, so it loses the variance entirely; merging per-batch moments keeps it.
+    batches = [1e8 + rng.normal(size=(50, 3)) for _ in range(4)]
+    batches_moments = [statistics.gradient_moments(b) for b in batches]
+    merged = batches_moments[0]
+    for m in batches_moments[1:]:
+        merged = tge.diagnostics.merge_moments(merged, m)
+    exact = statistics.gradient_moments(np.concatenate(batches))
+    assert merged.num_draws == 200
+    np.testing.assert_allclose(merged.mean, exact.mean, rtol=1e-15)
+    np.testing.assert_allclose(merged.variance, exact.variance, rtol=1e-6)
+    np.testing.assert_allclose(merged.standard_error, exact.standard_error, rtol=1e-6)
+    # Power check: the old running sum of squares is off by more than the variance itself.
+    naive = _sum_of_squares_moments(batches)
+    assert np.all(np.abs(naive - exact.variance) > 0.5 * exact.variance)
+
+
+def test_running_update_is_merging_one_draw_at_a_time():
+    rng = np.random.default_rng(1)
+    values = 1e8 + rng.normal(size=(30, 2))
+    mean, m2 = np.zeros(2), np.zeros(2)
+    for count, value in enumerate(values, start=1):
+        mean, m2 = statistics.running_moments_update(float(count), mean, m2, value)
+    running = statistics.moments_from_running(mean, m2, len(values))
+    exact = statistics.gradient_moments(values)
+    np.testing.assert_allclose(running.mean, exact.mean, rtol=1e-15)
+    np.testing.assert_allclose(running.variance, exact.variance, rtol=1e-6)
+
+
+def test_merging_with_no_draws_is_the_identity():
+    m = statistics.gradient_moments(np.array([[1.0], [3.0]]))
+    empty = statistics.GradientMoments(np.zeros(1), np.zeros(1), np.zeros(1), 0)
+    assert tge.diagnostics.merge_moments(empty, m) is m
+    assert tge.diagnostics.merge_moments(m, empty) is m
+
+
+def test_interleaved_times_are_per_step_and_round():
+    calls = []
+    times = tge.diagnostics.interleaved_times(
+        [lambda: calls.append("a"), lambda: calls.append("b")],
+        repeats=4,
+        calls_per_repeat=1,
+        min_repeat_seconds=0,
+    )
+    assert times.shape == (2, 4) and np.all(times >= 0)
+    assert calls[4:] == ["a", "b"] * 4  # one call each per round, in turn
+
+
+_WITHOUT_TENSORFLOW = """
+import sys
+sys.modules["tensorflow"] = None  # importing TensorFlow now fails
+import jax.numpy as jnp
+import numpy as np
+import tfp_gradest as tge
+
+(time,) = tge.diagnostics.interleaved_step_seconds([lambda: jnp.ones(3) * 2], repeats=2)
+moments = tge.diagnostics.gradient_moments(np.array([[1.0], [3.0]]))
+print(time.median > 0, float(moments.variance[0]))
+"""
+
+
+def test_statistics_and_timing_need_no_tensorflow():
+    # The package docstring's claim: on JAX, timing and the statistics run without
+    # TensorFlow (the timer used to import it to wait for a result).
+    env = dict(os.environ, KERAS_BACKEND="jax")
+    result = subprocess.run(
+        [sys.executable, "-c", _WITHOUT_TENSORFLOW],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split() == ["True", "2.0"]
+
+
+@pytest.mark.parametrize(
+    "module,name,new",
+    [
+        ("moments", "gradient_moments", statistics.gradient_moments),
+        ("moments", "running_moments_update", statistics.running_moments_update),
+        ("moments", "gradient_sampler", draws.gradient_sampler),
+        ("layer_gradients", "gradient_variance", tge.diagnostics.model_gradient_variance),
+    ],
+)
+def test_old_module_paths_warn_and_name_what_to_write(module, name, new):
+    import importlib
+
+    old = importlib.import_module(f"tfp_gradest.diagnostics.{module}")
+    with pytest.warns(DeprecationWarning, match=r"write `tfp_gradest\.diagnostics\.\w+\.\w+`"):
+        assert getattr(old, name) is new
+    with pytest.raises(AttributeError):
+        old.no_such_name  # noqa: B018
+    # The new paths do not warn.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert tge.diagnostics.gradient_moments is statistics.gradient_moments

@@ -1,8 +1,11 @@
-"""The only backend-specific code of the Keras 3 parts (`layers`, `r2g2`, `callbacks`).
+"""The only backend-specific code of the package's Keras 3 parts, behind one dispatch.
 
 Everything else is written against `keras.ops` / `keras.random`. What Keras has no
-fast op for lives here, one module per backend (`tensorflow.py`, `jax.py`), chosen
-by `keras.backend.backend()` when first used:
+fast op or public API for lives here, one module per backend (`tensorflow.py`,
+`jax.py`), chosen by `keras.backend.backend()` when first used (`current()`), so
+importing this package imports neither TensorFlow nor JAX.
+
+Noise, for `layers` and `r2g2`:
 
 * `normal(shape, seed, dtype)`: standard Normal draws;
 * `random_signs(shape, seed, dtype)`: Rademacher `±1` draws;
@@ -10,19 +13,36 @@ by `keras.backend.backend()` when first used:
   noise with one row per example (`shape[0]` is the batch): under a TensorFlow
   strategy each replica gets its own rows of the global batch's draw (so replicas do
   not repeat each other's noise, and the run equals one device); elsewhere as above;
-* `in_traced_function()`: whether the code runs while a compiled function is traced;
-* `native_variables()`: the backend's own variable types other than `keras.Variable`
-  (a `tf.Variable` on TensorFlow), which the layers accept as live settings;
-* `current().STATELESS_TRAINING`: whether compiled training steps see only the variables
-  passed in as state (JAX), rather than reading any variable when they run (TensorFlow);
 
-where `seed` is what `keras.random.SeedGenerator.next()` returns (a 2-vector of
-the backend's seed dtype). Both are stateless, so they trace under XLA, and use
-each backend's fastest generator there (measured by `benchmarks/noise_path.py`;
-numbers in the backend modules): on TensorFlow, stateless Philox, since
-`keras.random.normal` (TensorFlow's Threefry under XLA on CPU) is 28x-500x
-slower; on JAX, `jax.random` with the seed as a Threefry key, which is what
-`keras.random.normal` does there too.
+where `seed` is what `keras.random.SeedGenerator.next()` returns (a 2-vector of the
+backend's seed dtype). Both are stateless, so they trace under XLA, and use each
+backend's fastest generator there (`benchmarks/noise_path.py` times them): on
+TensorFlow, stateless Philox, since `keras.random.normal` (TensorFlow's Threefry under
+XLA on CPU) is much slower; on JAX, `jax.random` with the seed as a Threefry key,
+which is what `keras.random.normal` does there too.
+
+Gradients, for `callbacks` and `tge.diagnostics`' model gradients (each backend module):
+
+* `compiled(fn, jit_compile)`: `fn` as one compiled program (`tf.function`, `jax.jit`);
+* `value_and_grad(fn, variables, values)`: `((value, aux), gradients)` of `fn -> (scalar,
+  aux)` with respect to `variables` (whose current values are `values`), zeros where
+  `fn` does not depend on one. JAX calls `fn(values)` on traced values; TensorFlow
+  calls `fn(None)`, which reads the variables themselves, under a `tf.GradientTape`;
+* `gradient_step(loss_fn, variables, state_variables, jit_compile)` and
+  `gradient_draws(loss_fn, variables, state_variables, num_draws, jit_compile)`: one
+  gradient of a zero-argument loss of Keras variables, or `num_draws` of them in one
+  compiled loop, the noise state (`state_variables`) carried between draws (JAX, via
+  `stateless` below) or assigned as the loss runs (TensorFlow);
+* `StreamingMoments(model)`: running moments of the gradients handed to the optimizer
+  (`update(grads, indices)` inside the train step, `read_and_reset()` after it), kept
+  where that backend's train step can keep state.
+
+Here: `stateless(loss_fn, variables, state_variables)`, the pure function of a loss of
+Keras variables (any backend); `in_traced_function()`; `native_variables()`, the
+backend's own variable types besides `keras.Variable` (a `tf.Variable` on TensorFlow),
+which the layers accept as live settings; `current().STATELESS_TRAINING`, whether
+compiled training steps see only the variables passed in as state (JAX) rather than
+reading any variable when they run (TensorFlow).
 
 `check_supported(owner)` raises a clear error on a backend without such a module
 (PyTorch, NumPy, OpenVINO), naming the backend and the supported ones;
@@ -45,6 +65,7 @@ __all__ = [
     "per_example_random_signs",
     "random_signs",
     "require_tensorflow_backend",
+    "stateless",
 ]
 
 SUPPORTED_BACKENDS = ("tensorflow", "jax")
@@ -125,3 +146,37 @@ def in_traced_function():
 def native_variables():
     """A tuple of the backend's own variable classes besides `keras.Variable` (maybe empty)."""
     return current().native_variables()
+
+
+def stateless(loss_fn, variables, state_variables):
+    """The pure function `(values, state_values) -> (loss, new_state_values)` of `loss_fn()`.
+
+    `loss_fn` reads Keras variables; inside a `keras.StatelessScope`, `variables` read
+    `values` (traced values, to differentiate; `values=None` leaves them as they are,
+    for TensorFlow, which differentiates the variables themselves) and
+    `state_variables` read `state_values`. What `loss_fn` assigns to the state (a
+    `SeedGenerator` advancing, a moving statistic) is returned, not assigned, so a
+    compiled loop can carry it. A loss that assigns any other variable is refused with
+    a `ValueError`: its assignment would be lost, and e.g. every draw would replay the
+    same noise.
+    """
+    variables, state_variables = list(variables), list(state_variables)
+    listed = {id(v) for v in variables + state_variables}
+
+    def pure(values, state_values):
+        weights = [] if values is None else list(zip(variables, values))
+        mapping = weights + list(zip(state_variables, state_values))
+        with keras.StatelessScope(state_mapping=mapping, collect_losses=True) as scope:
+            loss = loss_fn()
+        # The scope's `state_mapping` is keyed by `id(variable)`.
+        unlisted = [key for key in scope.state_mapping if key not in listed]
+        if unlisted:
+            raise ValueError(
+                f"`loss_fn` assigned {len(unlisted)} variable(s) not passed in "
+                "`state_variables` (e.g. a SeedGenerator's `state`): pass them (for a model, "
+                "`state_variables=model.non_trainable_variables`) so that their new values "
+                "are kept between draws."
+            )
+        return loss, [scope.get_current_value(v) for v in state_variables]
+
+    return pure

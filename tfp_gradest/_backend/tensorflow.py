@@ -1,22 +1,32 @@
-"""TensorFlow backend: stateless Philox draws (`tf.random.stateless_*` with `alg="philox"`).
+"""TensorFlow backend: stateless Philox draws, `tf.function`, `tf.GradientTape`.
 
-Why not `keras.random.normal`: on TensorFlow it calls `tf.random.stateless_normal` with
-the default algorithm, which XLA compiles to a slow Threefry on CPU. Measured for
-313,600 float32 Normals under `tf.function(jit_compile=True)` on a loaded 2-core CPU,
-timed in alternation (`KERAS_BACKEND=tensorflow python benchmarks/noise_path.py`):
-`normal` here 41 ms [28, 52] (median [IQR]), `keras.random.normal` 1005 ms [852, 1170],
-a median ratio of 28x. (An earlier measurement on a quiet machine: 0.3 ms vs 150 ms.)
+Noise: `tf.random.stateless_*` with `alg="philox"`. Why not `keras.random.normal`: on
+TensorFlow it calls `tf.random.stateless_normal` with the default algorithm, which XLA
+compiles to a much slower Threefry on CPU (`KERAS_BACKEND=tensorflow python
+benchmarks/noise_path.py` times the two on your machine).
+
+Gradients: a `tf.GradientTape` around the loss, which reads the variables themselves,
+so assignments inside it (a `SeedGenerator` advancing) are real and a compiled loop of
+draws carries them without help.
 """
 
+import functools
+
+import numpy as np
 import tensorflow as tf
 
 __all__ = [
     "STATELESS_TRAINING",
-    "per_example",
+    "StreamingMoments",
+    "compiled",
+    "gradient_draws",
+    "gradient_step",
     "in_traced_function",
     "native_variables",
     "normal",
+    "per_example",
     "random_signs",
+    "value_and_grad",
 ]
 
 
@@ -77,3 +87,110 @@ def in_traced_function():
 
 def native_variables():
     return (tf.Variable,)
+
+
+def compiled(fn, jit_compile):
+    """`tf.function(fn)` (XLA if `jit_compile`, no autograph), counted as its own function.
+
+    TensorFlow's frequent-retracing warning counts traces per *code object*, so the
+    closures that several samplers or monitors build from one `def` (each traced once,
+    by design: one per estimator, K or model) are counted together and reported as
+    retracing. Wrapped in a `functools.partial`, which has no code object, each compiled
+    function is counted on its own, and a real retrace of one of them still warns.
+    """
+    return tf.function(functools.partial(fn), jit_compile=bool(jit_compile), autograph=False)
+
+
+def value_and_grad(fn, variables, values):
+    """`((value, aux), gradients)` of `fn(None) -> (scalar, aux)` w.r.t. `variables`.
+
+    TensorFlow differentiates the variables themselves (`values` is not used): `fn`
+    reads them, so a `tf.custom_gradient` inside the loss (e.g. the TFP-based
+    estimators' one-pass surrogates, whose backward pass reaches the decoder's
+    weights only as variables it sees accessed) gets their gradients. Plain tensors
+    and `tf.Variable`s in `variables` are watched explicitly (a non-trainable one too).
+    Unconnected variables get zeros.
+    """
+    del values
+    variables = list(variables)
+    with tf.GradientTape() as tape:
+        tape.watch([v for v in variables if isinstance(v, tf.Tensor | tf.Variable)])
+        value, aux = fn(None)
+    grads = tape.gradient(value, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    return (value, aux), grads
+
+
+def gradient_step(loss_fn, variables, state_variables, jit_compile):
+    """`() -> (loss, gradients)` of `loss_fn()`; its assignments (`state_variables`) are real."""
+    del state_variables
+
+    def step():
+        (loss, _), grads = value_and_grad(lambda _: (loss_fn(), ()), variables, None)
+        return loss, grads
+
+    return compiled(step, True) if jit_compile else step
+
+
+def gradient_draws(loss_fn, variables, state_variables, num_draws, jit_compile):
+    """`num_draws` gradients of `loss_fn()` stacked per variable, in one compiled `tf.map_fn`.
+
+    Each call of `loss_fn` advances the `SeedGenerator`s it uses (real assignments), so
+    every draw has fresh noise and the generators end where the last draw left them.
+    """
+    del state_variables
+    signature = [tf.TensorSpec(v.shape, v.dtype) for v in variables]
+    step = gradient_step(loss_fn, variables, (), jit_compile=False)
+
+    def draws():
+        return tf.map_fn(lambda _: step()[1], tf.range(num_draws), fn_output_signature=signature)
+
+    return compiled(draws, jit_compile)()
+
+
+class StreamingMoments:
+    """Welford moments of the optimizer's gradients in (non-trainable) TF variables.
+
+    The train step is a `tf.function`, so state lives in variables it updates. Under
+    a distribution strategy the variables are created in its scope and updated once
+    (`ONLY_FIRST_REPLICA`) with the gradient summed over replicas: Keras scales each
+    replica's loss by 1/replicas, so the sum is the global-batch gradient.
+    """
+
+    def __init__(self, model):
+        variables = list(model.trainable_variables)
+        with model.distribute_strategy.scope():
+            first = dict(trainable=False, aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+            self._count = tf.Variable(0.0, **first)
+            self._mean = [tf.Variable(tf.zeros(v.shape, v.dtype), **first) for v in variables]
+            self._m2 = [tf.Variable(tf.zeros(v.shape, v.dtype), **first) for v in variables]
+
+    def update(self, grads, indices):
+        """Adds one gradient (`grads[j]` of trainable variable `indices[j]`; None: skipped)."""
+        from tfp_gradest.diagnostics.statistics import running_moments_update
+
+        context = tf.distribute.get_replica_context()
+        if context is not None and context.num_replicas_in_sync > 1:
+            summed = iter(context.all_reduce("sum", [g for g in grads if g is not None]))
+            grads = [None if g is None else next(summed) for g in grads]
+        count = self._count.assign_add(1.0)
+        for g, i in zip(grads, indices):
+            if g is None or i is None:
+                continue
+            g = tf.convert_to_tensor(g)
+            mean, m2 = running_moments_update(
+                tf.cast(count, g.dtype), self._mean[i].read_value(), self._m2[i].read_value(), g
+            )
+            self._mean[i].assign(mean)
+            self._m2[i].assign(m2)
+
+    def read_and_reset(self):
+        """`(count, means, m2s)` as numpy since the last reset; then starts again."""
+        result = (
+            float(self._count.numpy()),
+            [m.numpy() for m in self._mean],
+            [s.numpy() for s in self._m2],
+        )
+        self._count.assign(0.0)
+        for variable in self._mean + self._m2:
+            variable.assign(np.zeros(variable.shape, variable.dtype.as_numpy_dtype))
+        return result

@@ -7,11 +7,11 @@ from typing import NamedTuple
 import numpy as np
 import tensorflow as tf
 
-from tfp_gradest.diagnostics.moments import (
+from tfp_gradest.diagnostics.draws import draw_seeds, gradient_sampler
+from tfp_gradest.diagnostics.statistics import (
     bias_z_scores,
-    draw_seeds,
     gradient_moments,
-    gradient_sampler,
+    merge_moments,
     signal_to_noise_ratio,
 )
 from tfp_gradest.diagnostics.timing import interleaved_step_seconds
@@ -161,26 +161,20 @@ def reference_gradient(
     else:
         run, batch = sampler
     num_batches = -(-num_draws // batch)
-    sums = sums_of_squares = None
+    moments = None
     for seeds in tf.split(draw_seeds(seed, num_batches * batch), num_batches):
-        draws = [d.numpy().astype(np.float64) for d in run(seeds)]
-        if sums is None:
-            sums = [np.zeros(d.shape[1:]) for d in draws]
-            sums_of_squares = [np.zeros(d.shape[1:]) for d in draws]
-        for total, squares, d in zip(sums, sums_of_squares, draws):
-            total += d.sum(0)
-            squares += np.square(d).sum(0)
+        batch_moments = [gradient_moments(d.numpy()) for d in run(seeds)]
+        moments = (
+            batch_moments if moments is None else list(map(merge_moments, moments, batch_moments))
+        )
     n = num_batches * batch
-    means = [total / n for total in sums]
-    errors = [
-        np.sqrt(np.maximum(squares / n - m**2, 0.0) * n / (n - 1) / n)
-        for squares, m in zip(sums_of_squares, means)
-    ]
     objective = (
         "ELBO" if importance_sample_size == 1 else f"IWAE bound (K={importance_sample_size})"
     )
     return ReferenceGradient(
-        means, errors, f"{objective} gradient = mean of {n} {name} draws (seed {seed})"
+        [m.mean for m in moments],
+        [m.standard_error for m in moments],
+        f"{objective} gradient = mean of {n} {name} draws (seed {seed})",
     )
 
 
