@@ -142,7 +142,7 @@ def test_main_returns_exit_status_zero_and_estimators_alone_use_the_default_prob
         ["compare", "--estimators", "stl", *CHEAP, "--no-plot", "--output-dir", str(tmp_path)]
     )  # fmt: skip
     assert status == 0
-    assert f"== {cli.DEFAULT_PROBLEM}:" in capsys.readouterr().out
+    assert f"== {cli._arguments.DEFAULT_PROBLEM}:" in capsys.readouterr().out
 
 
 def test_subpackages_are_attributes_and_keras_finds_the_layers():
@@ -227,7 +227,7 @@ def _fake_reports(threshold=4.2):
 
 
 def test_table_has_aligned_columns_plain_ratios_and_marks_biased_rows():
-    table = cli.format_table(_fake_reports()).splitlines()
+    table = cli._tables.format_table(_fake_reports()).splitlines()
     rows = table[:2] + table[2:5]
     assert len({len(line) for line in rows}) == 1, table  # every row as wide as the header
     header, dreg = table[0], table[4]
@@ -237,8 +237,8 @@ def test_table_has_aligned_columns_plain_ratios_and_marks_biased_rows():
     assert "8,770×" in dreg and "e+" not in "\n".join(table)  # was 8.77e+03x
     assert "24.07 biased" in table[3] and "biased" not in table[2] + table[4]
     assert table[5].startswith("biased: max|bias z| above 4.2")
-    assert cli.format_ratio(9.996) == "10.0×" and cli.format_ratio(1.034) == "1.03×"
-    assert "biased" not in cli.format_table(_fake_reports(threshold=float("nan")))
+    assert cli._tables.format_ratio(9.996) == "10.0×" and cli._tables.format_ratio(1.034) == "1.03×"
+    assert "biased" not in cli._tables.format_table(_fake_reports(threshold=float("nan")))
 
 
 def test_figure_marks_biased_rows_and_labels_the_dashed_line():
@@ -269,10 +269,12 @@ def test_runs_with_other_options_do_not_overwrite_each_others_files(tmp_path, ca
     assert "replacing" not in capsys.readouterr().out
     cli.compare(["compare", *base, "--output-dir", str(tmp_path)])  # the same run again
     assert "replacing the files of an earlier run with the same options" in capsys.readouterr().out
-    args = cli._parser().parse_args(["compare"])
-    assert cli.run_name(args) == "showcase"
-    args = cli._parser().parse_args(["compare", "-K", "16", "--at", "fitted", "--fit-steps", "9"])
-    assert cli.run_name(args) == "gaussian-K16-fitted-fit9"
+    args = cli._arguments.build_parser().parse_args(["compare"])
+    assert cli._files.run_name(args) == "showcase"
+    args = cli._arguments.build_parser().parse_args(
+        ["compare", "-K", "16", "--at", "fitted", "--fit-steps", "9"]
+    )
+    assert cli._files.run_name(args) == "gaussian-K16-fitted-fit9"
 
 
 def _under_a_file(tmp_path):
@@ -308,7 +310,7 @@ def test_output_dir_is_checked_before_any_work_with_one_error_line(
     def no_work(*args):
         raise AssertionError("the comparison ran before --output-dir was checked")
 
-    monkeypatch.setattr(cli, "_prepare", no_work)
+    monkeypatch.setattr(cli._running, "prepare", no_work)
     status = cli.main(["compare", "--problem", "gaussian", "--output-dir", output_dir(tmp_path)])
     err = capsys.readouterr().err
     assert status == 2
@@ -319,10 +321,10 @@ def test_output_dir_is_checked_before_any_work_with_one_error_line(
 def test_ctrl_c_mid_run_exits_130_with_one_line(tmp_path, monkeypatch, capsys):
     # In-process: the run is interrupted after its first progress line, as a SIGINT would.
     def interrupted(case, problem, args):
-        cli._progress(0, 2, "stl")
+        cli._running.progress(0, 2, "stl")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "_run_case", interrupted)
+    monkeypatch.setattr(cli._running, "run_case", interrupted)
     status = cli.main(["compare", "--problem", "gaussian", *CHEAP, "--output-dir", str(tmp_path)])
     err = capsys.readouterr().err
     assert status == 130
@@ -355,7 +357,7 @@ def test_an_error_found_after_tensorflow_starts_is_one_line_without_its_log(
         os.write(2, b"I0000 00:00:1 cpu_feature_guard.cc:227] a native log line\n")
         raise ValueError("Unknown estimator 'magic'. Received: estimator='magic'")
 
-    monkeypatch.setattr(cli, "_prepare", native_log_then_bad_estimator)
+    monkeypatch.setattr(cli._running, "prepare", native_log_then_bad_estimator)
     status = cli.main(["compare", "--problem", "gaussian", "--output-dir", str(tmp_path)])
     err = capfd.readouterr().err
     assert status == 2

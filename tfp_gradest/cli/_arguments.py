@@ -1,0 +1,172 @@
+"""The command's arguments: the parser, the `Case`s they ask for, checked before TensorFlow."""
+
+import argparse
+import sys
+from typing import NamedTuple
+
+import tfp_gradest
+from tfp_gradest import problems
+
+__all__ = ["Case", "DEFAULT_PROBLEM", "FIT_STEPS", "PROG", "SHOWCASE", "build_parser", "cases"]
+
+
+class Case(NamedTuple):
+    """One comparison: a problem, the estimators (the first is the baseline), sizes, where."""
+
+    problem: str
+    estimators: tuple
+    sample_size: int = 1
+    importance_sample_size: int = 1
+    at: str = "init"  # "init" or "fitted"
+    draws: int = 1000
+
+
+SHOWCASE = (
+    Case("toy_gaussian", ("iwae", "iwae_stl", "iwae_dreg"), 1, 64, "init", 500),
+    Case("linear_regression", ("reparameterization", "stl"), 1, 1, "fitted", 500),
+    Case(
+        "bnn_layers",
+        ("reparameterization", "local_reparameterization", "r2g2"),
+        1,
+        1,
+        "init",
+        200,
+    ),
+)
+FIT_STEPS = 300
+DEFAULT_DRAWS = 1000
+DEFAULT_PROBLEM = "gaussian"  # with --estimators, -S, -K or --at but no --problem
+
+PROG = "tfp-gradest"  # the console script; `python -m tfp_gradest` passes its own
+
+
+def build_parser(prog=PROG, description=None):
+    """The `argparse` parser of `compare` and `list`; `description`: `compare --help`'s text."""
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=(description or "").split("\n\n")[0] or None,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {tfp_gradest.__version__}"
+    )
+    commands = parser.add_subparsers(dest="command")
+    compare_parser = commands.add_parser(
+        "compare",
+        help="compare gradient estimators (no --problem: the showcase)",
+        description=description,
+        formatter_class=_HelpFormatter,
+    )
+    compare_parser.add_argument(
+        "--problem",
+        default=None,
+        help=f"one of: {', '.join(problems.names())}; none: the showcase (three cases), or "
+        f"{DEFAULT_PROBLEM!r} when --estimators, -S, -K or --at is given",
+    )
+    compare_parser.add_argument(
+        "--estimators",
+        default=None,
+        help="comma-separated estimator names, the first one the baseline; default: the "
+        f"problem's own set (`{prog} list` prints the names)",
+    )
+    compare_parser.add_argument(
+        "-S", "--sample-size", type=int, default=1, help="objectives averaged"
+    )
+    compare_parser.add_argument(
+        "-K",
+        "--importance-sample-size",
+        type=int,
+        default=1,
+        help="samples per objective (multi-sample estimators: iwae, iwae_dreg, ...)",
+    )
+    compare_parser.add_argument(
+        "--draws",
+        type=int,
+        default=None,
+        help=f"gradient draws per estimator; default: {DEFAULT_DRAWS}, or the showcase's own "
+        f"({', '.join(str(c.draws) for c in SHOWCASE)})",
+    )
+    compare_parser.add_argument(
+        "--at",
+        choices=("init", "fitted"),
+        default="init",
+        help="draw the gradients at the problem's initialisation, or after --fit-steps "
+        "Adam steps on the ELBO",
+    )
+    compare_parser.add_argument(
+        "--fit-steps", type=int, default=FIT_STEPS, help="steps of fitting for --at fitted"
+    )
+    compare_parser.add_argument(
+        "--reference-draws",
+        type=int,
+        default=None,
+        help="draws of the Monte Carlo reference gradient where no closed form is known "
+        "(0: no bias column); default: 10 x --draws",
+    )
+    compare_parser.add_argument(
+        "--repeats", type=int, default=5, help="rounds of alternated step timing"
+    )
+    compare_parser.add_argument("--seed", type=int, default=0)
+    compare_parser.add_argument(
+        "--output-dir",
+        default="compare_output",
+        help="folder of the run's <name>.csv, .json and .png (created; checked before the run)",
+    )
+    compare_parser.add_argument(
+        "--no-plot", action="store_true", help="skip the PNG (no matplotlib)"
+    )
+    compare_parser.add_argument(
+        "-v", "--verbose", action="store_true", help="show TensorFlow's own log messages"
+    )
+    list_parser = commands.add_parser("list", help="list the problems and estimators")
+    list_parser.add_argument("-v", "--verbose", action="store_true")
+    return parser
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Shows every option's default (those that depend on others say so in their help),
+    and the description's lists as written."""
+
+    def _get_help_string(self, action):
+        if action.default is None:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def cases(args):
+    """The `Case`s `args` ask for; raises `ValueError` for anything checkable without TensorFlow."""
+    for flag in ("sample_size", "importance_sample_size", "fit_steps", "repeats"):
+        if getattr(args, flag) < 1:
+            raise ValueError(
+                f"--{flag.replace('_', '-')} must be at least 1. Received: {getattr(args, flag)}"
+            )
+    if args.draws is not None and args.draws < 2:
+        raise ValueError(
+            f"--draws must be at least 2 (a variance needs two). Received: {args.draws}"
+        )
+    if args.reference_draws is not None and args.reference_draws < 0:
+        raise ValueError(f"--reference-draws must be 0 or more. Received: {args.reference_draws}")
+    estimators = None
+    if args.estimators is not None:
+        estimators = tuple(n.strip() for n in args.estimators.split(",") if n.strip())
+        if not estimators:
+            raise ValueError(f"--estimators is empty. Received: {args.estimators!r}")
+    problem = args.problem
+    if problem is None:
+        single = (estimators, args.sample_size, args.importance_sample_size, args.at)
+        if single == (None, 1, 1, "init"):
+            return [c._replace(draws=args.draws or c.draws) for c in SHOWCASE]
+        # --estimators, -S, -K or --at ask for one comparison: on the default problem.
+        problem = DEFAULT_PROBLEM
+        sys.stderr.write(f"no --problem given: comparing on {DEFAULT_PROBLEM!r}\n")
+    problems.check_name(problem)
+    return [
+        Case(
+            problem,
+            estimators,  # None: the problem's default_estimators, once it is built
+            args.sample_size,
+            args.importance_sample_size,
+            args.at,
+            args.draws or DEFAULT_DRAWS,
+        )
+    ]
