@@ -38,8 +38,9 @@ _NOT_PROBLEMS = frozenset({"base"})  # modules of this package that hold no prob
 class Problem(Configurable):
     """Base class of the built-in problems.
 
-    Subclasses set `name` and, in `__init__`, `self.surrogate` (a `tfd.Distribution`
-    with trainable variables), and define `target_log_prob(z)` (vectorised over
+    Subclasses are registered with `@register(name)`, set `self.surrogate` (a
+    `tfd.Distribution` with trainable variables) in `__init__`, and define
+    `target_log_prob(z)` (vectorised over
     leading sample axes). The defaults below serve a surrogate-posterior problem
     whose estimators are `tge.estimators`; a problem of another kind (e.g. a
     Bayesian Keras model, whose estimators are the layers') overrides

@@ -28,8 +28,8 @@ class GaussianMixture(Problem):
     vector of all `C·D` means; the surrogate is a mean-field Normal over it.
     `target_log_prob` is the full-data log joint; `batch_target_log_prob(θ, b)`
     is batch `b`'s share, the target `tge.reuse.fit(..., num_batches=B)` and
-    `tge.reuse.ISAG` take. Used by
-    `benchmarks/isag_gmm.py` and `colabs/isag_gmm.ipynb`.
+    `tge.reuse.ISAG` take. Used by `benchmarks/isag_gmm.py` and
+    `colabs/isag_gmm.ipynb`.
 
     Args:
       num_components: Python `int`, `C`. Default value: `8`.
