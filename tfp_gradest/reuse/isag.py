@@ -62,23 +62,18 @@ class ISAG:
 
     #### Examples
 
-    ```python
-    x_batches = tf.reshape(x, [num_batches, -1, d])
-    def batch_log_prob_fn(theta, batch_index):          # theta: [M, D]
-        xb = tf.gather(x_batches, batch_index)
-        return prior.log_prob(theta) / num_batches + log_likelihood(xb, theta)
+    `tge.reuse.fit(batch_log_prob_fn, q, optimizer, num_steps, num_batches,
+    gradient_reuse=tge.reuse.ISAG(...))` runs the whole fit (its docstring has a
+    complete example). Driving the steps yourself:
 
-    q = tfd.MultivariateNormalDiag(tf.Variable(tf.zeros(D)),
-            tfp.util.TransformedVariable(tf.ones(D), tfb.Softplus()))
-    # A decaying step, below ~2 / curvature at the start (curvature ~ data size):
-    # too large a rate collapses the scales, which the fit reports with a warning.
-    schedule = keras.optimizers.schedules.InverseTimeDecay(2e-3, 150, 1.0)
-    isag = tge.reuse.ISAG(rho=0.5, alpha=1.0, weighting="per_element")
-    losses = tge.reuse.fit(
-        batch_log_prob_fn, q, keras.optimizers.SGD(schedule), num_steps=2000,
-        num_batches=num_batches, gradient_reuse=isag, sample_size=4,
-        jit_compile=True, seed=0)
-    print(int(isag.num_reused.numpy()), "of 2000 steps re-used stored gradients")
+    ```python
+    isag = tge.reuse.ISAG(rho=0.5, alpha=0.9).build(q, num_batches, sample_size=4)
+    optimizer = keras.optimizers.SGD(1e-3)
+    for step in range(num_steps):
+        with tf.GradientTape() as tape:
+            loss = isag.loss(batch_log_prob_fn)  # visits batch `step mod num_batches`
+        optimizer.apply_gradients(zip(tape.gradient(loss, isag.variables), isag.variables))
+    print(int(isag.num_reused.numpy()), "steps re-used stored gradients")
     ```
 
     #### References
