@@ -8,6 +8,7 @@ backend (other seeds), saves it to `DIR/from_child.keras` and its weights and
 predictions to `DIR/child_saved.npz`.
 """
 
+import json
 import os
 import sys
 
@@ -17,8 +18,9 @@ import numpy as np  # noqa: E402
 
 
 def build_model(seed):
-    """A small BNN with conv and dense layers and four estimators, posterior means at
-    inference; the `kernel_loc`s are randomised so that predictions depend on every one."""
+    """A small BNN with conv and dense layers and four estimators (R2-G2 as an object with
+    its options, the others by name), posterior means at inference; the `kernel_loc`s are
+    randomised so that predictions depend on every one."""
     import keras
 
     import tfp_gradest as tge
@@ -35,10 +37,11 @@ def build_model(seed):
             inference_mode="mean", kl_weight=0.01, **kwargs,
         )  # fmt: skip
 
+    r2g2 = tge.layers.estimators.R2G2(conditioning="whole_batch", cg_iterations=8)
     model = keras.Sequential(
         [
             keras.Input((8, 8, 2)),
-            conv(4, "r2g2", 1, activation="relu", padding="same"),
+            conv(4, r2g2, 1, activation="relu", padding="same"),
             conv(4, "flipout", 2, strides=2, activation="tanh"),
             keras.layers.Flatten(),
             dense(8, "local_reparameterization", 3, activation="relu"),
@@ -54,13 +57,18 @@ def build_model(seed):
 
 
 def snapshot(model, x):
-    """`{weight: value, "predictions": model.predict(x)}` as numpy. Weights are named by
-    position and layer (a loaded model's variable paths drop the model's name)."""
+    """`{weight: value, estimator: config, "predictions": model.predict(x)}` as numpy.
+    Weights are named by position and layer (a loaded model's variable paths drop the
+    model's name); each layer's `gradient_estimator` config is JSON text."""
     result = {
         f"weight:{i}:{layer.name}/{w.name}": np.asarray(w.numpy())
         for layer in model.layers
         for i, w in enumerate(layer.weights)
     }
+    for layer in model.layers:
+        if "gradient_estimator" in layer.get_config():
+            config = json.dumps(layer.get_config()["gradient_estimator"], sort_keys=True)
+            result[f"estimator:{layer.name}"] = np.asarray(config)
     # `predict` compiles the model once; an eager call on JAX compiles each layer's
     # inference `cond` anew at every call (slower here).
     result["predictions"] = np.asarray(model.predict(x, verbose=0))

@@ -39,6 +39,8 @@ def test_keras_files_cross_between_tensorflow_and_jax(tmp_path):
         for key in saved:
             if key.startswith("weight:"):
                 np.testing.assert_array_equal(loaded[key], saved[key], err_msg=key)
+            if key.startswith("estimator:"):  # a name, or an object's config (R2-G2's options)
+                assert str(loaded[key]) == str(saved[key]), key
         # Posterior means: the same float32 convolutions and matmuls on two backends
         # (oneDNN for TensorFlow, XLA for JAX) agree to a few float32 ulps per layer,
         # outputs are O(1): 1e-5 relative. A lost or mis-mapped variable changes them O(1).
@@ -47,3 +49,4 @@ def test_keras_files_cross_between_tensorflow_and_jax(tmp_path):
         )
     # The two models differ (seeds 10 and 100), so the comparison above can fail.
     assert not np.allclose(saved_here["predictions"], saved_there["predictions"], atol=1e-2)
+    assert "cg_iterations" in str(saved_here["estimator:conv1"])

@@ -32,11 +32,12 @@ LAYERS = {
     "conv2d": (lambda **kw: tge.layers.Conv2DReparameterization(3, 3, **kw), (2, 4, 4, 4)),
     "conv3d": (lambda **kw: tge.layers.Conv3DReparameterization(2, 2, **kw), (2, 3, 3, 3, 2)),
 }
+# Every registered estimator that applies to the layer (`tge.layers.estimators.names`), so a
+# newly registered one is in the contract tests too.
 CASES = [
     (layer, est)
     for layer in LAYERS
-    for est in tge.layers.GRADIENT_ESTIMATORS
-    if not (layer != "dense" and est == "local_reparameterization")
+    for est in tge.layers.estimators.names("dense" if layer == "dense" else "conv")
 ]
 # The XLA contract on JAX too (kept cheap): the dense layer with every estimator, and a 2-d
 # convolution with R2-G2 (the conv RT and Flipout paths run on JAX in
@@ -90,7 +91,7 @@ def test_local_reparameterization_is_refused_for_convolutions():
     "kwargs,match",
     [
         ({"gradient_estimator": "dreg"}, "gradient_estimator"),
-        ({"conditioning": "batch"}, "conditioning"),
+        ({"gradient_estimator": "r2g2", "conditioning": "batch"}, "conditioning"),
         ({"inference_mode": "median"}, "inference_mode"),
         ({"prior_scale": 0.0}, "prior_scale"),
         ({"kl_weight": -1.0}, "kl_weight"),
@@ -135,33 +136,29 @@ def test_inference_mode_mean_is_deterministic_and_sampling_is_not():
 
 def _bnn(estimator, kl_weight, hidden=100, inference_mode="sample", functional=False):
     keras.utils.set_random_seed(0)
-    first = tge.layers.DenseReparameterization(
-        hidden,
-        activation="relu",
-        kl_weight=kl_weight,
+    model = tge.layers.bayesian_mlp(
+        (64,),
+        [hidden, 10],
         gradient_estimator=estimator,
-        inference_mode=inference_mode,
         seed=1,
+        kl_weight=kl_weight,
+        inference_mode=inference_mode,
     )
-    second = tge.layers.DenseReparameterization(
-        10, kl_weight=kl_weight, gradient_estimator=estimator, inference_mode=inference_mode, seed=2
-    )
-    if functional:
-        inputs = keras.Input((64,))
-        return keras.Model(inputs, second(first(inputs)))
-    return keras.Sequential([keras.Input((64,)), first, second])
+    if functional:  # the same layers as a functional model
+        return keras.Model(model.inputs, model.outputs)
+    return model
 
 
 def _scale_gradient_variance(model, x, y, num_draws=500):
-    from tfp_gradest.diagnostics.layer_gradients import gradient_variance
-
     def loss():
         logits = model(x, training=True)
         return tf.reduce_mean(
             keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
         )
 
-    return gradient_variance(loss, model.layers[-1].kernel_scale_raw, num_draws)
+    return tge.diagnostics.model_gradient_variance(
+        loss, model.layers[-1].kernel_scale_raw, num_draws, model.non_trainable_variables
+    )
 
 
 def test_top_layer_scale_gradient_variance_rt_over_r2g2_at_least_10(digits):
@@ -207,8 +204,9 @@ def test_save_and_load_keep_posterior_mean_predictions(digits, tmp_path, functio
 
 @pytest.mark.backends
 def test_conv_layer_round_trips_through_get_config():
+    estimator = tge.layers.estimators.R2G2(conditioning="whole_batch")
     layer = tge.layers.Conv2DReparameterization(
-        4, (3, 2), strides=2, padding="same", conditioning="whole_batch", seed=3
+        4, (3, 2), strides=2, padding="same", gradient_estimator=estimator, seed=3
     )
     clone = tge.layers.Conv2DReparameterization.from_config(layer.get_config())
     assert clone.get_config() == layer.get_config()
@@ -502,7 +500,7 @@ def test_every_layer_and_estimator_differentiates_eagerly(layer_name, estimator)
     assert all(g is not None and np.all(np.isfinite(g)) for g in grads)
 
 
-CONV_ESTIMATORS = [e for e in tge.layers.GRADIENT_ESTIMATORS if e != "local_reparameterization"]
+CONV_ESTIMATORS = tge.layers.estimators.names("conv")
 
 
 @pytest.mark.parametrize("estimator", CONV_ESTIMATORS)
@@ -709,9 +707,10 @@ def test_tfp_port_reparameterization_output_is_the_keras_layer_at_the_sampled_we
     state = layer.seed_generator.state.numpy()
     outputs = layer(x, training=True)
     layer.seed_generator.state.assign(state)
+    noise = tge.layers.estimators.NoiseSource(layer.seed_generator)  # the layer's draws again
     scale_kernel, scale_bias = layer.posterior_scales()
-    kernel = layer.kernel_loc + scale_kernel * layer._noise(layer.kernel_loc.shape, tf.float32)
-    bias = layer.bias_loc + scale_bias * layer._noise(layer.bias_loc.shape, tf.float32)
+    kernel = layer.kernel_loc + scale_kernel * noise.normal(layer.kernel_loc.shape, tf.float32)
+    bias = layer.bias_loc + scale_bias * noise.normal(layer.bias_loc.shape, tf.float32)
     expected = _keras_twin(layer_name, x, kernel, bias)
     np.testing.assert_allclose(outputs, expected, rtol=1e-5, atol=1e-5)
 

@@ -13,6 +13,7 @@ from tfp_gradest.layers.convolutional import (
     Conv3DReparameterization,
 )
 from tfp_gradest.layers.dense import DenseReparameterization
+from tfp_gradest.layers.mlp import bayesian_mlp
 
 __all__ = [
     "GRADIENT_ESTIMATORS",
@@ -22,4 +23,5 @@ __all__ = [
     "Conv2DReparameterization",
     "Conv3DReparameterization",
     "DenseReparameterization",
+    "bayesian_mlp",
 ]

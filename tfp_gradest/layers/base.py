@@ -1,6 +1,8 @@
 """Shared machinery of the Bayesian layers: a mean-field Normal posterior over the weights, its
 KL, noise."""
 
+import warnings
+
 import keras
 import numpy as np
 from keras import ops
@@ -9,13 +11,48 @@ from tfp_gradest import _backend
 from tfp_gradest._util import arguments
 from tfp_gradest.layers import estimators as layer_estimators
 from tfp_gradest.layers import settings
-from tfp_gradest.r2g2 import conditioning as conditioning_lib
-from tfp_gradest.r2g2 import solvers
 
 __all__ = ["BayesianLayer", "GRADIENT_ESTIMATORS"]
 
 # The registered layer gradient estimators (`tfp_gradest.layers.estimators`), by name.
 GRADIENT_ESTIMATORS = layer_estimators.names()
+
+# 0.2's layer arguments that were R2-G2's options; now `tge.layers.estimators.R2G2`'s.
+R2G2_LAYER_ARGUMENTS = ("conditioning", "cg_iterations", "cg_tolerance", "per_example_memory_limit")
+
+
+def _r2g2_options(legacy):
+    """`R2G2` arguments from 0.2's layer arguments: the layer's `per_example_memory_limit`
+    budgeted both the per-example products and the direct solve."""
+    options = dict(legacy)
+    if "per_example_memory_limit" in options:
+        options["direct_solve_memory_limit"] = options["per_example_memory_limit"]
+    return options
+
+
+def _fold_r2g2_arguments(estimator, legacy, layer_name):
+    """`estimator` (an `R2G2`) with 0.2's layer arguments `legacy` applied, or a `ValueError`
+    for any other estimator (they would be ignored)."""
+    if not isinstance(estimator, layer_estimators.R2G2):
+        given = ", ".join(f"{name}={value!r}" for name, value in legacy.items())
+        raise ValueError(
+            f"{layer_name}: {', '.join(f'`{name}`' for name in legacy)} "
+            f"{'is an option' if len(legacy) == 1 else 'are options'} of the "
+            f"R2-G2 estimator, which this layer does not use (gradient_estimator="
+            f"{estimator.name!r}), so they would be ignored. Remove them, or use R2-G2 with "
+            f"them: gradient_estimator=tge.layers.estimators.R2G2({given}). "
+            f"Received: {given}"
+        )
+    return type(estimator)(**{**estimator.get_config(), **_r2g2_options(legacy)})
+
+
+class _LayerNoise(layer_estimators.NoiseSource):
+    """The layer's noise source; keeps the layer for estimators written for 0.2's
+    `sample(layer, ...)` (deprecated)."""
+
+    def __init__(self, layer):
+        super().__init__(layer._seed)
+        self._layer = layer
 
 
 def _inverse_softplus(x):
@@ -57,28 +94,37 @@ class BayesianLayer(keras.layers.Layer):
         initial_posterior_scale=1e-2,
         prior_scale=1.0,
         kl_weight=1.0,
-        conditioning="per_example",
-        cg_iterations=50,
-        cg_tolerance=1e-6,
-        per_example_memory_limit=conditioning_lib.DEFAULT_PER_EXAMPLE_MEMORY_LIMIT,
         inference_mode="sample",
         seed=None,
         **kwargs,
     ):
+        legacy = {name: kwargs.pop(name) for name in R2G2_LAYER_ARGUMENTS if name in kwargs}
         super().__init__(**kwargs)
-        _backend.check_supported(type(self).__name__)
-        self._estimator = layer_estimators.get(
-            gradient_estimator, self.layer_kind, type(self).__name__
+        layer_name = type(self).__name__
+        _backend.check_supported(layer_name)
+        estimator = layer_estimators.get(gradient_estimator)
+        if legacy:
+            estimator = _fold_r2g2_arguments(estimator, legacy, layer_name)
+            arguments_ = ", ".join(f"{name}={value!r}" for name, value in legacy.items())
+            warnings.warn(
+                f"{layer_name}({arguments_}) is deprecated: R2-G2's options are the "
+                f"estimator's. Write {layer_name}(..., gradient_estimator="
+                f"tge.layers.estimators.{estimator!r}) instead.",
+                DeprecationWarning,
+                stacklevel=3,
+            )
+        estimator.check(self.layer_kind, layer_name=layer_name)
+        self._estimator = estimator
+        # As given when it was a name ("auto" stays "auto"), else the registry's config dict.
+        self._estimator_config = (
+            estimator.name
+            if isinstance(gradient_estimator, str) and not legacy
+            else layer_estimators.serialize(estimator)
         )
         self._resolved_estimator = None
-        if conditioning not in conditioning_lib.CONDITIONINGS:
-            raise ValueError(
-                f"`conditioning` must be one of {conditioning_lib.CONDITIONINGS}. "
-                f"Received: conditioning={conditioning!r}"
-            )
+        self._noise_source = _LayerNoise(self)
         self.activation = keras.activations.get(activation)
         self.use_bias = use_bias
-        self.gradient_estimator = gradient_estimator
         # A fresh initializer per layer, even when the caller passed one instance to several layers.
         self.kernel_loc_initializer = keras.initializers.get(
             keras.initializers.serialize(keras.initializers.get(kernel_loc_initializer))
@@ -88,19 +134,6 @@ class BayesianLayer(keras.layers.Layer):
         )
         self.prior_scale = settings.check_positive_finite("prior_scale", prior_scale)
         self.kl_weight = kl_weight
-        self.conditioning = conditioning
-        self.cg_iterations, self.cg_tolerance = solvers.validate_solver_options(
-            cg_iterations, cg_tolerance
-        )
-        self.per_example_memory_limit = (
-            None
-            if per_example_memory_limit is None
-            else arguments.check_positive_integer(
-                "per_example_memory_limit",
-                per_example_memory_limit,
-                hint="Pass a number of bytes (e.g. 2**28), or None never to fall back.",
-            )
-        )
         self.inference_mode = inference_mode
         self.seed = arguments.check_seed("seed", seed)  # NumPy integers too (Keras refuses them)
         self.seed_generator = keras.random.SeedGenerator(self.seed)
@@ -245,15 +278,12 @@ class BayesianLayer(keras.layers.Layer):
         number of seeds drawn in it so far."""
         self._replayed_seeds = replay
 
+    # 0.2's private noise methods, kept for estimators written for `sample(layer, ...)`.
     def _noise(self, shape, dtype, per_example=False):
-        """Standard Normal noise; `per_example=True` when `shape[0]` is the batch (LRT), so that
-        replicas of a `tf.distribute` strategy draw their own rows of the global batch's."""
-        draw = _backend.per_example_normal if per_example else _backend.normal
-        return draw(shape, self._seed(), dtype)
+        return self._noise_source.normal(shape, dtype, per_example)
 
     def _random_signs(self, shape, dtype, per_example=False):
-        draw = _backend.per_example_random_signs if per_example else _backend.random_signs
-        return draw(shape, self._seed(), dtype)
+        return self._noise_source.random_signs(shape, dtype, per_example)
 
     def _prepare_inputs(self, inputs):
         """The inputs in the compute dtype (integers and other floats cast, like Keras's
@@ -308,15 +338,29 @@ class BayesianLayer(keras.layers.Layer):
     def _sample_outputs(self, inputs, linear_map, kernel_loc, bias_loc):
         kernel_scale, bias_scale = self.posterior_scales()
         posterior = layer_estimators.Posterior(kernel_loc, kernel_scale, bias_loc, bias_scale)
+        return self._estimator_sample(inputs, linear_map, posterior)
+
+    def _estimator_sample(self, inputs, linear_map, posterior):
         if self._resolved_estimator is None:  # called without `build` (e.g. a subclass's own)
             self._resolve_gradient_estimator(inputs.shape)
-        return self._resolved_estimator.sample(self, inputs, linear_map, posterior)
+        return self._resolved_estimator.sample(inputs, linear_map, posterior, self._noise_source)
 
     # --- gradient estimator ------------------------------------------------------------
 
     def _resolve_gradient_estimator(self, input_shape):
-        """Fixes the estimator from static shapes (`"auto"` picks one); called by `build`."""
-        self._resolved_estimator = self._estimator.resolve(self, tuple(input_shape))
+        """Fixes the estimator from static shapes (`"auto"` picks one) after checking that it
+        applies to them; called by `build`."""
+        input_shape = tuple(input_shape)
+        self._estimator.check(self.layer_kind, input_shape, type(self).__name__)
+        resolved = self._estimator.resolve(self, input_shape)
+        resolved.check(self.layer_kind, input_shape, type(self).__name__)
+        self._resolved_estimator = resolved
+
+    @property
+    def gradient_estimator(self):
+        """The `tge.layers.estimators.LayerEstimator` given (`Auto` for `"auto"`), holding its
+        options (`layer.gradient_estimator.cg_iterations`)."""
+        return self._estimator
 
     @property
     def resolved_gradient_estimator(self):
@@ -329,16 +373,41 @@ class BayesianLayer(keras.layers.Layer):
         config = {
             "activation": keras.activations.serialize(self.activation),
             "use_bias": self.use_bias,
-            "gradient_estimator": self.gradient_estimator,
+            "gradient_estimator": self._estimator_config,
             "kernel_loc_initializer": keras.initializers.serialize(self.kernel_loc_initializer),
             "initial_posterior_scale": self.initial_posterior_scale,
             "prior_scale": self.prior_scale,
             "kl_weight": self.kl_weight,
-            "conditioning": self.conditioning,
-            "cg_iterations": self.cg_iterations,
-            "cg_tolerance": self.cg_tolerance,
-            "per_example_memory_limit": self.per_example_memory_limit,
             "inference_mode": self.inference_mode,
             "seed": self.seed,
         }
         return {**super().get_config(), **config}
+
+    def __getattr__(self, name):
+        # 0.2's layer attributes for R2-G2's options, deprecated. (`__getattr__`, not
+        # properties: Keras's saving walks `dir(layer)`, which would warn on every save.)
+        if name in R2G2_LAYER_ARGUMENTS:
+            warnings.warn(
+                f"layer.{name} is deprecated: R2-G2's options are the estimator's; read "
+                f"layer.gradient_estimator.{name} (None when the layer does not use R2-G2).",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            return getattr(self.__dict__.get("_estimator"), name, None)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    @classmethod
+    def from_config(cls, config):
+        """Also loads 0.2's configs (`.keras` files), which wrote R2-G2's options as layer
+        arguments for every estimator: for R2-G2 they become the estimator's options, for
+        the others they are dropped (0.2 ignored them too). No warning: re-saving writes the
+        new form."""
+        config = dict(config)
+        legacy = {name: config.pop(name) for name in R2G2_LAYER_ARGUMENTS if name in config}
+        identifier = config.get("gradient_estimator", "auto")
+        if legacy and isinstance(layer_estimators.get(identifier), layer_estimators.R2G2):
+            estimator = _fold_r2g2_arguments(layer_estimators.get(identifier), legacy, cls.__name__)
+            if estimator != layer_estimators.get(identifier):
+                config["gradient_estimator"] = layer_estimators.serialize(estimator)
+        return super().from_config(config)
+

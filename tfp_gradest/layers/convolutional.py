@@ -43,7 +43,8 @@ class BayesianConv(BayesianLayer):
 
     `gradient_estimator` is `"auto"` (default; RT, the fastest at equal held-out
     result: see `tfp_gradest.layers.estimators.Auto`), `"reparameterization"`,
-    `"flipout"` or `"r2g2"`. The local reparameterisation trick does not apply: a
+    `"flipout"` or `"r2g2"`, or an estimator object (`tge.layers.estimators.R2G2(...)`
+    with its options). The local reparameterisation trick does not apply: a
     convolution's outputs at different positions share weights, so sampling
     them independently would change the model.
 
@@ -52,9 +53,9 @@ class BayesianConv(BayesianLayer):
     weights per filter, the bias included). Per-example conditioning solves
     `P × P` systems per example and filter (directly, or by conjugate
     gradients where cheaper: `tfp_gradest.r2g2.solvers`) and holds
-    `B × k × F` per-example products; `conditioning="whole_batch"` avoids that
-    memory, and the layer switches to it by itself (with a warning) when the
-    products would exceed `per_example_memory_limit` bytes. When the
+    `B × k × F` per-example products; `R2G2(conditioning="whole_batch")` avoids
+    that memory, and the backward pass switches to it by itself (with a warning) when
+    the products would exceed `R2G2(per_example_memory_limit=...)` bytes. When the
     conditioning rows reach `k` the projection is the identity and R2-G2
     equals the reparameterisation gradient: the solve is skipped, so early
     layers with large outputs cost nothing extra. The gain is in deep layers
@@ -76,7 +77,7 @@ class BayesianConv(BayesianLayer):
         is exact for every estimator, R2-G2 included; the cost grows with
         `groups`). Default value: `1`.
       **kwargs: as for `DenseReparameterization` (estimator, prior, KL weight,
-        posterior scale, conditioning and solver, inference mode, seed).
+        posterior scale, inference mode, seed).
     """
 
     layer_kind = "conv"  # which estimators apply (`LayerEstimator.layer_kinds`)
@@ -169,8 +170,6 @@ class BayesianConv(BayesianLayer):
             return super()._sample_outputs(inputs, linear_map, kernel_loc, bias_loc)
         # A grouped convolution is `groups` independent convolutions with independent
         # weights: sampling each with the layer's estimator is exact for every estimator.
-        if self._resolved_estimator is None:
-            self._resolve_gradient_estimator(inputs.shape)
         kernel_scale, bias_scale = self.posterior_scales()
         inputs_per_group = ops.split(inputs, self.groups, axis=-1)
         filters = self.filters // self.groups
@@ -182,9 +181,7 @@ class BayesianConv(BayesianLayer):
                 kernel_scale[..., part],
                 *((bias_loc[part], bias_scale[part]) if self.use_bias else ()),
             )
-            outputs.append(
-                self._resolved_estimator.sample(self, group_inputs, linear_map, posterior)
-            )
+            outputs.append(self._estimator_sample(group_inputs, linear_map, posterior))
         return ops.concatenate(outputs, axis=-1)
 
     def _linear_map(self):

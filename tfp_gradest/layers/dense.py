@@ -18,8 +18,10 @@ class DenseReparameterization(BayesianLayer):
     ```
 
     `gradient_estimator` is `"auto"` (default: the local reparameterisation
-    trick for `[B, D]` inputs, see `tfp_gradest.layers.estimators.Auto`) or one
-    of `tfp_gradest.layers.GRADIENT_ESTIMATORS`. For a dense layer, per-example R2-G2 has the
+    trick for `[B, D]` inputs, see `tfp_gradest.layers.estimators.Auto`), one
+    of `tfp_gradest.layers.GRADIENT_ESTIMATORS`, or an estimator object holding its
+    options (`tge.layers.estimators.R2G2(cg_iterations=8)`). For a dense layer,
+    per-example R2-G2 has the
     local reparameterisation trick's backward formula while keeping the
     shared-weight forward pass (Lam et al. 2024, Proposition 4.2), at the cost
     of two extra matmuls.
@@ -39,8 +41,10 @@ class DenseReparameterization(BayesianLayer):
     Args:
       units: Python or NumPy `int`, output size.
       activation, use_bias: as in `keras.layers.Dense`.
-      gradient_estimator: see above; `layer.resolved_gradient_estimator` is
-        the one used. Default value: `"auto"`.
+      gradient_estimator: a name, class, instance or config dict of a
+        `tfp_gradest.layers.estimators.LayerEstimator` (`tge.layers.estimators.get`);
+        `layer.gradient_estimator` is the object, `layer.resolved_gradient_estimator`
+        the name of the one used. Default value: `"auto"`.
       kernel_loc_initializer: initializer of `μ`. Default value: `"glorot_uniform"`.
       initial_posterior_scale: initial `σ`. Default value: `1e-2`.
       prior_scale: standard deviation of the Normal prior. Default value: `1.0`.
@@ -49,13 +53,11 @@ class DenseReparameterization(BayesianLayer):
         a scalar `keras.Variable` the layer reads (never trains; on TensorFlow also a
         `tf.Variable`; on JAX created with `trainable=False`).
         Default value: `1.0`.
-      conditioning: R2-G2's `"per_example"` or `"whole_batch"`. Default value:
-        `"per_example"`.
-      cg_iterations, cg_tolerance: R2-G2 solver budget (unused by the dense
-        per-example closed form).
-      per_example_memory_limit: bytes of per-example products above which a
-        convolution's R2-G2 falls back to whole-batch conditioning (with a
-        warning); `None` never falls back. Default value: 256 MiB.
+      conditioning, cg_iterations, cg_tolerance, per_example_memory_limit:
+        deprecated (0.2): R2-G2's options, now `tge.layers.estimators.R2G2`'s
+        (`gradient_estimator=tge.layers.estimators.R2G2(cg_iterations=8)`). Still
+        accepted with `"r2g2"` for one release, with a `DeprecationWarning`; a
+        `ValueError` with any other estimator, which would ignore them.
       inference_mode: `"sample"` or `"mean"` (any case). Default value: `"sample"`.
       seed: Python `int` for the layer's `SeedGenerator`. Default value: `None`.
 
@@ -82,14 +84,6 @@ class DenseReparameterization(BayesianLayer):
             )
         self._build_posterior((input_shape[-1], self.units), self.units)
         self._resolve_gradient_estimator(input_shape)
-        if len(input_shape) > 2 and self.resolved_gradient_estimator == "local_reparameterization":
-            raise ValueError(
-                "gradient_estimator='local_reparameterization' samples every output row "
-                "independently, which for inputs of rank > 2 would give each position of an "
-                "example (e.g. each time step) its own weights: a different model from "
-                "keras.layers.Dense's shared weights. Use 'r2g2', 'flipout' or "
-                f"'reparameterization'. Received: input_shape={input_shape}"
-            )
 
     def _linear_map(self):
         return DenseMap()

@@ -14,52 +14,17 @@ CG       per iteration two products A (Aᵀ v):            S·2·R·k  + a fixed
 ```
 
 The solve must be exact for the gradient to be unbiased, and CG is exact only
-after up to `R` iterations; on correlated conv features it needs them (measured:
-smooth 16-channel inputs, `R = 144`, `k = 145`: relative residual 4e-3 to 6e-3
-after 50 and after 1000 iterations, condition numbers 1e11-5e12; on the layers
-benchmark's features 19 iterations at `R = 16`). So CG is costed at `1.2 R`
-iterations, the direct solve is used when it is predicted faster,
-has at most `MAX_DIRECT_ROWS` rows and its Gram matrices fit in the memory
-limit; conjugate gradients, with the `cg_iterations` budget, otherwise (and
-with an unknown batch size under whole-batch conditioning).
-
-**How the direct solve is made fast** (measured on 2 loaded CPU cores under
-XLA, 1024 systems of 16 × 16 from `k = 145`, the benchmark CNN's conv 3: the
-whole direct path takes about half the previous implementation's time, 39 against
-78 ms in one alternated run; 0.75 against 1.15 ms for 64 systems of 16 × 16 from
-`k = 32`, the HVAE's latent links):
-
-* The Gram matrices are formed from the `R(R+1)/2` upper-triangle row pairs
-  only (one `[G·R(R+1)/2, k] × [k, F]` matmul), not from all `R²` pairs:
-  about half the work and memory.
-* The elimination keeps the systems on the *last* axis (`[R, R+1, S]`), so each
-  of its `R` unrolled steps is one vectorised, fused update over all systems
-  (the systems-first layout vectorised over the 17-wide rows: 2× slower).
-* One elimination, not two: iterative refinement (a second elimination on the
-  residual) runs only when some system's residual is over the tolerance, under
-  a `cond` that XLA executes only when needed (ill-conditioned features).
-* Everything stays float64: products of float32 inputs are exact in float64,
-  and condition numbers of 1e8-1e12 (above) are beyond float32. Not used, from
-  the pieces' timings: a float32 Gram is 2.2× faster than the float64 one, but
-  a float32 elimination is no faster than a float64 one (the steps are bound by
-  memory and per-step overhead, not by arithmetic), and the float32 Gram's
-  rounding (residuals ~1e-7 × condition number) would need a float64 refinement
-  every time: two float64 products `A (Aᵀ u)` and a second elimination.
-
-The cost model's constants are seconds per unit of that work, fitted to timings
-of both solvers on a grid of `(R, k, F, B)` under XLA on the project's 2-core
-CPU machine, loaded by other jobs (`python benchmarks/solver_costs.py --fit`):
-38 cells, `R` in 4-64, `k` in 37-289, `F = 16`, `B` in {16, 64}. Each cell's
-two solvers are timed in alternation, and the constants are fitted (robust least
-squares) to the cells' log time ratios direct / CG, which survive the load that
-absolute seconds do not. Measured: the direct solve is faster for `R ≤ 16`
-when `k ≥ 73` (ratio 0.43-0.72 at `R = 16`, `k ≥ 145`; 0.45-0.98 at `R ≤ 8`),
-about even at `R = 16`, `k ≤ 73`, and slower for `R ≥ 32` (1.6-14×, except
-0.8 at `k = 289`): its elimination holds `S·R·(R+1)` numbers per step and
-leaves the caches. The fitted model (CG costed at `1.2 R` iterations, below)
-picks the faster solver in 34 of the 38 cells, against CG timed at `R` or scaled to
-`1.2 R` iterations; the four others are within 15% of even or were hit by a burst
-of load (a ratio of 6 among neighbours near 1).
+after up to `R` iterations, which correlated conv features need. So CG is costed
+at `CG_ITERATIONS_PER_ROW · R` iterations; the direct solve is used when it is
+predicted faster, has at most `MAX_DIRECT_ROWS` rows and its Gram matrices fit in
+R2-G2's `direct_solve_memory_limit`; conjugate gradients
+(`cg_conditional_noise`, with the `cg_iterations` budget) otherwise, and with an
+unknown row count. The direct solve keeps the systems on the last axis, forms the
+Gram matrices from the upper-triangle row pairs only, refines only when a residual
+asks for it, and stays in float64. The cost model's constants are seconds per unit of
+that work, fitted to time ratios of the two solvers measured in alternation
+(`python benchmarks/solver_costs.py --fit`). The measurements behind each of these
+choices: docs/design/r2g2.md ("The solves and their measured cost model").
 
 A system whose relative residual stays above the tolerance is not trusted:
 `conditional_noise` then uses `ε` itself for it (the reparameterisation

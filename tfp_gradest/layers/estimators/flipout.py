@@ -1,5 +1,8 @@
 """Flipout: pseudo-independent weight perturbations per example by random sign flips."""
 
+import warnings
+
+import keras
 from keras import ops
 
 from tfp_gradest.layers.estimators.base import LayerEstimator, register, sampled_bias
@@ -7,21 +10,30 @@ from tfp_gradest.layers.estimators.base import LayerEstimator, register, sampled
 __all__ = ["Flipout", "flip_signs"]
 
 
-def flip_signs(layer, inputs, num_outputs):
+def flip_signs(noise, inputs, num_outputs):
     """Per-example Rademacher signs `s_b` (input channels) and `r_b` (output channels).
 
     Shapes `[B, 1, ..., 1, C]`: one sign per example and channel, shared by all
     positions of a convolution, so that example `b` sees one perturbed weight
-    tensor `ΔW ⊙ s_b r_bᵀ` at every position.
+    tensor `ΔW ⊙ s_b r_bᵀ` at every position. `noise` is the `NoiseSource` handed to
+    `sample`.
     """
+    if isinstance(noise, keras.layers.Layer):  # 0.2 took the layer
+        warnings.warn(
+            "flip_signs(layer, ...) is deprecated: pass the `noise` source that "
+            "LayerEstimator.sample receives, flip_signs(noise, inputs, num_outputs).",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        noise = noise._noise_source
     ones = [1] * (len(inputs.shape) - 2)
     batch = [ops.shape(inputs)[0]]  # a Tensor on TensorFlow when the batch size is unknown
-    sign_in = layer._random_signs(batch + ones + [inputs.shape[-1]], inputs.dtype, per_example=True)
-    sign_out = layer._random_signs(batch + ones + [num_outputs], inputs.dtype, per_example=True)
+    sign_in = noise.random_signs(batch + ones + [inputs.shape[-1]], inputs.dtype, per_example=True)
+    sign_out = noise.random_signs(batch + ones + [num_outputs], inputs.dtype, per_example=True)
     return sign_in, sign_out
 
 
-@register
+@register("flipout")
 class Flipout(LayerEstimator):
     """One shared perturbation `ΔW = σ ⊙ ε`, decorrelated across examples by sign flips.
 
@@ -41,12 +53,10 @@ class Flipout(LayerEstimator):
         Weight Perturbations on Mini-Batches. 2018. https://arxiv.org/abs/1803.04386
     """
 
-    name = "flipout"
-
-    def sample(self, layer, inputs, linear_map, posterior):
+    def sample(self, inputs, linear_map, posterior, noise):
         dtype = inputs.dtype
-        perturbation = posterior.kernel_scale * layer._noise(posterior.kernel_loc.shape, dtype)
-        bias = sampled_bias(layer, posterior, dtype)
-        sign_in, sign_out = flip_signs(layer, inputs, posterior.kernel_loc.shape[-1])
+        perturbation = posterior.kernel_scale * noise.normal(posterior.kernel_loc.shape, dtype)
+        bias = sampled_bias(posterior, noise, dtype)
+        sign_in, sign_out = flip_signs(noise, inputs, posterior.kernel_loc.shape[-1])
         mean = linear_map.apply(inputs, posterior.kernel_loc)
         return mean + sign_out * linear_map.apply(inputs * sign_in, perturbation) + bias

@@ -8,7 +8,7 @@ from tfp_gradest.layers.estimators.base import LayerEstimator, register
 __all__ = ["LocalReparameterization"]
 
 
-@register
+@register("local_reparameterization")
 class LocalReparameterization(LayerEstimator):
     """Samples each pre-activation from its marginal, independently per example and unit.
 
@@ -42,14 +42,27 @@ class LocalReparameterization(LayerEstimator):
         Reparameterization Trick. 2015. https://arxiv.org/abs/1506.02557
     """
 
-    name = "local_reparameterization"
     layer_kinds = ("dense",)
     why_not = (
         "The local reparameterisation trick samples each output independently, which is exact "
         "for dense layers only; for convolutions use 'auto', 'flipout' or 'r2g2'."
     )
 
-    def sample(self, layer, inputs, linear_map, posterior):
+    def check(self, layer_kind, input_shape=None, layer_name=None):
+        """Dense layers on `[B, D]` inputs only: on `[B, ..., D]` inputs sampling every row
+        independently would give each position of an example (e.g. each time step) its own
+        weights, a different model from `keras.layers.Dense`'s shared weights."""
+        super().check(layer_kind, input_shape, layer_name)
+        if input_shape is not None and len(input_shape) > 2:
+            raise ValueError(
+                "gradient_estimator='local_reparameterization' samples every output row "
+                "independently, which for inputs of rank > 2 would give each position of an "
+                "example (e.g. each time step) its own weights: a different model from "
+                "keras.layers.Dense's shared weights. Use 'r2g2', 'flipout' or "
+                f"'reparameterization'. Received: input_shape={tuple(input_shape)}"
+            )
+
+    def sample(self, inputs, linear_map, posterior, noise):
         dtype = keras.backend.standardize_dtype(inputs.dtype)
         wide = _VARIANCE_DTYPES.get(dtype, dtype)
         mean = linear_map.apply(inputs, posterior.kernel_loc)
@@ -59,8 +72,8 @@ class LocalReparameterization(LayerEstimator):
         if posterior.use_bias:
             mean = mean + posterior.bias_loc
             variance = variance + ops.square(ops.cast(posterior.bias_scale, wide))
-        noise = layer._noise(ops.shape(mean), inputs.dtype, per_example=True)
-        return mean + ops.cast(sqrt_with_zero_gradient_at_zero(variance), dtype) * noise
+        zeta = noise.normal(ops.shape(mean), inputs.dtype, per_example=True)
+        return mean + ops.cast(sqrt_with_zero_gradient_at_zero(variance), dtype) * zeta
 
 
 # Under mixed precision the variance and its square root are computed in float32.
