@@ -2,8 +2,8 @@
 
 Four problems on scikit-learn's bundled digits (8x8, 1,437 train / 360 test):
 
-* `bnn_mlp`: a Bayesian MLP (`tge.layers.DenseReparameterization`, 200 relu
-  units, then 10 logits), KL weight 1/N. Arms: the layers' default (nothing
+* `bnn_mlp`: a Bayesian MLP (`tge.layers.bayesian_mlp`: 200 relu units, then
+  10 logits), KL weight 1/N. Arms: the layers' default (nothing
   passed; the CSV records what it resolved to), `reparameterization`,
   `local_reparameterization`, `flipout`, `r2g2`.
 * `bnn_cnn`: a Bayesian CNN (two `Conv2DReparameterization` layers, 8 and 16
@@ -166,15 +166,12 @@ class BNNMLP(BayesianClassifier):
 
     def build(self, arm, seed):
         keras.utils.set_random_seed(seed)
-        n, kwargs = len(self.x_train), self._estimator_kwargs(arm)
-        model = keras.Sequential(
-            [
-                keras.Input((self.x_train.shape[1],)),
-                tge.layers.DenseReparameterization(
-                    200, activation="relu", kl_weight=1 / n, seed=seed, **kwargs
-                ),
-                tge.layers.DenseReparameterization(10, kl_weight=1 / n, seed=seed + 1, **kwargs),
-            ]
+        model = tge.layers.bayesian_mlp(
+            (self.x_train.shape[1],),
+            [200, 10],
+            gradient_estimator=None if arm == DEFAULT else arm,
+            seed=seed,
+            kl_weight=1 / len(self.x_train),
         )
         return self._compile(model)
 

@@ -44,24 +44,22 @@ def tge_loss(problem, estimator):
 def tfp_loss(problem, estimator):
     def loss_fn(seed):
         if estimator == "reparameterization":
-            return tfp.vi.monte_carlo_variational_loss(
-                problem.target_log_prob,
-                problem.surrogate,
-                sample_size=SAMPLE_SIZE,
-                gradient_estimator=tfp.vi.GradientEstimators.REPARAMETERIZATION,
-                seed=seed,
+            options = dict(gradient_estimator=tfp.vi.GradientEstimators.REPARAMETERIZATION)
+        else:
+            stopped = tfd.MultivariateNormalDiag(
+                tf.stop_gradient(tf.convert_to_tensor(problem.loc)),
+                tf.stop_gradient(tf.convert_to_tensor(problem.scale)),
             )
-        stopped = tfd.MultivariateNormalDiag(
-            tf.stop_gradient(tf.convert_to_tensor(problem.loc)),
-            tf.stop_gradient(tf.convert_to_tensor(problem.scale)),
-        )
+            options = dict(
+                gradient_estimator=tfp.vi.GradientEstimators.DOUBLY_REPARAMETERIZED,
+                stopped_surrogate_posterior=stopped,
+            )
         return tfp.vi.monte_carlo_variational_loss(
             problem.target_log_prob,
             problem.surrogate,
             sample_size=SAMPLE_SIZE,
-            gradient_estimator=tfp.vi.GradientEstimators.DOUBLY_REPARAMETERIZED,
-            stopped_surrogate_posterior=stopped,
             seed=seed,
+            **options,
         )
 
     return loss_fn

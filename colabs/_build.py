@@ -62,6 +62,13 @@ def save(figure, name):
         os.makedirs(FIGURE_DIR, exist_ok=True)
         figure.savefig(os.path.join(FIGURE_DIR, name), dpi=110, bbox_inches="tight")"""
 
+
+def setup_cells(sizes):
+    """The cells every notebook starts with after its title: install, the `parameters` cell,
+    the imports and the notebook's `sizes` (their values at SMALL and full size)."""
+    return [("code", INSTALL), ("params", PARAMETERS), ("code", IMPORTS + "\n\n" + sizes)]
+
+
 NOTEBOOKS = {}
 
 NOTEBOOKS["quickstart"] = [
@@ -75,15 +82,9 @@ breast-cancer data) with three estimators, then show STL *sticking the landing*:
 the optimum its gradient variance goes to zero while the reparameterisation
 gradient's does not (Roeder et al., 2017).""",
     ),
-    ("code", INSTALL),
-    ("params", PARAMETERS),
-    (
-        "code",
-        IMPORTS
-        + """
-
-NUM_STEPS = 100 if SMALL else 1500
-NUM_DRAWS = 100 if SMALL else 1000""",
+    *setup_cells(
+        """NUM_STEPS = 100 if SMALL else 1500
+NUM_DRAWS = 100 if SMALL else 1000"""
     ),
     ("md", "## Three estimators on a real model"),
     (
@@ -161,15 +162,9 @@ gradient's signal-to-noise ratio for the inference network falls like `K^-1/2`
 (Rainforth et al., 2018), while IWAE-DReG's rises like `K^1/2`. IWAE-STL has low
 variance but is biased for `K > 1`.""",
     ),
-    ("code", INSTALL),
-    ("params", PARAMETERS),
-    (
-        "code",
-        IMPORTS
-        + """
-
-KS = [2, 8, 32] if SMALL else [1, 3, 10, 30, 100, 300]
-NUM_DRAWS = 300 if SMALL else 4000""",
+    *setup_cells(
+        """KS = [2, 8, 32] if SMALL else [1, 3, 10, 30, 100, 300]
+NUM_DRAWS = 300 if SMALL else 4000"""
     ),
     (
         "code",
@@ -222,17 +217,11 @@ name. `tge.callbacks.GradientVarianceMonitor` records the gradient variance of e
 sub-network on a fixed probe batch every epoch; DReG's encoder gradients are far
 less noisy at the same `K`.""",
     ),
-    ("code", INSTALL),
-    ("params", PARAMETERS),
-    (
-        "code",
-        IMPORTS
-        + """
-
-EPOCHS = 1 if SMALL else 20
+    *setup_cells(
+        """EPOCHS = 1 if SMALL else 20
 K = 8 if SMALL else 32
 NUM_TRAIN = 400 if SMALL else None
-NUM_DRAWS = 4 if SMALL else 16""",
+NUM_DRAWS = 4 if SMALL else 16"""
     ),
     (
         "code",
@@ -289,16 +278,10 @@ pre-activations it produced. We record per-layer gradient variance of the
 posterior-scale parameters every epoch (the paper's Figures 1 and 3), the
 accuracy, and a Bayesian CNN's deepest-layer variance (Figures 4–5).""",
     ),
-    ("code", INSTALL),
-    ("params", PARAMETERS),
-    (
-        "code",
-        IMPORTS
-        + """
-
-EPOCHS = 1 if SMALL else 15
+    *setup_cells(
+        """EPOCHS = 1 if SMALL else 15
 NUM_TRAIN = 300 if SMALL else None
-NUM_DRAWS = 4 if SMALL else 16  # gradient draws per monitored epoch""",
+NUM_DRAWS = 4 if SMALL else 16  # gradient draws per monitored epoch"""
     ),
     (
         "code",
@@ -312,14 +295,8 @@ probe = (x_train[:256], y_train[:256])""",
         """def mlp(estimator, seed=0):
     \"\"\"estimator=None passes nothing: the layers' default.\"\"\"
     keras.utils.set_random_seed(seed)
-    choice = {} if estimator is None else {"gradient_estimator": estimator}
-    model = keras.Sequential([
-        keras.Input((pixels,)),
-        tge.layers.DenseReparameterization(200, activation="relu", kl_weight=1 / n,
-                                           seed=seed + 1, name="bottom", **choice),
-        tge.layers.DenseReparameterization(10, kl_weight=1 / n, seed=seed + 2, name="top",
-                                           **choice),
-    ])
+    model = tge.layers.bayesian_mlp((pixels,), [200, 10], gradient_estimator=estimator,
+                                    seed=seed + 1, names=["bottom", "top"], kl_weight=1 / n)
     model.compile(keras.optimizers.Adam(1e-3),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"], jit_compile=not SMALL)  # CI: skip XLA compiles
@@ -465,15 +442,9 @@ re-uses a batch's stored samples and target gradients with probability `ρ`,
 re-weighted to the current parameters. `benchmarks/isag_gmm.py` runs the full
 experiment (50 initialisations, steps and seconds to a target ELBO).""",
     ),
-    ("code", INSTALL),
-    ("params", PARAMETERS),
-    (
-        "code",
-        IMPORTS
-        + """
-
-NUM_INITS = 1 if SMALL else 10
-NUM_STEPS = 200 if SMALL else 400""",
+    *setup_cells(
+        """NUM_INITS = 1 if SMALL else 10
+NUM_STEPS = 200 if SMALL else 400"""
     ),
     (
         "code",

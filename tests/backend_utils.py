@@ -55,6 +55,7 @@ import pytest
 import tfp_gradest as tge
 
 __all__ = [
+    "NoisyScale",
     "backend",
     "draw_gradients",
     "global_dtype_policy",
@@ -65,6 +66,23 @@ __all__ = [
     "to_numpy",
     "value_and_grad",
 ]
+
+
+class NoisyScale(keras.layers.Layer):
+    """y = x * (w + eps), eps ~ N(0, 1) per call (its `SeedGenerator`); adds the loss
+    sum(w**2). The smallest layer with fresh noise per call and a known gradient."""
+
+    def __init__(self, seed=0, **kwargs):
+        super().__init__(**kwargs)
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def build(self, input_shape):
+        self.w = self.add_weight(shape=(input_shape[-1],), initializer="ones")
+
+    def call(self, x, training=False):
+        self.add_loss(keras.ops.sum(self.w**2))
+        noise = keras.random.normal(keras.ops.shape(self.w), seed=self.seed_generator)
+        return x * (self.w + noise)
 
 
 def backend():

@@ -10,24 +10,9 @@ from . import backend_utils as bu
 pytestmark = pytest.mark.backends
 
 
-class NoisyScale(keras.layers.Layer):
-    """y = x * (w + eps), eps ~ N(0, 1) per call; adds the loss sum(w**2)."""
-
-    def __init__(self, seed=0, **kwargs):
-        super().__init__(**kwargs)
-        self.seed_generator = keras.random.SeedGenerator(seed)
-
-    def build(self, input_shape):
-        self.w = self.add_weight(shape=(input_shape[-1],), initializer="ones")
-
-    def call(self, x, training=False):
-        self.add_loss(ops.sum(self.w**2))
-        return x * (self.w + keras.random.normal(ops.shape(self.w), seed=self.seed_generator))
-
-
 @pytest.mark.parametrize("jit_compile", [False, True], ids=["eager", "xla"])
 def test_gradients_are_exact_and_draws_are_fresh(jit_compile):
-    layer = NoisyScale(seed=3)
+    layer = bu.NoisyScale(seed=3)
     x = np.array([[1.0, 2.0, 3.0]], "float32")
     # loss = sum(x * (w + eps)) + sum(w**2): d/dw = x + 2w = x + 2 (noise-free).
     grads = bu.gradients(layer, ops.sum, x, jit_compile=jit_compile)

@@ -1,6 +1,5 @@
 """`tge.diagnostics.model_gradient_*`: gradient draws of a Keras model, on TensorFlow and JAX."""
 
-import keras
 import numpy as np
 import pytest
 from keras import ops
@@ -12,22 +11,8 @@ from . import backend_utils as bu
 pytestmark = pytest.mark.backends
 
 
-class NoisyScale(keras.layers.Layer):
-    """y = x * (w + eps), eps ~ N(0, 1) per call."""
-
-    def __init__(self, seed=0, **kwargs):
-        super().__init__(**kwargs)
-        self.seed_generator = keras.random.SeedGenerator(seed)
-
-    def build(self, input_shape):
-        self.w = self.add_weight(shape=(input_shape[-1],), initializer="ones")
-
-    def call(self, x, training=False):
-        return x * (self.w + keras.random.normal(ops.shape(self.w), seed=self.seed_generator))
-
-
 def _layer_and_loss():
-    layer = NoisyScale(seed=3)
+    layer = bu.NoisyScale(seed=3)
     x = ops.convert_to_tensor(np.array([[1.0, 2.0, 3.0]], "float32"))
     layer(x)
     return layer, lambda: ops.sum(layer(x, training=True) ** 2), x
@@ -89,3 +74,11 @@ def test_an_unlisted_seed_state_is_refused_on_jax():
     # Without the state listed, JAX would replay the same noise in every draw.
     with pytest.raises(ValueError, match="state_variables"):
         tge.diagnostics.model_gradient_draws(loss, [layer.w], 3)
+
+
+def test_each_backend_module_defines_the_whole_contract():
+    from tfp_gradest import _backend
+
+    module = _backend.current()
+    assert sorted(module.__all__) == sorted(_backend.BACKEND_MODULE_NAMES)
+    assert all(hasattr(module, name) for name in _backend.BACKEND_MODULE_NAMES)

@@ -55,6 +55,7 @@ import importlib
 import keras
 
 __all__ = [
+    "BACKEND_MODULE_NAMES",
     "SUPPORTED_BACKENDS",
     "check_supported",
     "current",
@@ -69,6 +70,21 @@ __all__ = [
 ]
 
 SUPPORTED_BACKENDS = ("tensorflow", "jax")
+
+# What each backend module (`tensorflow.py`, `jax.py`) defines: the list above.
+BACKEND_MODULE_NAMES = (
+    "STATELESS_TRAINING",
+    "StreamingMoments",
+    "compiled",
+    "gradient_draws",
+    "gradient_step",
+    "in_traced_function",
+    "native_variables",
+    "normal",
+    "per_example",
+    "random_signs",
+    "value_and_grad",
+)
 
 _MODULES = {}
 

@@ -17,19 +17,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = [
-    "STATELESS_TRAINING",
-    "StreamingMoments",
-    "compiled",
-    "gradient_draws",
-    "gradient_step",
-    "in_traced_function",
-    "native_variables",
-    "normal",
-    "per_example",
-    "random_signs",
-    "value_and_grad",
-]
+from tfp_gradest._backend import BACKEND_MODULE_NAMES
+
+__all__ = list(BACKEND_MODULE_NAMES)  # the contract every backend module fulfils
 
 
 # Keras's JAX trainer passes variables into the jitted step as state (`layer.variables`);

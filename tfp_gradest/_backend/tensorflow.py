@@ -15,19 +15,9 @@ import functools
 import numpy as np
 import tensorflow as tf
 
-__all__ = [
-    "STATELESS_TRAINING",
-    "StreamingMoments",
-    "compiled",
-    "gradient_draws",
-    "gradient_step",
-    "in_traced_function",
-    "native_variables",
-    "normal",
-    "per_example",
-    "random_signs",
-    "value_and_grad",
-]
+from tfp_gradest._backend import BACKEND_MODULE_NAMES
+
+__all__ = list(BACKEND_MODULE_NAMES)  # the contract every backend module fulfils
 
 
 # TensorFlow's compiled functions read variables when they run.

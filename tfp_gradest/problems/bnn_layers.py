@@ -56,28 +56,13 @@ class BayesianNeuralNetworkLayers(Problem):
     def _build(self, estimator):
         from tfp_gradest import layers
 
-        common = dict(
+        model = layers.bayesian_mlp(
+            (self.x.shape[1],),
+            [self.hidden, 10],
             gradient_estimator=estimator,
+            seed=self.seed + 1,
             kl_weight=1.0 / len(self.x),
             initial_posterior_scale=self.initial_posterior_scale,
-        )
-        model = keras.Sequential(
-            [
-                keras.Input((self.x.shape[1],)),
-                layers.DenseReparameterization(
-                    self.hidden,
-                    activation="relu",
-                    kernel_loc_initializer=keras.initializers.GlorotUniform(self.seed),
-                    seed=self.seed + 1,
-                    **common,
-                ),
-                layers.DenseReparameterization(
-                    10,
-                    kernel_loc_initializer=keras.initializers.GlorotUniform(self.seed + 1),
-                    seed=self.seed + 2,
-                    **common,
-                ),
-            ]
         )
         if hasattr(self, "model"):
             model.set_weights(self.model.get_weights())
