@@ -28,14 +28,16 @@ def scale_gradients(policy, weights, x, num_draws):
         layer.build(x.shape)
         if weights is not None:
             layer.set_weights(weights)
-        draws = []
-        for i in range(num_draws):
-            state = layer.seed_generator.state
-            state.assign(np.array([i, 0], state.dtype))
-            with tf.GradientTape() as tape:
-                loss = tf.reduce_sum(tf.cast(tf.sin(layer(x, training=True)), tf.float32))
-            draws.append(tape.gradient(loss, layer.kernel_scale_raw).numpy())
-        return layer.get_weights(), np.array(draws)
+        state = layer.seed_generator.state
+        state.assign(np.zeros(state.shape, state.dtype))  # the same noise under every policy
+        (draws,) = tge.diagnostics.model_gradient_draws(
+            lambda: tf.reduce_sum(tf.cast(tf.sin(layer(x, training=True)), tf.float32)),
+            [layer.kernel_scale_raw],
+            num_draws,
+            state_variables=layer.non_trainable_variables,
+            jit_compile=False,
+        )
+        return layer.get_weights(), draws
     finally:
         keras.mixed_precision.set_global_policy("float32")
 

@@ -195,3 +195,16 @@ def test_old_module_paths_warn_and_name_what_to_write(module, name, new):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert tge.diagnostics.gradient_moments is statistics.gradient_moments
+
+
+def test_monte_carlo_reference_is_the_moments_of_all_its_draws():
+    # Drawn in four batches and merged: the mean and standard error of the 200 draws at once.
+    problem = tge.problems.get("toy_gaussian", dim=3, dtype="float64")
+    name = problem.reference_estimator_for(4)
+    sampler = draws.gradient_sampler(problem.loss_fn(name, 1, 4), problem.variables_for(name))
+    reference = tge.diagnostics.reference_gradient(problem, 4, 200, seed=5, sampler=(sampler, 50))
+    all_at_once = [statistics.gradient_moments(d) for d in sampler(draws.draw_seeds(5, 200))]
+    for got, error, want in zip(reference.gradients, reference.standard_errors, all_at_once):
+        np.testing.assert_allclose(got, want.mean, rtol=1e-12)
+        np.testing.assert_allclose(error, want.standard_error, rtol=1e-9)
+    assert "mean of 200" in reference.description

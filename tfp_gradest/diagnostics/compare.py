@@ -85,14 +85,13 @@ def bias_z_threshold(num_elements, false_alarm_rate=BIAS_FALSE_ALARM_RATE):
     Why 1e-3 and not 1e-2: each z-score is a mean of a few hundred gradient draws
     divided by its estimated standard error, and the maximum over thousands of
     elements probes its tail at 4-5 standard deviations, where skewed or spiky
-    gradients (a ReLU unit active in a few draws) are far from normal. Measured on
-    `bnn_layers` (2,410 elements, 200 draws, 4 seeds): the three unbiased layer
-    estimators crossed the 1% line (4.6) in 3 of 12 runs (normal tails: 1 in 100)
-    and none crossed the 0.1% line (5.1). The draws are
-    independent (variance of batch means / mean within-batch variance = 1.0), so it
-    is the tails, not the standard error. A flag just above the line on such a
-    problem means "draw more (`--draws`) and look again"; IWAE-STL's bias on the toy
-    Gaussian scores above 20.
+    gradients (a ReLU unit active in a few draws) are far from normal: on
+    `bnn_layers` (`python -m tfp_gradest compare --problem bnn_layers`, a few seeds)
+    unbiased layer estimators cross the 1% line far more often than normal tails
+    allow, while their draws are independent, so it is the tails, not the standard
+    error. A flag just
+    above the line on such a problem means "draw more (`--draws`) and look again";
+    a real bias (IWAE-STL's on the toy Gaussian) scores far above it.
 
     Args:
       num_elements: Python `int`, gradient elements whose z-scores are maximised over.
