@@ -410,4 +410,3 @@ class BayesianLayer(keras.layers.Layer):
             if estimator != layer_estimators.get(identifier):
                 config["gradient_estimator"] = layer_estimators.serialize(estimator)
         return super().from_config(config)
-

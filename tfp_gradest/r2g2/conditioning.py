@@ -110,7 +110,7 @@ def _direct_solve_memory_limit(direct_solve_memory_limit, memory_limit, function
 
 def fit_to_memory(conditioning, patches_shape, num_filters, dtype, memory_limit):
     """The conditioning to use: `"whole_batch"` if per-example products would exceed
-    `memory_limit` bytes.
+    `memory_limit` bytes (R2-G2's `per_example_memory_limit`; this is its only job).
 
     Decided from static shapes at trace time; with an unknown batch size, or
     `memory_limit=None`, the requested conditioning is kept. Both

@@ -60,20 +60,25 @@ class R2G2(LayerEstimator):
         per_example_memory_limit=conditioning_lib.DEFAULT_PER_EXAMPLE_MEMORY_LIMIT,
         direct_solve_memory_limit=conditioning_lib.DEFAULT_DIRECT_SOLVE_MEMORY_LIMIT,
     ):
-        options = conditioning_lib.validate_options(
+        # Checked once here (a ValueError/TypeError naming the argument), as `gaussian_linear`'s
+        # keyword arguments.
+        self._options = conditioning_lib.validate_options(
             conditioning,
             cg_iterations,
             cg_tolerance,
             per_example_memory_limit,
             direct_solve_memory_limit,
         )
-        self._options = options
 
-    conditioning = property(lambda self: self._options["conditioning"])
-    cg_iterations = property(lambda self: self._options["cg_iterations"])
-    cg_tolerance = property(lambda self: self._options["cg_tolerance"])
-    per_example_memory_limit = property(lambda self: self._options["per_example_memory_limit"])
-    direct_solve_memory_limit = property(lambda self: self._options["direct_solve_memory_limit"])
+    conditioning = property(lambda self: self._options["conditioning"], doc="See Args.")
+    cg_iterations = property(lambda self: self._options["cg_iterations"], doc="See Args.")
+    cg_tolerance = property(lambda self: self._options["cg_tolerance"], doc="See Args.")
+    per_example_memory_limit = property(
+        lambda self: self._options["per_example_memory_limit"], doc="See Args."
+    )
+    direct_solve_memory_limit = property(
+        lambda self: self._options["direct_solve_memory_limit"], doc="See Args."
+    )
 
     def sample(self, inputs, linear_map, posterior, noise):
         dtype = inputs.dtype
