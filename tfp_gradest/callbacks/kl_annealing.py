@@ -7,6 +7,8 @@ import numbers
 import keras
 import numpy as np
 
+from tfp_gradest._util import keras_private
+
 __all__ = ["KLAnnealing"]
 
 
@@ -82,7 +84,7 @@ class KLAnnealing(keras.callbacks.Callback):
             return self._layers
         return [
             layer
-            for layer in self.model._flatten_layers(include_self=False, recursive=True)
+            for layer in keras_private.flatten_layers(self.model)
             if hasattr(layer, "kl_weight") and hasattr(layer, "kl_divergence")
         ]
 

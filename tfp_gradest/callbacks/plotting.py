@@ -1,6 +1,7 @@
 """Gradient-variance curves, the R2-G2 paper's Figure 1 style (matplotlib, imported lazily)."""
 
-from tfp_gradest.callbacks.gradient_variance_monitor import _PREFIXES, VARIANCE_KEY
+from tfp_gradest.callbacks._recording import variance_key
+from tfp_gradest.diagnostics.plotting import pyplot
 
 __all__ = ["plot_gradient_variance"]
 
@@ -19,20 +20,10 @@ def plot_gradient_variance(monitors, path=None, groups=None, ax=None):
     Returns:
       The matplotlib `Axes`.
     """
-    try:
-        import matplotlib
-
-        if ax is None:
-            matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
-    except ImportError as error:
-        raise ImportError(
-            "Plotting needs matplotlib: `pip install matplotlib` (or tfp_gradest[extras])."
-        ) from error
     if ax is None:
-        _, ax = plt.subplots(figsize=(6, 4))
+        _, ax = pyplot().subplots(figsize=(6, 4))
     for label, monitor in monitors.items():
-        prefix = VARIANCE_KEY.format(_PREFIXES[monitor.mode], "")
+        prefix = variance_key(monitor.mode, "")
         for key, points in monitor.history.items():
             group = key[len(prefix) :] if key.startswith(prefix) else None
             if group is None or (groups is not None and not _selected(group, groups)):

@@ -2,7 +2,7 @@
 
 import math
 
-__all__ = ["plot_comparison", "plot_reductions"]
+__all__ = ["plot_comparison", "plot_reductions", "pyplot"]
 
 
 def plot_reductions(sections, path=None, target=5.0):
@@ -25,7 +25,7 @@ def plot_reductions(sections, path=None, target=5.0):
     Returns:
       The matplotlib `Figure`.
     """
-    plt = _pyplot()
+    plt = pyplot()
     figure, axes = plt.subplots(
         1, len(sections), figsize=(1.0 + 3.6 * len(sections), 4.0), squeeze=False
     )
@@ -80,7 +80,11 @@ def plot_reductions(sections, path=None, target=5.0):
     return figure
 
 
-def _pyplot():
+def pyplot():
+    """`matplotlib.pyplot`, with the file-writing "Agg" backend selected if it can be (the
+    package's plots are saved to files and may run without a display); an `ImportError`
+    saying what to install without matplotlib. Imported on first use, so the plotting
+    functions cost nothing until called."""
     try:
         import matplotlib
 
@@ -104,7 +108,7 @@ def plot_comparison(reports, path=None, title=None):
     Returns:
       The matplotlib `Figure`.
     """
-    plt = _pyplot()
+    plt = pyplot()
     names = [r.estimator for r in reports]
     panels = [
         ("log10 gradient variance", [_log10(r.mean_variance) for r in reports]),
