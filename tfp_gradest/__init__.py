@@ -14,7 +14,6 @@ one raises an `ImportError` saying what to install.
 """
 
 import importlib
-import sys
 
 # The single source of the version and of the package's home: setup.py and the notebooks'
 # install cell (colabs/_build.py) read these lines without importing the package.
@@ -59,15 +58,12 @@ def _import_submodule(name):
 
 
 # Keras finds saved Bayesian layers and models through its registry of custom objects,
-# which is filled when `layers`/`models` are imported. A process that already uses Keras
-# gets them registered at `import tfp_gradest`, so `keras.models.load_model` works as
-# before; only the Keras-free paths (the command line's `--help` and argument errors) stay
-# light. `models` is TFP-based: registered where TensorFlow is Keras's backend.
-if "keras" in sys.modules:
-    from tfp_gradest import layers  # noqa: E402, F401
+# which is filled when `layers`/`models` are imported: now if Keras is imported, else as
+# soon as it is (so `keras.saving.load_model` works whichever is imported first), while the
+# Keras-free paths (the command line's `--help` and argument errors) stay light.
+from tfp_gradest._util.keras_registration import register_when_keras_is_imported  # noqa: E402
 
-    if sys.modules["keras"].backend.backend() == "tensorflow":
-        from tfp_gradest import models  # noqa: E402, F401
+register_when_keras_is_imported()
 
 
 def __getattr__(name):

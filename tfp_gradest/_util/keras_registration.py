@@ -1,0 +1,113 @@
+"""Registers the package's Keras classes, whichever is imported first: Keras or tfp_gradest.
+
+Keras finds the classes of a `.keras` file in its registry of custom objects
+(`keras.saving.register_keras_serializable`), which is filled when the module defining
+a class is imported: `tfp_gradest.layers`, and `tfp_gradest.models` where it can run
+(TensorFlow backend, TensorFlow Probability installed). `import tfp_gradest` does not
+import Keras (the command line's `--help` would pay for TensorFlow), so
+
+* if Keras is already imported, `register_when_keras_is_imported()` registers now;
+* otherwise it puts a finder on `sys.meta_path` that registers as soon as Keras has
+  been imported and no module of the package is half-way through its own import:
+  when the import of `keras`, or of a tfp_gradest module, finishes. (Importing
+  `tfp_gradest.layers` while another of the package's modules is being imported could
+  meet that module half-initialised.) The finder then removes itself.
+
+So `import tfp_gradest` followed by `import keras` and `keras.saving.load_model(path)`
+loads `tge.layers` layers and `tge.models` models, as the opposite order does.
+"""
+
+import importlib
+import importlib.abc
+import importlib.util
+import sys
+import warnings
+
+__all__ = ["register", "register_when_keras_is_imported"]
+
+_PACKAGE = __name__.split(".")[0]
+
+
+def register():
+    """Imports the modules whose classes `.keras` files name (Keras must be imported)."""
+    keras = sys.modules["keras"]
+    importlib.import_module(f"{_PACKAGE}.layers")
+    if (
+        keras.backend.backend() == "tensorflow"
+        and importlib.util.find_spec("tensorflow_probability") is not None
+    ):
+        importlib.import_module(f"{_PACKAGE}.models")
+
+
+def register_when_keras_is_imported():
+    """`register()` now if Keras is imported, else as soon as it is (see above)."""
+    if "keras" in sys.modules:
+        register()
+    elif not any(isinstance(finder, _Finder) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _Finder())
+
+
+def _importing_package_module():
+    """Whether the top level of one of the package's submodules is running (being imported)."""
+    import inspect  # only while waiting for Keras
+
+    frame = inspect.currentframe()
+    while frame is not None:
+        name = frame.f_globals.get("__name__")
+        if frame.f_code.co_name == "<module>" and str(name).startswith(f"{_PACKAGE}."):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _after_import():
+    finders = [finder for finder in sys.meta_path if isinstance(finder, _Finder)]
+    if not finders or "keras" not in sys.modules or _importing_package_module():
+        return
+    for finder in finders:
+        sys.meta_path.remove(finder)
+    try:
+        register()
+    except Exception as error:  # noqa: BLE001 - reported: an `import keras` must not fail here
+        warnings.warn(
+            f"{_PACKAGE} could not register its Keras classes, so `.keras` files with its "
+            f"layers or models will not load until `import {_PACKAGE}.layers` (and "
+            f"`{_PACKAGE}.models`) succeeds. Received: {error!r}",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+
+
+class _Finder(importlib.abc.MetaPathFinder):
+    """Finds nothing itself: gives `keras`'s and the package's modules, as found by the
+    other finders, a loader that calls `_after_import()` once the module has run."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "keras" and not name.startswith(f"{_PACKAGE}."):
+            return None
+        for finder in list(sys.meta_path):
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(name, path, target)
+            if spec is not None:
+                break
+        else:
+            return None
+        if spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return None  # e.g. a namespace package: let the import system handle it
+        spec.loader = _Loader(spec.loader)
+        return spec
+
+
+class _Loader(importlib.abc.Loader):
+    def __init__(self, loader):
+        self.loader = loader
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module):
+        # The module sees its own loader, as if this one were not there.
+        module.__loader__ = module.__spec__.loader = self.loader
+        self.loader.exec_module(module)
+        _after_import()
