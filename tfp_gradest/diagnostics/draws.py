@@ -57,7 +57,7 @@ def gradient_sampler(loss_fn, variables, jit_compile=True):
     """
     import tensorflow as tf
 
-    from tfp_gradest import _backend
+    from tfp_gradest._backend import tensorflow as backend  # TFP losses: TensorFlow's tape
 
     variables = list(variables)
     signature = [tf.TensorSpec(v.shape, v.dtype) for v in variables]
@@ -66,7 +66,7 @@ def gradient_sampler(loss_fn, variables, jit_compile=True):
         def loss(_):
             return tf.reduce_sum(loss_fn(draw_seed)), ()
 
-        return _backend.current().value_and_grad(loss, variables, None)[1]
+        return backend.value_and_grad(loss, variables, None)[1]
 
     return compiled_function(functools.partial(_map_draws, one_draw, signature), jit_compile)
 
