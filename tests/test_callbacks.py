@@ -756,3 +756,32 @@ def test_streaming_with_one_step_per_window_records_nan_not_noiseless():
     assert len([w for w in caught if "took 1 step" in str(w.message)]) == 1
     for key in monitor.keys():
         assert np.all(np.isnan(history[key])), (key, history[key])
+
+
+class _Interrupt(keras.callbacks.Callback):
+    """Raises after the first step, as a KeyboardInterrupt or a failing callback would."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        raise RuntimeError("interrupted")
+
+
+@pytest.mark.backends
+def test_streaming_after_an_interrupted_fit_leaves_the_optimizer_as_it_was():
+    # Keras calls no `on_train_end` when `fit` raises, so the tap stays on the optimizer
+    # until the monitor's next `fit`, which must replace it, not wrap it.
+    x, y = _data()
+    expected = _plain_model(keras.optimizers.SGD(0.0)).fit(
+        x, y, epochs=1, batch_size=16, shuffle=False, verbose=0,
+        callbacks=[tge.callbacks.GradientVarianceMonitor(mode="streaming")],
+    ).history  # fmt: skip
+    model = _plain_model(keras.optimizers.SGD(0.0))
+    monitor = tge.callbacks.GradientVarianceMonitor(mode="streaming")
+    with pytest.raises(RuntimeError, match="interrupted"):
+        model.fit(x, y, epochs=1, batch_size=16, verbose=0, callbacks=[monitor, _Interrupt()])
+    assert "apply" in vars(model.optimizer)  # the tap is still there
+    history = model.fit(
+        x, y, epochs=1, batch_size=16, shuffle=False, verbose=0, callbacks=[monitor]
+    ).history
+    assert "apply" not in vars(model.optimizer)
+    for key in monitor.keys():
+        np.testing.assert_allclose(history[key], expected[key], rtol=1e-6, err_msg=key)

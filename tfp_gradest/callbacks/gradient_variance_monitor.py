@@ -66,7 +66,9 @@ class GradientVarianceMonitor(keras.callbacks.Callback):
     documented hook that shows a callback the training gradients, so for the
     duration of `fit` the callback taps `Optimizer.apply`, the one method both
     Keras trainers hand them to: an instance attribute `optimizer.apply` records
-    them and calls the class's method, and is removed at the end of `fit`. The
+    them and calls the class's method, and is removed at the end of `fit` (Keras
+    calls no `on_train_end` when `fit` raises, e.g. on `KeyboardInterrupt`: the tap
+    then stays until this monitor's next `fit` replaces it). The
     moments are kept in TF variables on TensorFlow, and on the host on JAX (the
     JAX train step is pure). Under a `keras.optimizers.LossScaleOptimizer` (Keras
     wraps the optimizer in one under `mixed_float16`) the callback watches its
