@@ -143,7 +143,8 @@ def test_integer_sequences_convert_and_may_accept_one_integer():
     ],
 )
 def test_layer_arguments_are_checked_by_the_module(kwargs, error, match):
-    kwargs = {"units": 4, **kwargs}
+    # R2-G2's options (0.2's layer arguments) are checked by `tge.layers.estimators.R2G2`.
+    kwargs = {"units": 4, "gradient_estimator": "r2g2", **kwargs}
     with pytest.raises(error, match=match):
         tge.layers.DenseReparameterization(**kwargs)
 
@@ -170,16 +171,14 @@ def test_conv_sizes_are_checked_by_the_module(kwargs, error, match):
 
 
 def test_layer_accepts_numpy_integers_and_none_memory_limit():
+    r2g2 = tge.layers.estimators.R2G2(per_example_memory_limit=np.int64(1000))
     layer = tge.layers.DenseReparameterization(
-        np.int64(4), per_example_memory_limit=np.int64(1000), seed=np.int64(3)
+        np.int64(4), gradient_estimator=r2g2, seed=np.int64(3)
     )
-    assert type(layer.per_example_memory_limit) is int and type(layer.seed) is int
-    assert (
-        tge.layers.DenseReparameterization(4, per_example_memory_limit=None).get_config()[
-            "per_example_memory_limit"
-        ]
-        is None
-    )
+    assert type(layer.gradient_estimator.per_example_memory_limit) is int
+    assert type(layer.seed) is int
+    r2g2 = tge.layers.estimators.R2G2(per_example_memory_limit=None)
+    assert r2g2.get_config()["per_example_memory_limit"] is None
 
 
 @pytest.mark.parametrize(
