@@ -17,7 +17,8 @@ The problem classes are attributes of this package, loaded on first use (with
 TensorFlow): `import tfp_gradest.problems` and `names()` do not import TensorFlow.
 """
 
-from tfp_gradest.problems.base import (
+from tfp_gradest.problems import base
+from tfp_gradest.problems.base import (  # noqa: F401 (public: listed in base.__all__)
     Problem,
     check_name,
     classes,
@@ -28,8 +29,8 @@ from tfp_gradest.problems.base import (
     serialize,
 )
 
-# The public names. The classes are found through the registry (their modules are imported
-# on first use); tests/test_problems.py checks this list against it.
+# The public names: the problem classes (found through the registry, their modules imported
+# on first use; tests/test_problems.py checks this list against it) and the contract's.
 __all__ = [
     "BayesianLinearRegression",
     "BayesianLogisticRegression",
@@ -38,14 +39,7 @@ __all__ = [
     "CorrelatedGaussian",
     "GaussianMixture",
     "ToyGaussian",
-    "Problem",
-    "check_name",
-    "classes",
-    "deserialize",
-    "get",
-    "names",
-    "register",
-    "serialize",
+    *base.__all__,
 ]
 
 

@@ -119,14 +119,23 @@ def fit_surrogate_posterior(
         "tge.vi.fit_surrogate_posterior", optimizer, surrogate_posterior, trainable_variables
     )
     importance_sample_size = static_importance_sample_size(importance_sample_size)
-    loss_fn = _estimator_loss(
+    # The estimator and its arguments are checked before anything is traced.
+    estimator = resolve_estimator(gradient_estimator, importance_sample_size)
+    sample_size, importance_sample_size = estimator.validate(
+        surrogate_posterior, sample_size, importance_sample_size, discrepancy_fn, target_log_prob_fn
+    )
+    loss = functools.partial(
+        estimator.loss,
         target_log_prob_fn,
         surrogate_posterior,
-        discrepancy_fn,
-        sample_size,
-        importance_sample_size,
-        gradient_estimator,
+        sample_size=sample_size,
+        importance_sample_size=importance_sample_size,
+        discrepancy_fn=discrepancy_fn,
     )
+
+    def loss_fn(seed=None):
+        return loss(seed=seed)
+
     return tfp.math.minimize(
         loss_fn,
         num_steps=num_steps,
@@ -151,34 +160,6 @@ def check_optimizer(optimizer):
             "keras.optimizers.Adam(0.05). Received: "
             f"optimizer={optimizer!r}"
         )
-
-
-def _estimator_loss(
-    target_log_prob_fn,
-    surrogate_posterior,
-    discrepancy_fn,
-    sample_size,
-    importance_sample_size,
-    gradient_estimator,
-):
-    """`seed -> loss` of a gradient estimator, validated before anything is traced."""
-    estimator = resolve_estimator(gradient_estimator, importance_sample_size)
-    sample_size, importance_sample_size = estimator.validate(
-        surrogate_posterior, sample_size, importance_sample_size, discrepancy_fn, target_log_prob_fn
-    )
-    loss = functools.partial(
-        estimator.loss,
-        target_log_prob_fn,
-        surrogate_posterior,
-        sample_size=sample_size,
-        importance_sample_size=importance_sample_size,
-        discrepancy_fn=discrepancy_fn,
-    )
-
-    def loss_fn(seed=None):
-        return loss(seed=seed)
-
-    return loss_fn
 
 
 def _deprecated_reuse_fit(
