@@ -99,9 +99,15 @@ class _Finder(importlib.abc.MetaPathFinder):
         return spec
 
 
-class _Loader(importlib.abc.Loader):
+class _Loader:
+    """The found loader, calling `_after_import()` once the module has run; everything else
+    (`get_code` for `python -m`, `is_package`, resources, ...) is the found loader's."""
+
     def __init__(self, loader):
         self.loader = loader
+
+    def __getattr__(self, name):
+        return getattr(self.loader, name)
 
     def create_module(self, spec):
         return self.loader.create_module(spec)
