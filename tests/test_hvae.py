@@ -1,14 +1,20 @@
-"""`tge.models.HierarchicalVAE`: shapes, training with `model.fit`, saving, dtypes, XLA, and
-R2-G2's gradient."""
+"""`tge.models.HierarchicalVAE`: shapes, training with `model.fit`, saving, dtypes, XLA,
+the estimators' route, and R2-G2's gradient."""
+
+import json
+import math
+import warnings
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+import tensorflow_probability as tfp
 from sklearn.datasets import load_digits
 
 import tfp_gradest as tge
 from tests.conftest import Z_THRESHOLD
+from tfp_gradest import r2g2
 
 
 @pytest.fixture(scope="module")
@@ -17,17 +23,21 @@ def binary_digits():
     return (load_digits().data / 16.0 > 0.5).astype("float32")
 
 
-def _hvae(latent_gradient="r2g2", seed=0, **kwargs):
+def _hvae(decoder_link_gradient="r2g2", seed=0, **kwargs):
     keras.utils.set_random_seed(seed)
     kwargs = {"latent_dims": (12, 8), "hidden_units": 4, **kwargs}
-    return tge.models.HierarchicalVAE(64, latent_gradient=latent_gradient, seed=seed, **kwargs)
+    return tge.models.HierarchicalVAE(
+        64, decoder_link_gradient=decoder_link_gradient, seed=seed, **kwargs
+    )
 
 
 class _DetachedScaleHVAE(tge.models.HierarchicalVAE):
     """A deliberately wrong gradient: the decoders' term is dropped from every σ gradient."""
 
-    def decoder_input(self, level, loc, scale, noise):
-        return self.decoder_links[level](loc + tf.stop_gradient(scale) * noise)
+    def decoder_input(self, level, latent, below, decoder_link_gradient=None):
+        # z's gradient through the link is cut; μ (recomputed from `below`) keeps its own.
+        loc, _ = self.encoder_conditional(level, below)
+        return self.decoder_links[level](tf.stop_gradient(latent) + (loc - tf.stop_gradient(loc)))
 
 
 def test_shapes_and_a_finite_loss(binary_digits):
@@ -40,19 +50,52 @@ def test_shapes_and_a_finite_loss(binary_digits):
     assert np.isfinite(model.compute_loss(x))
 
 
-def test_the_latent_gradient_never_changes_the_loss_value(binary_digits):
+def test_the_decoder_link_gradient_never_changes_the_loss_value(binary_digits):
     x = tf.constant(binary_digits[:8])
     values = []
-    for latent_gradient in ["reparameterization", "r2g2"]:
-        model = _hvae(latent_gradient)
-        values.append(model.log_weights(x, 4, tf.constant([3, 4])).numpy())
+    for decoder_link_gradient in ["reparameterization", "r2g2"]:
+        model = _hvae(decoder_link_gradient, importance_sample_size=3)
+        values.append(model.compute_loss(x).numpy())
     np.testing.assert_array_equal(values[0], values[1])
 
 
-@pytest.mark.parametrize("latent_gradient", ["reparameterization", "r2g2"])
-def test_fit_reduces_the_loss(binary_digits, latent_gradient):
+def _applicable(name, k):
+    try:  # the HVAE's posterior is fully reparameterised, as a Normal
+        tge.estimators.get(name).validate(tfp.distributions.Normal(0.0, 1.0), 1, k)
+    except ValueError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_the_estimator_never_changes_the_loss_value(binary_digits, k):
+    # The estimator chooses the gradient, never the value (TFP's rule): with the same seed and
+    # weights every estimator that accepts K reports the same negative bound. (JVI's value is
+    # the jackknife estimate, not the bound.)
+    x = tf.constant(binary_digits[:8])
+    names = [
+        name
+        for name in tge.estimators.names()
+        if _applicable(name, k) and not name.startswith("jvi")
+    ]
+    assert len(names) >= (8 if k == 1 else 6), names
+    values = {}
+    for name in names:
+        link = (
+            "r2g2" if tge.estimators.get(name).requires_reparameterization else "reparameterization"
+        )
+        model = _hvae(link, gradient_estimator=name, importance_sample_size=k)
+        values[name] = model.compute_loss(x).numpy()
+    reference = values["iwae"]
+    assert np.isfinite(reference)
+    for name, value in values.items():
+        np.testing.assert_allclose(value, reference, rtol=2e-7, err_msg=name)
+
+
+@pytest.mark.parametrize("decoder_link_gradient", ["reparameterization", "r2g2"])
+def test_fit_reduces_the_loss(binary_digits, decoder_link_gradient):
     # XLA is exercised by the gradient tests below (jit_compile=True), cheaper than fit's compile.
-    model = _hvae(latent_gradient, latent_dims=(12, 8), hidden_units=8)
+    model = _hvae(decoder_link_gradient, latent_dims=(12, 8), hidden_units=8)
     model.compile(optimizer=keras.optimizers.Adam(1e-2), jit_compile=False)
     losses = model.fit(binary_digits[:600], epochs=3, batch_size=100, verbose=0).history["loss"]
     assert all(np.isfinite(losses))
@@ -77,33 +120,186 @@ def test_keras_round_trip_keeps_the_bound(binary_digits, tmp_path):
     path = str(tmp_path / "hvae.keras")
     model.save(path)
     restored = keras.models.load_model(path)
-    assert restored.latent_dims == (12, 8) and restored.latent_gradient == "r2g2"
-    assert restored.importance_sample_size == 2
+    assert restored.latent_dims == (12, 8) and restored.decoder_link_gradient == "r2g2"
+    assert restored.importance_sample_size == 2 and restored.gradient_estimator == "iwae"
     x = binary_digits[:10]
     np.testing.assert_array_equal(
         model.log_likelihood_bound(x, 4), restored.log_likelihood_bound(x, 4)
     )
 
 
+def test_an_estimator_instance_is_saved_as_its_config(binary_digits, tmp_path):
+    # Issue 23: `gradient_estimator=` takes a name, a class, an instance or a config dict; a
+    # name stays a name in the config, anything else is written as the estimator's config.
+    estimator = tge.estimators.DReG(alpha=0.5)
+    model = _hvae("reparameterization", gradient_estimator=estimator, importance_sample_size=2)
+    assert model.estimator is estimator
+    config = model.get_config()
+    assert config["gradient_estimator"] == {"class_name": "DReG", "config": {"alpha": 0.5}}
+    json.dumps(config["gradient_estimator"])
+    x = binary_digits[:10]
+    model(x)
+    path = str(tmp_path / "hvae.keras")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.save(path)
+    assert not [w for w in caught if "latent_gradient" in str(w.message)]  # no deprecated use
+    restored = keras.models.load_model(path)
+    assert restored.estimator == estimator and restored.get_config() == config
+    np.testing.assert_array_equal(model.predict(x, verbose=0), restored.predict(x, verbose=0))
+    for identifier in (tge.estimators.DReG, config["gradient_estimator"]):
+        assert type(_hvae(gradient_estimator=identifier).estimator) is tge.estimators.DReG
+
+
+def test_latent_gradient_still_works_for_one_release_with_a_deprecation_warning():
+    small = {"latent_dims": (4,), "hidden_units": 2}
+    with pytest.warns(
+        DeprecationWarning, match=r"write `decoder_link_gradient='reparameterization'` instead"
+    ):
+        model = tge.models.HierarchicalVAE(64, latent_gradient="reparameterization", **small)
+    assert model.decoder_link_gradient == "reparameterization"
+    assert model.gradient_estimator == "iwae"  # the old gradient: reparameterised bound
+    with pytest.warns(DeprecationWarning, match="read `decoder_link_gradient` instead"):
+        assert model.latent_gradient == "reparameterization"
+    # A config saved before the rename still loads (a `.keras` file calls from_config).
+    config = model.get_config()
+    assert "latent_gradient" not in config
+    for key in ("decoder_link_gradient", "gradient_estimator", "sample_size"):
+        del config[key]
+    with pytest.warns(DeprecationWarning, match="latent_gradient"):
+        restored = tge.models.HierarchicalVAE.from_config({**config, "latent_gradient": "r2g2"})
+    assert restored.decoder_link_gradient == "r2g2" and restored.gradient_estimator == "iwae"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the new spelling does not warn
+        tge.models.HierarchicalVAE(64, decoder_link_gradient="reparameterization", **small)
+    with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match="pass only"):
+        tge.models.HierarchicalVAE(
+            64, latent_gradient="r2g2", decoder_link_gradient="reparameterization"
+        )
+
+
 def test_bad_arguments_are_named():
-    with pytest.raises(ValueError, match="latent_gradient.*Received"):
+    with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match="latent_gradient.*Rec"):
         tge.models.HierarchicalVAE(64, latent_gradient="flipout")
+    with pytest.raises(ValueError, match="decoder_link_gradient.*Received"):
+        tge.models.HierarchicalVAE(64, decoder_link_gradient="flipout")
+    with pytest.raises(TypeError, match="Received: gradient_estimator=3"):
+        tge.models.HierarchicalVAE(64, gradient_estimator=3)
+    # The estimator's own `validate`, at construction, names the fix.
+    with pytest.raises(ValueError, match="importance_sample_size=1.*'iwae'"):
+        tge.models.HierarchicalVAE(64, gradient_estimator="stl", importance_sample_size=4)
+    with pytest.raises(ValueError, match="importance_sample_size.*Received"):
+        tge.models.HierarchicalVAE(64, gradient_estimator="vimco")
+    # R2-G2 Rao-Blackwellises a pathwise gradient: a score-function estimator is refused with
+    # it, and named with the fix.
+    with pytest.raises(ValueError, match="decoder_link_gradient='reparameterization' with it"):
+        tge.models.HierarchicalVAE(64, gradient_estimator="score_function")
+    tge.models.HierarchicalVAE(
+        64, gradient_estimator="score_function", decoder_link_gradient="reparameterization"
+    )
     with pytest.raises(ValueError, match="latent_dims.*Received"):
         tge.models.HierarchicalVAE(64, latent_dims=())
     with pytest.raises(ValueError, match="hidden_units.*Received"):
         tge.models.HierarchicalVAE(64, hidden_units=0)
 
 
-def _scale_gradient_draws(model, x, num_draws):
+def _old_log_weights(model, x, noises, decoder_link_gradient):
+    """The log-weights as HierarchicalVAE computed them before issue 23 (its own formula, with
+    R2-G2 through `gaussian_latent_dense` on the link): `[K, B]` from `[K * B, d_l]` noises."""
+    count, batch = noises[0].shape[0] // x.shape[0], x.shape[0]
+    flat_x = tf.reshape(tf.tile(x[tf.newaxis], [count, 1, 1]), [-1, model.num_pixels])
+
+    def normal_log_prob(z, loc, scale):
+        return tf.reduce_sum(
+            -0.5 * tf.square((z - loc) / scale) - tf.math.log(scale) - 0.5 * math.log(2 * math.pi),
+            axis=-1,
+        )
+
+    log_q, below, latents = 0.0, flat_x, []
+    for level, noise in enumerate(noises):
+        loc, scale = model._gaussian(model.encoders[level](below))
+        z = loc + scale * noise
+        log_q += normal_log_prob(z, loc, scale)
+        latents.append((loc, scale, noise, z))
+        below = z
+    top = latents[-1][3]
+    log_p = normal_log_prob(top, tf.zeros_like(top), tf.ones_like(top))
+    for level, (loc, scale, noise, _) in enumerate(latents):
+        link = model.decoder_links[level]
+        if decoder_link_gradient == "r2g2":
+            h = r2g2.gaussian_latent_dense(
+                loc, scale, noise, link.kernel, link.bias, cg_iterations=model.hidden_units
+            )
+        else:
+            h = link(loc + scale * noise)
+        params = model.decoders[level](tf.tanh(h))
+        if level == 0:
+            log_p += tf.reduce_sum(tfp.distributions.Bernoulli(logits=params).log_prob(flat_x), -1)
+        else:
+            log_p += normal_log_prob(latents[level - 1][3], *model._gaussian(params))
+    return tf.reshape(log_p - log_q, [count, batch])
+
+
+@pytest.mark.parametrize("decoder_link_gradient", ["reparameterization", "r2g2"])
+def test_on_the_same_noise_the_estimators_route_is_the_old_formula(
+    binary_digits, decoder_link_gradient
+):
+    # Exact check (to float32 rounding): the target (decoder) and surrogate (encoder) that
+    # the estimators see give the old implementation's log-weights, and the target's R2-G2
+    # link (a zero-valued correction whose gradient reaches σ) the old R2-G2 gradient.
+    model = _hvae(decoder_link_gradient, importance_sample_size=3)
+    x = tf.constant(binary_digits[:6])
+    model(x)
+    k = 3
+    noises = model._noise(tf.constant([3, 4]), 0, k, 6, tf.float32)
+    with tf.GradientTape(persistent=True) as tape:
+        latents, below = [], x
+        for level, noise in enumerate(noises):
+            loc, scale = model.encoder_conditional(level, below)
+            latents.append(loc + scale * tf.reshape(noise, [k, 6, -1]))
+            below = latents[-1]
+        new = model.target_log_prob_fn(x)(*latents) - model.surrogate_posterior(x).log_prob(latents)
+        old = _old_log_weights(model, x, noises, decoder_link_gradient)
+        losses = [-tf.reduce_mean(tf.reduce_logsumexp(w, axis=0)) for w in (new, old)]
+    np.testing.assert_allclose(new, old, rtol=1e-5)
+    np.testing.assert_allclose(new, model.log_weights(x, k, tf.constant([3, 4])), rtol=1e-5)
+    new_grads, old_grads = (tape.gradient(loss, model.trainable_variables) for loss in losses)
+    for a, b, v in zip(new_grads, old_grads, model.trainable_variables):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * np.max(np.abs(b)), err_msg=v.path)
+    # Power: R2-G2 changes the gradient here (latents wider than the links), so a missing or
+    # wrong correction would fail the comparison above.
+    if decoder_link_gradient == "r2g2":
+        with tf.GradientTape() as tape:
+            plain = _old_log_weights(model, x, noises, "reparameterization")
+            loss = -tf.reduce_mean(tf.reduce_logsumexp(plain, axis=0))
+        plain_grads = tape.gradient(loss, model.trainable_variables)
+        assert not all(np.allclose(a, b, rtol=1e-3) for a, b in zip(new_grads, plain_grads))
+
+
+def _scale_gradient_draws(model, x, num_draws, route="estimator"):
     """Gradients of the loss w.r.t. the encoders' output layers (they produce the latents' σ),
-    one per seed."""
+    one per seed.
+
+    `route="estimator"`: the training loss, `model.estimator.loss` on the model's target and
+    surrogate (what `fit` differentiates). `route="direct"`: the old implementation's route,
+    the log-weights of explicitly drawn noise differentiated through the log-mean-exp (the
+    unchunked `log_likelihood_bound`, plain links).
+    """
     model(x)
     variables = [v for e in model.encoders for v in e.layers[-1].trainable_variables]
+    k = model.importance_sample_size
 
     @tf.function(jit_compile=True)
     def grad(seed):
         with tf.GradientTape() as tape:
-            loss = -tf.reduce_mean(model.log_likelihood_bound(x, 1, seed))
+            if route == "estimator":
+                loss = tf.reduce_mean(
+                    model.estimator.loss(
+                        model.target_log_prob_fn(x), model.surrogate_posterior(x), 1, k, seed=seed
+                    )
+                )
+            else:
+                loss = -tf.reduce_mean(model.log_likelihood_bound(x, k, seed))
         return tape.gradient(loss, variables)
 
     draws = [grad(tf.constant([7, i])) for i in range(num_draws)]
@@ -125,8 +321,9 @@ _STAT = {"latent_dims": (32, 32), "hidden_units": 8}  # latents 4x wider than th
 
 @pytest.fixture(scope="module")
 def reparameterization_draws(binary_digits):
+    # The old implementation's gradient: explicit noise, plain links, reparameterisation.
     return _scale_gradient_draws(
-        _hvae("reparameterization", **_STAT), tf.constant(binary_digits[:8]), 200
+        _hvae("reparameterization", **_STAT), tf.constant(binary_digits[:8]), 200, "direct"
     )[0]
 
 
@@ -136,6 +333,7 @@ def test_r2g2_has_the_reparameterisation_mean_and_less_scale_variance(
     # Independent draws (different noise seeds per arm) on the same weights and data: under
     # equal means each element's z-score is ~N(0, 1); Z_THRESHOLD = 4 (conftest) on ~300
     # elements gives a ~2% false-alarm rate, and the seeds are fixed so the outcome repeats.
+    # R2-G2 through the estimators' route (the default 'iwae' at K = 1, the ELBO).
     x = tf.constant(binary_digits[:8])
     n = 200
     rt = reparameterization_draws
@@ -156,6 +354,28 @@ def test_r2g2_has_the_reparameterisation_mean_and_less_scale_variance(
     assert top_scale_var["r2g2"] < 0.85 * top_scale_var["rt"], top_scale_var
 
 
+@pytest.mark.parametrize(
+    "name,k,link", [("stl", 1, "r2g2"), ("iwae_dreg", 3, "reparameterization")]
+)
+def test_the_estimators_give_the_old_gradient_in_expectation(
+    binary_digits, reparameterization_draws, name, k, link
+):
+    # Issue 23: the HVAE trained through `tge.estimators` has the old implementation's
+    # expected gradient (STL is unbiased for the ELBO's, IWAE-DReG for the IWAE bound's), on
+    # the same weights; the two-sample test and its threshold as above, and its power below.
+    x = tf.constant(binary_digits[:8])
+    n = 200
+    model = _hvae(link, gradient_estimator=name, importance_sample_size=k, **_STAT)
+    draws, _ = _scale_gradient_draws(model, x, n)
+    if k == 1:
+        reference = reparameterization_draws
+    else:
+        reference, _ = _scale_gradient_draws(
+            _hvae("reparameterization", importance_sample_size=k, **_STAT), x, n, "direct"
+        )
+    assert _max_abs_two_sample_z(reference, draws) < Z_THRESHOLD
+
+
 def test_power_the_mean_test_rejects_a_biased_scale_gradient(
     binary_digits, reparameterization_draws
 ):
@@ -165,7 +385,7 @@ def test_power_the_mean_test_rejects_a_biased_scale_gradient(
     n = 200
     rt = reparameterization_draws
     keras.utils.set_random_seed(0)
-    wrong = _DetachedScaleHVAE(64, seed=0, **_STAT)
+    wrong = _DetachedScaleHVAE(64, seed=0, decoder_link_gradient="reparameterization", **_STAT)
     biased, _ = _scale_gradient_draws(wrong, x, n)
     assert _max_abs_two_sample_z(rt, biased) > Z_THRESHOLD
 

@@ -86,10 +86,46 @@ def test_bad_arguments_are_named():
         tge.models.VariationalAutoencoder(
             encoder, decoder, 4, gradient_estimator="vimco", importance_sample_size=1
         )
-    with pytest.raises(TypeError, match="gradient_estimator"):
+    with pytest.raises(TypeError, match="gradient_estimator.*Received: gradient_estimator=3"):
+        tge.models.VariationalAutoencoder(encoder, decoder, 4, gradient_estimator=3)
+    with pytest.raises(ValueError, match="Unknown gradient estimator 'stll'"):
+        tge.models.VariationalAutoencoder(encoder, decoder, 4, gradient_estimator="stll")
+    # An instance is checked by its own `validate`, at construction, naming the fix.
+    with pytest.raises(ValueError, match="sample_size.*Received: sample_size=1"):
         tge.models.VariationalAutoencoder(
-            encoder, decoder, 4, gradient_estimator=tge.estimators.STL()
+            encoder, decoder, 4, gradient_estimator=tge.estimators.ScoreFunction("leave_one_out")
         )
+
+
+@pytest.mark.parametrize(
+    "identifier,expected_config",
+    [
+        ("iwae_dreg", "iwae_dreg"),
+        (tge.estimators.DReG(alpha=0.3), {"class_name": "DReG", "config": {"alpha": 0.3}}),
+        (tge.estimators.IWAE, {"class_name": "IWAE", "config": {}}),
+        (
+            {"class_name": "dreg", "config": {"alpha": 0.3}},
+            {"class_name": "DReG", "config": {"alpha": 0.3}},
+        ),
+    ],
+    ids=["name", "instance", "class", "config"],
+)
+def test_any_estimator_identifier_is_taken_and_saved(
+    binary_digits, tmp_path, identifier, expected_config
+):
+    # Issue 23: the model refused estimator instances (which `tge.vi` accepts).
+    model = _vae(identifier, 2)
+    assert model.estimator == tge.estimators.get(identifier)
+    assert model.get_config()["gradient_estimator"] == expected_config
+    model.compile(optimizer="adam", jit_compile=False)
+    model.fit(binary_digits[:20], epochs=1, batch_size=10, verbose=0)
+    path = str(tmp_path / "vae.keras")
+    model.save(path)
+    restored = keras.models.load_model(path)
+    # A name stays a name; an instance (or class, or config) comes back as an equal instance.
+    assert restored.get_config()["gradient_estimator"] == expected_config
+    assert restored.estimator == model.estimator
+    assert type(restored.estimator) is type(model.estimator)
 
 
 # --- data, arguments, backend (issue 21) ---------------------------------------------------

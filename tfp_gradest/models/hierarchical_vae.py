@@ -1,4 +1,4 @@
-"""A hierarchical VAE (several stochastic Gaussian layers) with R2-G2 on each decoder link.
+"""A hierarchical VAE (several stochastic Gaussian layers) trained with any `tge` estimator.
 
 The model of Lam et al. (2024), Figure 2 (after Burda et al., 2016): `L`
 stochastic layers `z_1, …, z_L`, every conditional a factorised Gaussian whose
@@ -12,15 +12,25 @@ log w = log p(x, z_{1:L}) - log q(z_{1:L} | x),   z_l = μ_l + σ_l ⊙ ε_l
 bound = log (1/K) Σ_k w_k                        (ELBO for K = 1, IWAE bound for K > 1)
 ```
 
+The encoder is the surrogate posterior (`surrogate_posterior(x)`, a
+`tfd.JointDistributionSequential` over the levels, batch shape `[B]`) and the
+decoder the target (`target_log_prob_fn(x)`: `z_1, …, z_L ↦ log p(x, z)`), so
+the training loss is `gradient_estimator.loss(target, surrogate, S, K)`: any
+estimator of `tge.estimators` (STL, IWAE-DReG, ...) trains the model.
+
 Each decoder conditional sees its latent only through its first dense layer,
-`h = z_l W + b` (a "latent-into-dense link"). With `latent_gradient="r2g2"` that
-link is `tge.r2g2.gaussian_latent_dense`: the same forward sample, and the
-gradient of `σ_l` Rao-Blackwellised over `ε_l | h`. It is unbiased because the
-gradient reaching `h` depends on `ε_l` only through `h`: it is a function of
-`h`, of `x` and of the lower latents `z_{<l}`, which were drawn before `ε_l`
-and are independent of it. (The encoder's link `z_l ↦ q(z_{level+1} | z_l)` is left
-alone: through `log p(z_l | z_{level+1})` its gradient also depends on `z_l`
-directly, so conditioning on that link's `h` alone would bias it.)
+`h = z_l W + b` (a "latent-into-dense link"). With
+`decoder_link_gradient="r2g2"` the backward pass of that link gives `σ_l` the
+gradient of `tge.r2g2.gaussian_latent_dense`: the reparameterisation gradient
+with `ε_l` replaced by `E[ε_l | h]` (Rao-Blackwellised). The forward value is
+unchanged. It is unbiased when the gradient reaching `h` depends on `ε_l` only
+through `h`: it is then a function of `h` and of the lower latents `z_{<l}`
+(or `x`), drawn before `ε_l` and independent of it. That holds for the ELBO
+(`importance_sample_size=1`). For `K > 1` each sample's gradient is weighted
+by its normalised importance weight, which depends on `ε_l` through the other
+uses of `z_l` too, so conditioning on `h` alone is not exact there. (The
+encoder's link `z_l ↦ q(z_{l+1} | z_l)` is left alone for the same reason:
+through `log p(z_l | z_{l+1})` its gradient also depends on `z_l` directly.)
 
 R2-G2 differs from the reparameterisation gradient only where the latent is
 wider than the first decoder layer (`latent_dims[level] > hidden_units`);
@@ -29,6 +39,7 @@ otherwise `h` determines `ε_l` and the two are equal.
 
 import functools
 import math
+import warnings
 
 import keras
 import numpy as np
@@ -37,14 +48,17 @@ import tensorflow_probability as tfp
 
 from tfp_gradest import _backend, r2g2
 from tfp_gradest._util import arguments
-from tfp_gradest.models import _data
+from tfp_gradest.estimators.base import surrogate_objective
+from tfp_gradest.models import _data, _estimator
 from tfp_gradest.models._loss import mean_training_loss
 
 tfd = tfp.distributions
 
 __all__ = ["HierarchicalVAE"]
 
-LATENT_GRADIENTS = ("r2g2", "reparameterization")
+DECODER_LINK_GRADIENTS = ("r2g2", "reparameterization")
+# The deprecated argument's values (the same choices, under their old name).
+LATENT_GRADIENTS = DECODER_LINK_GRADIENTS
 
 # `log_likelihood_bound` evaluates the `K` importance samples in chunks of about this many
 # rows (`chunk × batch`) at a time: memory bounded whatever `K`, rows enough to keep
@@ -59,11 +73,14 @@ _MAX_UNROLLED_DRAWS = 8
 class HierarchicalVAE(_data.BernoulliDataChecks, keras.Model):
     """A VAE with `len(latent_dims)` stochastic Gaussian layers, trained with `model.fit`.
 
-    The loss is the negative ELBO (`importance_sample_size=1`, the paper's
-    setting) or negative IWAE bound, averaged over the batch; `model.evaluate`
-    reports it, and `log_likelihood_bound(x, K)` gives a tighter test bound.
-    `latent_gradient` chooses the backward pass of the decoder links only; the
-    loss value and the forward samples are identical for both choices.
+    The training loss is `gradient_estimator.loss(target_log_prob_fn(x),
+    surrogate_posterior(x), sample_size, importance_sample_size)` averaged over
+    the batch: its value is the negative ELBO (`importance_sample_size=1`, the
+    paper's setting) or negative IWAE bound whatever the estimator, and
+    `model.evaluate` reports it; `log_likelihood_bound(x, K)` gives a tighter
+    test bound. `decoder_link_gradient` chooses the backward pass of the decoder
+    links only (module docstring); the loss value and the samples are the same
+    for both choices.
 
     The data are binary (or probabilities) in [0, 1], of any dtype (`uint8`,
     `bool`, floats): `fit`, `evaluate`, `train_on_batch`, `test_on_batch` and
@@ -81,19 +98,45 @@ class HierarchicalVAE(_data.BernoulliDataChecks, keras.Model):
         `int` `d` means one stochastic layer, `(d,)`. Default value: `(32, 32)`.
       hidden_units: Python `int`, width of both hidden tanh layers of every
         conditional (200 in the paper). Default value: `16`.
-      latent_gradient: `"r2g2"` or `"reparameterization"`. Default value: `"r2g2"`.
+      latent_gradient: deprecated spelling of `decoder_link_gradient` (it chose
+        the decoder links' backward pass, not the estimator); it warns with a
+        `DeprecationWarning`. Default value: `None`.
       importance_sample_size: Python `int` `K` for training. Default value: `1`.
-      cg_iterations: Python `int`, R2-G2's conjugate-gradient budget per link
-        (systems are `hidden_units × hidden_units`, so `hidden_units` iterations
-        are exact in exact arithmetic); at least 1. Default value: `None`
-        (= `hidden_units`).
+      cg_iterations: Python `int` ≥ 1, the conjugate-gradient iteration budget
+        of R2-G2's solves (`decoder_link_gradient="r2g2"`). Each link's systems
+        are `hidden_units × hidden_units`, one per latent sample; they are
+        solved directly when the solver's cost model
+        (`tfp_gradest.r2g2.solvers.use_direct_solve`) predicts that faster and
+        the sizes are static (typical for small `hidden_units` and a fixed
+        batch size), and by conjugate gradients with this budget otherwise
+        (e.g. a batch dimension unknown when traced, `hidden_units > 256`, or
+        many samples). A system whose solve misses its tolerance keeps the
+        reparameterisation gradient (still unbiased). Unused with
+        `"reparameterization"`. Default value: `None` (= `hidden_units`, exact
+        in exact arithmetic).
       seed: Python `int` seed for the noise. Default value: `None`.
+      gradient_estimator: the training gradient, anything `tge.estimators.get`
+        accepts: a registered name (`"stl"`, `"iwae_dreg"`, ...), a class, an
+        instance with its options or a config dict. Checked at construction by
+        the estimator's own `validate` (e.g. `"stl"` needs
+        `importance_sample_size=1`). `get_config` keeps a name as the name and
+        writes anything else as its config dict. Default value: `"iwae"` (the
+        reparameterisation gradient of the bound, as before this option).
+      decoder_link_gradient: `"r2g2"` or `"reparameterization"`, the backward
+        pass of each decoder link. `"r2g2"` needs an estimator that
+        differentiates through the samples (its `requires_reparameterization`
+        flag); it is exact for `importance_sample_size=1` (module docstring).
+        Default value: `"r2g2"`.
+      sample_size: Python `int` `S`, independent objectives averaged per
+        example. Default value: `1`.
 
     #### Examples
 
     ```python
     x_train = (x_train > 0.5).astype("float32")  # or resample each epoch (dynamic binarisation)
-    model = tge.models.HierarchicalVAE(64, latent_dims=(32, 32, 32), hidden_units=16)
+    model = tge.models.HierarchicalVAE(
+        64, latent_dims=(32, 32, 32), hidden_units=16, gradient_estimator="stl"
+    )
     model.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=True)
     model.fit(x_train, epochs=10, batch_size=64)
     test_bound = model.log_likelihood_bound(x_test, importance_sample_size=256)
@@ -112,28 +155,40 @@ class HierarchicalVAE(_data.BernoulliDataChecks, keras.Model):
         num_pixels,
         latent_dims=(32, 32),
         hidden_units=16,
-        latent_gradient="r2g2",
+        latent_gradient=None,
         importance_sample_size=1,
         cg_iterations=None,
         seed=None,
+        *,
+        gradient_estimator="iwae",
+        decoder_link_gradient="r2g2",
+        sample_size=1,
         **kwargs,
     ):
         _backend.require_tensorflow_backend(type(self).__name__)
         super().__init__(**kwargs)
-        if latent_gradient not in LATENT_GRADIENTS:
+        if latent_gradient is not None:
+            decoder_link_gradient = _deprecated_latent_gradient(
+                latent_gradient, decoder_link_gradient
+            )
+        if (
+            not isinstance(decoder_link_gradient, str)
+            or decoder_link_gradient not in DECODER_LINK_GRADIENTS
+        ):
             raise ValueError(
-                f"`latent_gradient` must be one of {LATENT_GRADIENTS}. "
-                f"Received: latent_gradient={latent_gradient!r}"
+                f"`decoder_link_gradient` must be one of {DECODER_LINK_GRADIENTS}. "
+                f"Received: decoder_link_gradient={decoder_link_gradient!r}"
             )
         self.latent_dims = arguments.check_integer_sequence(
             "latent_dims", latent_dims, allow_scalar=True
         )
         self.num_pixels = arguments.check_positive_integer("num_pixels", num_pixels)
         self.hidden_units = arguments.check_positive_integer("hidden_units", hidden_units)
-        self.latent_gradient = latent_gradient
+        self.decoder_link_gradient = decoder_link_gradient
         self.importance_sample_size = arguments.check_positive_integer(
             "importance_sample_size", importance_sample_size
         )
+        self.sample_size = arguments.check_positive_integer("sample_size", sample_size)
         self.cg_iterations = (
             None
             if cg_iterations is None
@@ -144,6 +199,25 @@ class HierarchicalVAE(_data.BernoulliDataChecks, keras.Model):
             )
         )
         self.seed = arguments.check_seed("seed", seed)
+        self.estimator, self.gradient_estimator = _estimator.resolve(gradient_estimator)
+        # The surrogate is a fully reparameterised Gaussian: a flat Normal stands in for it.
+        self.estimator.validate(tfd.Normal(0.0, 1.0), self.sample_size, self.importance_sample_size)
+        if getattr(self.estimator, "analytic_entropy", False) and len(self.latent_dims) > 1:
+            raise ValueError(
+                "analytic_entropy=True needs the surrogate's closed-form entropy, which the "
+                "hierarchical posterior (each level conditioned on the one below) does not "
+                "have. Use the estimator's default analytic_entropy=False. "
+                f"Received: gradient_estimator={self.estimator!r}"
+            )
+        if decoder_link_gradient == "r2g2" and not self.estimator.requires_reparameterization:
+            raise ValueError(
+                "decoder_link_gradient='r2g2' Rao-Blackwellises the pathwise gradient through "
+                f"the decoder links, but the {type(self.estimator).__name__} estimator does "
+                "not differentiate through the samples. Pass "
+                "decoder_link_gradient='reparameterization' with it (or choose a pathwise "
+                "estimator such as 'iwae', 'stl' or 'iwae_dreg'). "
+                f"Received: gradient_estimator={self.estimator!r}"
+            )
         self.seed_generator = keras.random.SeedGenerator(self.seed)
         latent_dims = self.latent_dims
         dims = (self.num_pixels, *latent_dims)
@@ -161,6 +235,19 @@ class HierarchicalVAE(_data.BernoulliDataChecks, keras.Model):
             )
             out = dims[0] if level == 0 else 2 * dims[level]
             self.decoders.append(self._mlp(out, f"decoder_{level}", num_hidden=1))
+
+    def __getattr__(self, name):
+        # The deprecated attribute, outside `dir()` so that walking the model's attributes
+        # (as `model.save` does) does not trigger its warning.
+        if name == "latent_gradient":
+            warnings.warn(
+                "`HierarchicalVAE.latent_gradient` is deprecated and will be removed in the "
+                "next release; read `decoder_link_gradient` instead.",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            return self.decoder_link_gradient
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def _mlp(self, outputs, name, num_hidden=2):
         layers = [
@@ -180,6 +267,10 @@ class HierarchicalVAE(_data.BernoulliDataChecks, keras.Model):
             self.decoders[level].build((None, self.hidden_units))
         self.built = True
 
+    def _ensure_built(self):
+        if not self.built:
+            self.build((None, self.num_pixels))
+
     # -- the model's pieces ------------------------------------------------------------
 
     @property
@@ -197,19 +288,102 @@ class HierarchicalVAE(_data.BernoulliDataChecks, keras.Model):
         conversion: uint8 0/1 pixels are data too)."""
         return tf.cast(tf.convert_to_tensor(x), self._density_dtype)
 
-    def decoder_input(self, level, loc, scale, noise):
-        """`h = z W + b` of decoder `level`'s first layer, for `z = loc + scale * noise`.
+    def encoder_conditional(self, level, below):
+        """`(loc, scale)` of `q(z_{level+1} | below)`, `below` being `x` (level 0) or `z_level`,
+        with any leading axes."""
+        return self._gaussian(_apply(self.encoders[level], below))
 
-        The only place `latent_gradient` acts: the forward value is the same for
-        both choices; `"r2g2"` Rao-Blackwellises the gradient of `scale`.
+    def surrogate_posterior(self, x):
+        """`q(z_1, …, z_L | x)`: a `tfd.JointDistributionSequential` of factorised Normals,
+        bottom-up, batch shape `[B]`; its samples are the list `[z_1, …, z_L]`."""
+        self._ensure_built()
+        x = self._density_input(x)
+
+        def conditional(level):
+            # A one-argument function: the joint distribution passes the level below.
+            return lambda below: self._encoder_distribution(level, below)
+
+        return tfd.JointDistributionSequential(
+            [
+                self._encoder_distribution(0, x),
+                *(conditional(level) for level in range(1, len(self.latent_dims))),
+            ]
+        )
+
+    def _encoder_distribution(self, level, below):
+        """`q(z_{level+1} | below)` as a factorised Normal (`Independent` over the last axis)."""
+        return tfd.Independent(tfd.Normal(*self.encoder_conditional(level, below)), 1)
+
+    def target_log_prob_fn(self, x):
+        """`z_1, …, z_L ↦ log p(x, z_{1:L})`, the generative model, vectorised over leading
+        sample axes (`[N, B, d_l]` latents give `[N, B]`)."""
+        return self._target(self._density_input(x), self.decoder_link_gradient)
+
+    def _target(self, x, decoder_link_gradient):
+        self._ensure_built()
+
+        def target_log_prob(*latents):
+            top = latents[-1]
+            standard_normal = tfd.Normal(tf.zeros([], top.dtype), tf.ones([], top.dtype))
+            log_p = tf.reduce_sum(standard_normal.log_prob(top), axis=-1)
+            for level, latent in enumerate(latents):
+                below = x if level == 0 else latents[level - 1]
+                link = self.decoder_input(level, latent, below, decoder_link_gradient)
+                params = _apply(self.decoders[level], tf.tanh(link))
+                if level == 0:
+                    likelihood = tfd.Bernoulli(logits=tf.cast(params, x.dtype), dtype=x.dtype)
+                    log_p += tfd.Independent(likelihood, 1).log_prob(x)
+                else:
+                    log_p += tfd.Independent(tfd.Normal(*self._gaussian(params)), 1).log_prob(below)
+            return log_p
+
+        return target_log_prob
+
+    def decoder_input(self, level, latent, below, decoder_link_gradient=None):
+        """`h = z W + b` of decoder `level`'s first layer, for the latent `z = latents[level]`
+        drawn from `q(z | below)`.
+
+        The only place `decoder_link_gradient` (default: the model's) acts: the value is
+        the same for both choices. With `"r2g2"` the backward pass gives `σ` (of
+        `q(z | below)`) the R2-G2 gradient of the link instead of its reparameterisation
+        gradient:
+
+        ```none
+        h = z W + b  +  (h_RB - stop(h_RB)) - (h_RT - stop(h_RT))
+        h_RB = gaussian_latent_dense(stop(μ), σ, ε̄, stop(W)),   h_RT = (stop(μ) + σ ⊙ ε̄) stop(W)
+        ```
+
+        with `ε̄ = stop((z - μ) / σ)`. The added terms are zero in value; their
+        gradient reaches `σ` only: `(W g) ⊙ (E[ε | h] - ε)`, which turns the
+        `(W g) ⊙ ε` that `σ` receives through `z` into R2-G2's `(W g) ⊙ E[ε | h]`.
+        `z`, `μ`, `W` and `b` keep their ordinary gradients.
         """
         link = self.decoder_links[level]
-        if self.latent_gradient == "reparameterization":
-            return link(loc + scale * noise)
+        h = _apply(link, latent)
+        decoder_link_gradient = decoder_link_gradient or self.decoder_link_gradient
+        if decoder_link_gradient == "reparameterization" or (
+            self.hidden_units >= self.latent_dims[level]
+        ):
+            return h  # an injective link: h determines ε, and R2-G2 is the RT gradient
+        loc, scale = self.encoder_conditional(level, below)
+        dim = self.latent_dims[level]
+        # `q(z_1 | x)` has no sample axes: broadcast it to the latent's `[N..., B, d]`.
+        loc, scale = (tf.broadcast_to(t, tf.shape(latent)) for t in (loc, scale))
+        flat_loc, flat_scale, flat_latent = (tf.reshape(t, [-1, dim]) for t in (loc, scale, latent))
+        flat_loc = tf.stop_gradient(flat_loc)
+        noise = tf.stop_gradient((flat_latent - flat_loc) / flat_scale)
+        kernel = tf.stop_gradient(tf.cast(link.kernel, flat_scale.dtype))
         iterations = self.hidden_units if self.cg_iterations is None else self.cg_iterations
-        return r2g2.gaussian_latent_dense(
-            loc, scale, noise, link.kernel, link.bias, cg_iterations=iterations
+        rao_blackwellised = r2g2.gaussian_latent_dense(
+            flat_loc, flat_scale, noise, kernel, cg_iterations=iterations
         )
+        reparameterized = tf.matmul(flat_loc + flat_scale * noise, kernel)
+        correction = tf.reshape(
+            (rao_blackwellised - tf.stop_gradient(rao_blackwellised))
+            - (reparameterized - tf.stop_gradient(reparameterized)),
+            tf.shape(h),
+        )
+        return surrogate_objective(h, h + tf.cast(correction, h.dtype))
 
     def _noise(self, seed, first, count, batch, dtype):
         """The standard Normal draws of importance samples `first, ..., first + count - 1`:
@@ -249,41 +423,28 @@ class HierarchicalVAE(_data.BernoulliDataChecks, keras.Model):
         return [tf.reshape(s, [rows, d]) for s, d in zip(stacked, self.latent_dims)]
 
     def _log_weights(self, x, first, count, seed):
-        """`[count, B]` log-weights of importance samples `first, ...` (`x` in the density
-        dtype)."""
-        if not self.built:
-            self.build((None, self.num_pixels))
-        dtype = x.dtype
+        """`[count, B]` log-weights `target(z) - log q(z)` of importance samples `first, ...`
+        drawn from `_noise` (`x` in the density dtype), with plain decoder links (the same
+        values; the same operations whatever the model's options, so every chunking of the
+        bound gives the same numbers)."""
+        self._ensure_built()
         batch = x.shape[0] if x.shape[0] is not None else tf.shape(x)[0]
-        noises = self._noise(seed, first, count, batch, dtype)
-        flat_x = tf.reshape(tf.tile(x[tf.newaxis], [count, 1, 1]), [-1, self.num_pixels])
-        log_q = tf.zeros([count * batch], dtype)
-        below, latents = flat_x, []
-        for level in range(len(self.latent_dims)):
-            loc, scale = self._gaussian(self.encoders[level](below))
-            noise = noises[level]
-            z = loc + scale * noise
-            log_q += _normal_log_prob(z, loc, scale)
-            latents.append((loc, scale, noise, z))
-            below = z
-        top = latents[-1][3]
-        log_p = _normal_log_prob(top, tf.zeros_like(top), tf.ones_like(top))
-        for level in range(len(self.latent_dims)):
-            loc, scale, noise, _ = latents[level]
-            hidden = tf.tanh(self.decoder_input(level, loc, scale, noise))
-            params = tf.cast(self.decoders[level](hidden), dtype)
-            if level == 0:
-                log_p += tf.reduce_sum(
-                    tfd.Bernoulli(logits=params, dtype=dtype).log_prob(flat_x), axis=-1
-                )
-            else:
-                p_loc, p_scale = self._gaussian(params)
-                log_p += _normal_log_prob(latents[level - 1][3], p_loc, p_scale)
-        return tf.reshape(log_p - log_q, [count, batch])
+        noises = self._noise(seed, first, count, batch, x.dtype)
+        log_q, below, latents = 0.0, x, []
+        for level, noise in enumerate(noises):
+            conditional = self._encoder_distribution(level, below)
+            # Sample-major rows -> [count, B, d]; `x` broadcasts against the sample axis.
+            noise = tf.reshape(noise, [count, -1, self.latent_dims[level]])
+            latent = conditional.distribution.loc + conditional.distribution.scale * noise
+            log_q += conditional.log_prob(latent)
+            latents.append(latent)
+            below = latent
+        return self._target(x, "reparameterization")(*latents) - log_q
 
     def log_weights(self, x, importance_sample_size, seed):
         """`log p(x, z) - log q(z | x)` for `K` joint draws per example: `[K, B]`, in the
-        model's variable dtype."""
+        model's variable dtype. Sample `k` is drawn from `(seed, k)` alone, as in
+        `log_likelihood_bound`; gradients, if taken, are plain reparameterisation ones."""
         return self._log_weights(self._density_input(x), 0, importance_sample_size, seed)
 
     def log_likelihood_bound(self, x, importance_sample_size=64, seed=0, chunk_size=None):
@@ -293,10 +454,12 @@ class HierarchicalVAE(_data.BernoulliDataChecks, keras.Model):
         log-mean-exp over the chunks (a running maximum and a float64 sum, in one
         `tf.while_loop`), so memory does not grow with `K`: a `K = 5000` bound over
         a test set fits. Sample `k` is drawn from `(seed, k)` alone, the same whatever
-        the chunking, so the value is too (exactly, measured, without XLA; within
+        the chunking, so the value is too (exactly without XLA, as tested; within
         float32 rounding under XLA, which also draws other Normal numbers from the same
         seed than TensorFlow's own kernels). Differentiable when unchunked
-        (`chunk_size >= K`).
+        (`chunk_size >= K`): the plain reparameterisation gradient of the bound
+        (an evaluation: `decoder_link_gradient` and `gradient_estimator` act on
+        the training loss only).
 
         Args:
           x: `[B, num_pixels]` data in [0, 1] (any real or bool dtype); in-memory data
@@ -372,22 +535,29 @@ class HierarchicalVAE(_data.BernoulliDataChecks, keras.Model):
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         del y, y_pred  # unsupervised: the loss is the negative bound on log p(x)
         seed = tf.cast(self.seed_generator.next(), tf.int32)
-        log_w = self._log_weights(self._density_input(x), 0, self.importance_sample_size, seed)
         # In the log-weights' own dtype: float64 per step would be slow on GPUs and is not
         # XLA's on TPUs. Only `log_likelihood_bound` combines in float64 (its chunks must
         # agree with the whole).
-        log_mean_w = tf.reduce_logsumexp(log_w, axis=0) - math.log(self.importance_sample_size)
-        return mean_training_loss(-log_mean_w, sample_weight, self.losses)
+        per_example = self.estimator.loss(
+            self.target_log_prob_fn(x),
+            self.surrogate_posterior(x),
+            self.sample_size,
+            self.importance_sample_size,
+            seed=seed,
+        )
+        return mean_training_loss(per_example, sample_weight, self.losses)
 
     def get_config(self):
         config = {
             "num_pixels": self.num_pixels,
             "latent_dims": list(self.latent_dims),
             "hidden_units": self.hidden_units,
-            "latent_gradient": self.latent_gradient,
             "importance_sample_size": self.importance_sample_size,
             "cg_iterations": self.cg_iterations,
             "seed": self.seed,
+            "gradient_estimator": _estimator.config_value(self.gradient_estimator),
+            "decoder_link_gradient": self.decoder_link_gradient,
+            "sample_size": self.sample_size,
         }
         return {**super().get_config(), **config}
 
@@ -400,9 +570,34 @@ def _log_mean_exp(log_w):
     return tf.cast(log_max + tf.math.log(total) - math.log(log_w.shape[0]), log_w.dtype)
 
 
-def _normal_log_prob(z, loc, scale):
-    """Factorised Normal log-density summed over the last axis (differentiated in all arguments)."""
-    standardized = (z - loc) / scale
-    return tf.reduce_sum(
-        -0.5 * tf.square(standardized) - tf.math.log(scale) - 0.5 * math.log(2 * math.pi), axis=-1
+def _apply(network, inputs):
+    """`network` on the last axis of `inputs`, any leading axes (flattened to the `[N, d]`
+    batch the network was built for, and restored)."""
+    if inputs.shape.rank == 2:
+        return network(inputs)
+    outputs = network(tf.reshape(inputs, [-1, inputs.shape[-1]]))
+    return tf.reshape(outputs, tf.concat([tf.shape(inputs)[:-1], [outputs.shape[-1]]], 0))
+
+
+def _deprecated_latent_gradient(latent_gradient, decoder_link_gradient):
+    """The `decoder_link_gradient` a deprecated `latent_gradient=` asks for, with its warning."""
+    warnings.warn(
+        "`HierarchicalVAE(latent_gradient=...)` is deprecated and will be removed in the next "
+        f"release: write `decoder_link_gradient={latent_gradient!r}` instead (it chooses the "
+        "decoder links' backward pass; the estimator is `gradient_estimator=`).",
+        DeprecationWarning,
+        stacklevel=3,
     )
+    if not isinstance(latent_gradient, str) or latent_gradient not in DECODER_LINK_GRADIENTS:
+        raise ValueError(
+            f"`latent_gradient` (deprecated: write `decoder_link_gradient`) must be one of "
+            f"{DECODER_LINK_GRADIENTS}. Received: latent_gradient={latent_gradient!r}"
+        )
+    if decoder_link_gradient not in ("r2g2", latent_gradient):
+        raise ValueError(
+            "`latent_gradient` is the deprecated spelling of `decoder_link_gradient`: pass "
+            "only `decoder_link_gradient`. Received: "
+            f"latent_gradient={latent_gradient!r}, "
+            f"decoder_link_gradient={decoder_link_gradient!r}"
+        )
+    return latent_gradient

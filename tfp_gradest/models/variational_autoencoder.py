@@ -4,9 +4,9 @@ import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfp_gradest import _backend, estimators
+from tfp_gradest import _backend
 from tfp_gradest._util import arguments
-from tfp_gradest.models import _data
+from tfp_gradest.models import _data, _estimator
 from tfp_gradest.models._loss import mean_training_loss
 
 tfd = tfp.distributions
@@ -43,7 +43,13 @@ class VariationalAutoencoder(_data.BernoulliDataChecks, keras.Model):
         latents `[N, latent_dim]`: Bernoulli logits or Normal means (unit
         scale), depending on `likelihood`.
       latent_dim: Python `int` (or NumPy integer) ≥ 1; a float is refused, not truncated.
-      gradient_estimator: registered name of an estimator. Default value:
+      gradient_estimator: the gradient estimator, anything
+        `tge.estimators.get` accepts: a registered name (`"stl"`), a class, an
+        instance with its options (`tge.estimators.DReG(alpha=0.3)`) or a config
+        dict. Checked against `sample_size` and `importance_sample_size` at
+        construction, by the estimator's own `validate`. `get_config` (and so a
+        `.keras` file) keeps a name as the name and writes anything else as the
+        estimator's config dict (`tge.estimators.serialize`). Default value:
         `"iwae_dreg"`.
       importance_sample_size: Python `int` `K`. Default value: `8`.
       sample_size: Python `int` `S`. Default value: `1`.
@@ -91,15 +97,9 @@ class VariationalAutoencoder(_data.BernoulliDataChecks, keras.Model):
             raise ValueError(
                 f"`likelihood` must be one of {_LIKELIHOODS}. Received: likelihood={likelihood!r}"
             )
-        if not isinstance(gradient_estimator, str):
-            raise TypeError(
-                "`gradient_estimator` must be a registered name (so the model can be saved). "
-                f"Received: gradient_estimator={gradient_estimator!r}"
-            )
         self.encoder, self.decoder = encoder, decoder
         self.latent_dim = arguments.check_positive_integer("latent_dim", latent_dim)
-        self.gradient_estimator = gradient_estimator
-        self.estimator = estimators.get(gradient_estimator)
+        self.estimator, self.gradient_estimator = _estimator.resolve(gradient_estimator)
         self.importance_sample_size = arguments.check_positive_integer(
             "importance_sample_size", importance_sample_size
         )
@@ -163,7 +163,7 @@ class VariationalAutoencoder(_data.BernoulliDataChecks, keras.Model):
             "encoder": keras.saving.serialize_keras_object(self.encoder),
             "decoder": keras.saving.serialize_keras_object(self.decoder),
             "latent_dim": self.latent_dim,
-            "gradient_estimator": self.gradient_estimator,
+            "gradient_estimator": _estimator.config_value(self.gradient_estimator),
             "importance_sample_size": self.importance_sample_size,
             "sample_size": self.sample_size,
             "likelihood": self.likelihood,
