@@ -6,8 +6,8 @@ For each cell (`R` rows = output positions, `k` weights, `F` filters, `B` exampl
 `S = B·F` systems of `R × R`) the script times, under XLA, in alternation,
 `tfp_gradest.r2g2.solvers.direct_conditional_noise` (Gram + elimination) and
 conjugate gradients run for `R` iterations (the count an exact answer may
-need; `tfp_gradest.r2g2.conjugate_gradient` with the same matrix-free
-product as `conditioning.py`), both in float64 on ReLU'd Gaussian patches.
+need; `tfp_gradest.r2g2.solvers.cg_conditional_noise`, the solver R2-G2 uses),
+both in float64 on ReLU'd Gaussian patches.
 It prints the measured medians, the cost model's predictions
 (`solvers.solve_cost`), which solver was faster and which the model picks.
 
@@ -21,7 +21,6 @@ Absolute seconds depend on the machine; the choice depends only on the ratios.
 
 import argparse
 import os
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -29,8 +28,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from keras import ops  # noqa: E402
 
+import tfp_gradest as tge  # noqa: E402
 from tfp_gradest.r2g2 import solvers  # noqa: E402
-from tfp_gradest.r2g2.conjugate_gradient import conjugate_gradient  # noqa: E402
 
 
 def jit(fn):
@@ -48,33 +47,24 @@ def direct(patches, scale, noise):
 
 
 def exact_cg(patches, scale, noise):
-    variance = ops.square(scale)
-
-    def matvec(v):
-        return ops.einsum(
-            "grk,gkf->grf", patches, variance * ops.einsum("grk,grf->gkf", patches, v)
-        )
-
-    rhs = ops.einsum("grk,kf->grf", patches, scale * noise)
     # A tolerance no system reaches: exactly `R` iterations, the exact solve's count.
-    result = conjugate_gradient(matvec, rhs, [1], patches.shape[1], 1e-300)
-    return scale * ops.einsum("grk,grf->gkf", patches, result.solution)
+    return solvers.cg_conditional_noise(patches, scale, noise, patches.shape[1], 1e-300)
 
 
 def time_cell(rows, weights, filters, batch, repeats, rng):
     patches = ops.convert_to_tensor(np.maximum(rng.normal(size=(batch, rows, weights)), 0))
     scale = ops.convert_to_tensor(np.exp(rng.normal(size=(weights, filters)) - 2))
     noise = ops.convert_to_tensor(rng.normal(size=(weights, filters)))
-    runs = [jit(direct), jit(exact_cg)]
-    for run in runs:
-        ops.convert_to_numpy(run(patches, scale, noise)[0])  # compile
-    times = np.zeros((repeats, 2))
-    for r in range(repeats):
-        for i, run in enumerate(runs):
-            start = time.perf_counter()
-            ops.convert_to_numpy(run(patches, scale, noise)[0])
-            times[r, i] = time.perf_counter() - start
-    return np.median(times, axis=0), np.median(times[:, 0] / times[:, 1])
+    compiled = [jit(direct), jit(exact_cg)]
+    # Each call waits for (copies) one system's answer, not all of them.
+    times = tge.diagnostics.interleaved_times(
+        [lambda *a, run=run: run(*a)[0] for run in compiled],
+        (patches, scale, noise),
+        repeats,
+        calls_per_repeat=1,
+        min_repeat_seconds=0,
+    )
+    return np.median(times, axis=1), np.median(times[0] / times[1])
 
 
 def features(rows, weights, systems):
