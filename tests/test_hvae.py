@@ -178,6 +178,23 @@ def test_latent_gradient_still_works_for_one_release_with_a_deprecation_warning(
         )
 
 
+def test_cg_iterations_is_the_budget_of_the_r2g2_solves(binary_digits, monkeypatch):
+    # The docstring's claim (issue 23 item 8): the option reaches R2-G2's solver, which uses
+    # it when it solves by conjugate gradients; `None` means `hidden_units`.
+    seen = []
+    original = r2g2.gaussian_latent_dense
+    monkeypatch.setattr(
+        r2g2,
+        "gaussian_latent_dense",
+        lambda *a, **k: seen.append(k["cg_iterations"]) or original(*a, **k),
+    )
+    x = tf.constant(binary_digits[:4])
+    _hvae(cg_iterations=3).compute_loss(x)
+    _hvae().compute_loss(x)
+    _hvae("reparameterization", cg_iterations=3).compute_loss(x)
+    assert seen == [3, 3, 4, 4]  # two links each (latents 12 and 8 wider than 4 units)
+
+
 def test_bad_arguments_are_named():
     with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match="latent_gradient.*Rec"):
         tge.models.HierarchicalVAE(64, latent_gradient="flipout")

@@ -50,7 +50,7 @@ from tfp_gradest import _backend, r2g2
 from tfp_gradest._util import arguments
 from tfp_gradest.estimators.base import surrogate_objective
 from tfp_gradest.models import _data, _estimator
-from tfp_gradest.models._loss import mean_training_loss
+from tfp_gradest.models._loss import estimator_training_loss
 
 tfd = tfp.distributions
 
@@ -534,18 +534,7 @@ class HierarchicalVAE(_data.BernoulliDataChecks, keras.Model):
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         del y, y_pred  # unsupervised: the loss is the negative bound on log p(x)
-        seed = tf.cast(self.seed_generator.next(), tf.int32)
-        # In the log-weights' own dtype: float64 per step would be slow on GPUs and is not
-        # XLA's on TPUs. Only `log_likelihood_bound` combines in float64 (its chunks must
-        # agree with the whole).
-        per_example = self.estimator.loss(
-            self.target_log_prob_fn(x),
-            self.surrogate_posterior(x),
-            self.sample_size,
-            self.importance_sample_size,
-            seed=seed,
-        )
-        return mean_training_loss(per_example, sample_weight, self.losses)
+        return estimator_training_loss(self, x, sample_weight)
 
     def get_config(self):
         config = {

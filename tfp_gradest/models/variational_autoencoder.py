@@ -7,7 +7,7 @@ import tensorflow_probability as tfp
 from tfp_gradest import _backend
 from tfp_gradest._util import arguments
 from tfp_gradest.models import _data, _estimator
-from tfp_gradest.models._loss import mean_training_loss
+from tfp_gradest.models._loss import estimator_training_loss
 
 tfd = tfp.distributions
 
@@ -147,16 +147,7 @@ class VariationalAutoencoder(_data.BernoulliDataChecks, keras.Model):
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         del y, y_pred  # unsupervised: the loss is the negative bound on log p(x)
-        x = tf.convert_to_tensor(x)
-        seed = tf.cast(self.seed_generator.next(), tf.int32)
-        per_example = self.estimator.loss(
-            self.target_log_prob_fn(x),
-            self.surrogate_posterior(x),
-            self.sample_size,
-            self.importance_sample_size,
-            seed=seed,
-        )
-        return mean_training_loss(per_example, sample_weight, self.losses)
+        return estimator_training_loss(self, x, sample_weight)
 
     def get_config(self):
         config = {
