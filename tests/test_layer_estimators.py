@@ -376,6 +376,23 @@ def test_r2g2_layer_arguments_are_deprecated_with_the_spelling_to_use():
         assert layer.cg_iterations == 50
 
 
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda **kw: tge.layers.Conv2DReparameterization(4, 3, **kw),
+        lambda **kw: tge.layers.DenseReparameterization(2, **kw),
+        lambda **kw: tge.layers.bayesian_mlp((3,), [2], **kw),
+    ],
+    ids=["conv", "dense", "bayesian_mlp"],
+)
+def test_the_layer_arguments_deprecation_names_the_callers_line(make):
+    # Python's default filters show a DeprecationWarning only where it is attributed to the
+    # user's code (`__main__`); attributed to a file of the package, it would be hidden.
+    with pytest.warns(DeprecationWarning, match="R2-G2's options") as caught:
+        make(gradient_estimator="r2g2", cg_iterations=8)
+    assert [w.filename for w in caught] == [__file__]
+
+
 @pytest.mark.backends
 @pytest.mark.parametrize("name", [n for n in layer_estimators.names("dense") if n != "r2g2"])
 def test_r2g2_layer_arguments_with_another_estimator_are_refused(name):

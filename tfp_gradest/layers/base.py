@@ -1,6 +1,7 @@
 """Shared machinery of the Bayesian layers: a mean-field Normal posterior over the weights, its
 KL, noise."""
 
+import inspect
 import warnings
 
 import keras
@@ -44,6 +45,18 @@ def _fold_r2g2_arguments(estimator, legacy, layer_name):
             f"Received: {given}"
         )
     return type(estimator)(**{**estimator.get_config(), **_r2g2_options(legacy)})
+
+
+def _caller_stacklevel():
+    """The `stacklevel` that attributes a warning raised by the calling function to the first
+    frame outside `tfp_gradest.layers` (the user's code), however many of the package's
+    `__init__`s (`Conv2DReparameterization` -> `BayesianConv` -> `BayesianLayer`, or
+    `bayesian_mlp`) lie between. A fixed level would name a file of the package for some
+    layers, where Python's default filters hide `DeprecationWarning`s."""
+    frame, level = inspect.currentframe().f_back, 1
+    while frame is not None and frame.f_globals.get("__name__", "").startswith(__package__):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 class _LayerNoise(layer_estimators.NoiseSource):
@@ -111,7 +124,7 @@ class BayesianLayer(keras.layers.Layer):
                 f"estimator's. Write {layer_name}(..., gradient_estimator="
                 f"tge.layers.estimators.{estimator!r}) instead.",
                 DeprecationWarning,
-                stacklevel=3,
+                stacklevel=_caller_stacklevel(),
             )
         estimator.check(self.layer_kind, layer_name=layer_name)
         self._estimator = estimator
