@@ -413,13 +413,19 @@ def test_the_two_memory_limits_have_one_job_each(
     assert chosen and set(chosen) == {direct}
 
 
-@pytest.mark.backends
-def test_cg_conditional_noise_is_the_direct_solve_matrix_free():
-    # 2 groups of 4 rows, k = 36: well conditioned, so 20 CG iterations reach 1e-10.
-    rng = np.random.default_rng(5)
+def _systems_case(seed):
+    """`patches [2, 4, 36]`, `scale`, `noise [36, 3]`: 2 groups of 4 rows, 3 filters."""
+    rng = np.random.default_rng(seed)
     patches = ops.convert_to_tensor(rng.normal(size=(2, 4, 36)))
     scale = ops.convert_to_tensor(np.exp(rng.normal(size=(36, 3)) - 1))
     noise = ops.convert_to_tensor(rng.normal(size=(36, 3)))
+    return patches, scale, noise
+
+
+@pytest.mark.backends
+def test_cg_conditional_noise_is_the_direct_solve_matrix_free():
+    # 2 groups of 4 rows, k = 36: well conditioned, so 20 CG iterations reach 1e-10.
+    patches, scale, noise = _systems_case(seed=5)
     direct, _ = solvers.direct_conditional_noise(patches, scale, noise)
     cg, residual = solvers.cg_conditional_noise(patches, scale, noise, 20, 1e-10)
     assert tuple(residual.shape) == (2, 3) and np.all(bu.to_numpy(residual) < 1e-10)
@@ -445,15 +451,12 @@ def test_unknown_sizes_are_none():
 
 @pytest.mark.backends
 def test_memory_limit_is_a_deprecated_spelling_of_direct_solve_memory_limit():
-    rng = np.random.default_rng(2)
-    patches = ops.convert_to_tensor(rng.normal(size=(2, 4, 36)))
-    scale = ops.convert_to_tensor(np.exp(rng.normal(size=(36, 3)) - 1))
-    noise = ops.convert_to_tensor(rng.normal(size=(36, 3)))
+    patches, scale, noise = _systems_case(seed=2)
     new = r2g2.conditional_noise(patches, scale, noise, direct_solve_memory_limit=1)
     with pytest.warns(DeprecationWarning, match=r"conditional_noise\(direct_solve_memory_limit"):
         old = r2g2.conditional_noise(patches, scale, noise, memory_limit=1)
     np.testing.assert_array_equal(bu.to_numpy(old[0]), bu.to_numpy(new[0]))
-    upstream = ops.convert_to_tensor(rng.normal(size=(2, 4, 3)))
+    upstream = ops.convert_to_tensor(np.random.default_rng(3).normal(size=(2, 4, 3)))
     with pytest.warns(DeprecationWarning, match=r"scale_gradient\(direct_solve_memory_limit"):
         r2g2.scale_gradient(patches, scale, noise, upstream, memory_limit=1)
 
