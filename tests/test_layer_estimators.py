@@ -376,6 +376,7 @@ def test_r2g2_layer_arguments_are_deprecated_with_the_spelling_to_use():
         assert layer.cg_iterations == 50
 
 
+@pytest.mark.backends
 @pytest.mark.parametrize(
     "make",
     [

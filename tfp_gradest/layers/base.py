@@ -15,7 +15,8 @@ from tfp_gradest.layers import settings
 
 __all__ = ["BayesianLayer", "GRADIENT_ESTIMATORS"]
 
-# The registered layer gradient estimators (`tfp_gradest.layers.estimators`), by name.
+# The package's layer gradient estimators by name, as registered at import; estimators
+# registered later are in `tfp_gradest.layers.estimators.names()`.
 GRADIENT_ESTIMATORS = layer_estimators.names()
 
 # 0.2's layer arguments that were R2-G2's options; now `tge.layers.estimators.R2G2`'s.

@@ -2,8 +2,8 @@
 
 A layer's `gradient_estimator=` takes what `get` takes, as `keras.initializers.get`
 does: a registered name (`"r2g2"`; `names()` lists them,
-`tfp_gradest.layers.GRADIENT_ESTIMATORS` too), a class, an instance holding its options
-(`R2G2(cg_iterations=8)`), or a config dict as `serialize` writes it.
+`tfp_gradest.layers.GRADIENT_ESTIMATORS` those of the package), a class, an instance
+holding its options (`R2G2(cg_iterations=8)`), or a config dict as `serialize` writes it.
 """
 
 from tfp_gradest.layers.estimators.auto import Auto

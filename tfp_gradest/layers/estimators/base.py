@@ -45,9 +45,10 @@ class NoiseSource:
     """Standard Normal draws and random signs, each keyed by a fresh stateless seed.
 
     A layer hands its estimator one of these (built on the layer's
-    `keras.random.SeedGenerator`); a test can hand its own (e.g. `NoiseSource(seed)` with a
-    fixed seed, to replay a layer's draws). The draws are each backend's stateless generator
-    (`tfp_gradest._backend`), so they trace under XLA.
+    `keras.random.SeedGenerator`); a test can hand its own (e.g.
+    `NoiseSource(keras.random.SeedGenerator(7))`, or one on the layer's `seed_generator`
+    with its state restored, to replay the layer's draws). The draws are each backend's
+    stateless generator (`tfp_gradest._backend`), so they trace under XLA.
 
     Args:
       seed: a `keras.random.SeedGenerator`, or a callable returning the next stateless seed
