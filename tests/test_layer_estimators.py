@@ -395,6 +395,21 @@ def test_the_layer_arguments_deprecation_names_the_callers_line(make):
 
 
 @pytest.mark.backends
+def test_r2g2_layer_arguments_never_silently_replace_the_estimators_options():
+    own = layer_estimators.R2G2(cg_iterations=4, direct_solve_memory_limit=5)
+    with pytest.raises(ValueError, match=r"`cg_iterations` given twice.*Received: .*=8"):
+        tge.layers.DenseReparameterization(2, gradient_estimator=own, cg_iterations=8)
+    # Agreeing or new options combine; the estimator's own direct-solve limit stays.
+    with pytest.warns(DeprecationWarning):
+        layer = tge.layers.DenseReparameterization(
+            2, gradient_estimator=own, cg_iterations=4, per_example_memory_limit=1000
+        )
+    assert layer.gradient_estimator == layer_estimators.R2G2(
+        cg_iterations=4, per_example_memory_limit=1000, direct_solve_memory_limit=5
+    )
+
+
+@pytest.mark.backends
 @pytest.mark.parametrize("name", [n for n in layer_estimators.names("dense") if n != "r2g2"])
 def test_r2g2_layer_arguments_with_another_estimator_are_refused(name):
     with pytest.raises(ValueError, match=r"R2-G2 estimator.*Received: cg_iterations=8"):

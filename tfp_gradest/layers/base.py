@@ -45,7 +45,24 @@ def _fold_r2g2_arguments(estimator, legacy, layer_name):
             f"them: gradient_estimator=tge.layers.estimators.R2G2({given}). "
             f"Received: {given}"
         )
-    return type(estimator)(**{**estimator.get_config(), **_r2g2_options(legacy)})
+    # An option the estimator object sets itself (away from its default) is not silently
+    # replaced: a legacy argument contradicting it is an error, and the estimator's own
+    # `direct_solve_memory_limit` wins over the one 0.2's `per_example_memory_limit` implies.
+    config, defaults = estimator.get_config(), layer_estimators.R2G2().get_config()
+    chosen = {name: value for name, value in config.items() if value != defaults.get(name)}
+    clashes = [name for name in legacy if name in chosen and chosen[name] != legacy[name]]
+    if clashes:
+        raise ValueError(
+            f"{layer_name}: {', '.join(f'`{name}`' for name in clashes)} given twice, with "
+            f"different values, as a deprecated layer argument and as an option of "
+            f"gradient_estimator. Pass it on the estimator only. Received: "
+            f"gradient_estimator={estimator!r}, "
+            + ", ".join(f"{name}={legacy[name]!r}" for name in clashes)
+        )
+    options = _r2g2_options(legacy)
+    if "direct_solve_memory_limit" in chosen:
+        options.pop("direct_solve_memory_limit", None)
+    return type(estimator)(**{**config, **options})
 
 
 def _caller_stacklevel():
