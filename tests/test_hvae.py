@@ -54,7 +54,7 @@ def test_the_decoder_link_gradient_never_changes_the_loss_value(binary_digits):
     x = tf.constant(binary_digits[:8])
     values = []
     for decoder_link_gradient in ["reparameterization", "r2g2"]:
-        model = _hvae(decoder_link_gradient, importance_sample_size=3)
+        model = _hvae(decoder_link_gradient)
         values.append(model.compute_loss(x).numpy())
     np.testing.assert_array_equal(values[0], values[1])
 
@@ -81,9 +81,8 @@ def test_the_estimator_never_changes_the_loss_value(binary_digits, k):
     assert len(names) >= (8 if k == 1 else 6), names
     values = {}
     for name in names:
-        link = (
-            "r2g2" if tge.estimators.get(name).requires_reparameterization else "reparameterization"
-        )
+        pathwise = tge.estimators.get(name).requires_reparameterization
+        link = "r2g2" if pathwise and k == 1 else "reparameterization"  # R2-G2: the ELBO only
         model = _hvae(link, gradient_estimator=name, importance_sample_size=k)
         values[name] = model.compute_loss(x).numpy()
     reference = values["iwae"]
@@ -114,13 +113,14 @@ def test_float64_gradients_are_float64_and_finite(binary_digits):
 
 
 def test_keras_round_trip_keeps_the_bound(binary_digits, tmp_path):
-    model = _hvae(importance_sample_size=2)
+    model = _hvae("reparameterization", importance_sample_size=2)
     model.compile(optimizer="adam")
     model.fit(binary_digits[:100], epochs=1, batch_size=50, verbose=0)
     path = str(tmp_path / "hvae.keras")
     model.save(path)
     restored = keras.models.load_model(path)
-    assert restored.latent_dims == (12, 8) and restored.decoder_link_gradient == "r2g2"
+    assert restored.latent_dims == (12, 8)
+    assert restored.decoder_link_gradient == "reparameterization"
     assert restored.importance_sample_size == 2 and restored.gradient_estimator == "iwae"
     x = binary_digits[:10]
     np.testing.assert_array_equal(
@@ -174,7 +174,7 @@ def test_latent_gradient_still_works_for_one_release_with_a_deprecation_warning(
         tge.models.HierarchicalVAE(64, decoder_link_gradient="reparameterization", **small)
     with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match="pass only"):
         tge.models.HierarchicalVAE(
-            64, latent_gradient="r2g2", decoder_link_gradient="reparameterization"
+            64, latent_gradient="reparameterization", decoder_link_gradient="r2g2"
         )
 
 
@@ -210,9 +210,15 @@ def test_bad_arguments_are_named():
     # R2-G2 Rao-Blackwellises a pathwise gradient: a score-function estimator is refused with
     # it, and named with the fix.
     with pytest.raises(ValueError, match="decoder_link_gradient='reparameterization' with it"):
-        tge.models.HierarchicalVAE(64, gradient_estimator="score_function")
-    tge.models.HierarchicalVAE(
-        64, gradient_estimator="score_function", decoder_link_gradient="reparameterization"
+        tge.models.HierarchicalVAE(
+            64, gradient_estimator="score_function", decoder_link_gradient="r2g2"
+        )
+    tge.models.HierarchicalVAE(64, gradient_estimator="score_function")  # the default links
+    # R2-G2 on the links is unbiased for the ELBO only: with K > 1 it is refused, not biased.
+    with pytest.raises(ValueError, match="'reparameterization' for the importance-weighted.*=2"):
+        tge.models.HierarchicalVAE(64, decoder_link_gradient="r2g2", importance_sample_size=2)
+    assert tge.models.HierarchicalVAE(64, importance_sample_size=2).decoder_link_gradient == (
+        "reparameterization"  # the default: no gain measured for R2-G2, and it costs more
     )
     with pytest.raises(ValueError, match="latent_dims.*Received"):
         tge.models.HierarchicalVAE(64, latent_dims=())
@@ -264,10 +270,10 @@ def test_on_the_same_noise_the_estimators_route_is_the_old_formula(
     # Exact check (to float32 rounding): the target (decoder) and surrogate (encoder) that
     # the estimators see give the old implementation's log-weights, and the target's R2-G2
     # link (a zero-valued correction whose gradient reaches σ) the old R2-G2 gradient.
-    model = _hvae(decoder_link_gradient, importance_sample_size=3)
+    k = 1 if decoder_link_gradient == "r2g2" else 3  # R2-G2 is for the ELBO only
+    model = _hvae(decoder_link_gradient, importance_sample_size=k)
     x = tf.constant(binary_digits[:6])
     model(x)
-    k = 3
     noises = model._noise(tf.constant([3, 4]), 0, k, 6, tf.float32)
     with tf.GradientTape(persistent=True) as tape:
         latents, below = [], x
