@@ -411,9 +411,12 @@ def test_r2g2_layer_arguments_never_silently_replace_the_estimators_options():
 
 @pytest.mark.backends
 @pytest.mark.parametrize("name", [n for n in layer_estimators.names("dense") if n != "r2g2"])
-def test_r2g2_layer_arguments_with_another_estimator_are_refused(name):
-    with pytest.raises(ValueError, match=r"R2-G2 estimator.*Received: cg_iterations=8"):
-        tge.layers.DenseReparameterization(2, gradient_estimator=name, cg_iterations=8)
+def test_r2g2_layer_arguments_with_another_estimator_still_work_with_a_warning(name):
+    # 0.2 accepted and ignored them; for one release they warn that they are ignored (and how
+    # to keep them), rather than break 0.2 code.
+    with pytest.warns(DeprecationWarning, match=r"ignored here.*R2G2\(cg_iterations=8\)"):
+        layer = tge.layers.DenseReparameterization(2, gradient_estimator=name, cg_iterations=8)
+    assert layer.gradient_estimator == layer_estimators.get(name)
 
 
 def _legacy(config, **options):

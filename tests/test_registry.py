@@ -77,6 +77,8 @@ def test_bad_identifiers_name_the_argument():
         registry.get("nope")
     with pytest.raises(ValueError, match="Received: thing='Nope'"):
         registry.get({"class_name": "Nope", "config": {}})
+    with pytest.raises(TypeError, match=r"options it does not take: \['colour'\].*Received"):
+        registry.get({"class_name": "BigThing", "config": {"colour": "red"}})
     with pytest.raises(TypeError, match=r"`thing` must be .*Received: thing=3"):
         registry.get(3)
     with pytest.raises(TypeError, match="Received: thing=<class 'int'>"):

@@ -170,7 +170,17 @@ class Registry:
             return self.get_class(identifier)()
         if isinstance(identifier, dict) and "class_name" in identifier:
             cls = self.get_class(identifier["class_name"])
-            return cls.from_config(dict(identifier.get("config") or {}))
+            config = dict(identifier.get("config") or {})
+            parameters = list(inspect.signature(cls.__init__).parameters.values())[1:]
+            known = {p.name for p in parameters if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+            takes_any = any(p.kind == p.VAR_KEYWORD for p in parameters)
+            unknown = sorted(set(config) - known)
+            if unknown and not takes_any:
+                raise TypeError(
+                    f"The config of {cls.__name__} has options it does not take: {unknown} "
+                    f"(it takes {sorted(known)}). Received: {self.argument}={identifier!r}"
+                )
+            return cls.from_config(config)
         raise TypeError(
             f"`{self.argument}` must be a {self.kind} name (one of {', '.join(self.names())}), "
             f"a {self.base.__name__} class or instance, or a config dict with 'class_name' "

@@ -33,18 +33,10 @@ def _r2g2_options(legacy):
 
 
 def _fold_r2g2_arguments(estimator, legacy, layer_name):
-    """`estimator` (an `R2G2`) with 0.2's layer arguments `legacy` applied, or a `ValueError`
-    for any other estimator (they would be ignored)."""
+    """`estimator` with 0.2's layer arguments `legacy` applied if it is an `R2G2`, else
+    unchanged (0.2 ignored them too). `_warn_r2g2_arguments` tells the user."""
     if not isinstance(estimator, layer_estimators.R2G2):
-        given = ", ".join(f"{name}={value!r}" for name, value in legacy.items())
-        raise ValueError(
-            f"{layer_name}: {', '.join(f'`{name}`' for name in legacy)} "
-            f"{'is an option' if len(legacy) == 1 else 'are options'} of the "
-            f"R2-G2 estimator, which this layer does not use (gradient_estimator="
-            f"{estimator.name!r}), so they would be ignored. Remove them, or use R2-G2 with "
-            f"them: gradient_estimator=tge.layers.estimators.R2G2({given}). "
-            f"Received: {given}"
-        )
+        return estimator
     # An option the estimator object sets itself (away from its default) is not silently
     # replaced: a legacy argument contradicting it is an error, and the estimator's own
     # `direct_solve_memory_limit` wins over the one 0.2's `per_example_memory_limit` implies.
@@ -63,6 +55,28 @@ def _fold_r2g2_arguments(estimator, legacy, layer_name):
     if "direct_solve_memory_limit" in chosen:
         options.pop("direct_solve_memory_limit", None)
     return type(estimator)(**{**config, **options})
+
+
+def _warn_r2g2_arguments(estimator, legacy, layer_name):
+    """The `DeprecationWarning` for 0.2's R2-G2 layer arguments `legacy`, now folded into
+    `estimator`: what to write instead, or (for another estimator) that they are ignored."""
+    given = ", ".join(f"{name}={value!r}" for name, value in legacy.items())
+    if isinstance(estimator, layer_estimators.R2G2):
+        message = (
+            f"{layer_name}({given}) is deprecated: R2-G2's options are the estimator's. Write "
+            f"{layer_name}(..., gradient_estimator=tge.layers.estimators.{estimator!r}) instead."
+        )
+    else:
+        them = "it" if len(legacy) == 1 else "them"
+        message = (
+            f"{layer_name}({given}) is deprecated, and ignored here: "
+            f"{'it is an option' if len(legacy) == 1 else 'they are options'} of the R2-G2 "
+            f"estimator, which this layer does not use (gradient_estimator={estimator.name!r})."
+            f" Remove {them}, or use R2-G2 with {them}: "
+            f"gradient_estimator=tge.layers.estimators.R2G2({given}). From the next release "
+            "this is an error."
+        )
+    warnings.warn(message, DeprecationWarning, stacklevel=_caller_stacklevel())
 
 
 def _caller_stacklevel():
@@ -136,14 +150,7 @@ class BayesianLayer(keras.layers.Layer):
         estimator = layer_estimators.get(gradient_estimator)
         if legacy:
             estimator = _fold_r2g2_arguments(estimator, legacy, layer_name)
-            arguments_ = ", ".join(f"{name}={value!r}" for name, value in legacy.items())
-            warnings.warn(
-                f"{layer_name}({arguments_}) is deprecated: R2-G2's options are the "
-                f"estimator's. Write {layer_name}(..., gradient_estimator="
-                f"tge.layers.estimators.{estimator!r}) instead.",
-                DeprecationWarning,
-                stacklevel=_caller_stacklevel(),
-            )
+            _warn_r2g2_arguments(estimator, legacy, layer_name)
         estimator.check(self.layer_kind, layer_name=layer_name)
         self._estimator = estimator
         # As given when it was a name ("auto" stays "auto"), else the registry's config dict.
