@@ -191,11 +191,6 @@ def names(layer_kind=None):
     return _REGISTRY.names(lambda cls: layer_kind in cls.layer_kinds)
 
 
-def classes():
-    """The registered classes, in registration order."""
-    return _REGISTRY.classes()
-
-
 def get(identifier, layer_kind=None, layer_name=None):
     """A `LayerEstimator` from a name, a class, an instance or a config dict.
 
