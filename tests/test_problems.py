@@ -60,6 +60,16 @@ def test_bad_identifiers_are_named(call, error, match):
         call()
 
 
+def test_a_bad_identifier_lists_every_problem_before_any_is_imported(monkeypatch):
+    # Was: the registry's own message, listing only the problems imported so far
+    # ("one of )" in a fresh process).
+    monkeypatch.setattr(base._REGISTRY, "_classes", {})
+    with pytest.raises(
+        TypeError, match=r"one of bnn_digits, .*toy_gaussian\), .*Received: problem=3"
+    ):
+        tge.problems.get(3)
+
+
 def test_the_public_names_list_every_registered_class():
     # `__all__` is written out (for the API reference); the registry is the truth.
     registered = {cls.__name__ for cls in tge.problems.classes()}

@@ -300,6 +300,13 @@ def get(identifier, **kwargs):
         )
     if isinstance(identifier, dict) and "class_name" in identifier:
         _problem_class(identifier["class_name"])  # imports its module
+    elif not isinstance(identifier, Problem):
+        # Not the registry's message: it lists only the problems imported so far.
+        raise TypeError(
+            f"`problem` must be a problem name (one of {', '.join(names())}), a Problem class "
+            "or instance, or a config dict with 'class_name' and 'config'. "
+            f"Received: problem={identifier!r}"
+        )
     return _REGISTRY.get(identifier)
 
 
