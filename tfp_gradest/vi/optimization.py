@@ -190,7 +190,12 @@ def _deprecated_reuse_fit(
     if not isinstance(gradient_reuse, reuse.ISAG):
         raise TypeError(
             "`gradient_reuse` must be a tge.reuse.ISAG instance. "
-            f"Received: {type(gradient_reuse).__name__}"
+            f"Received: gradient_reuse={gradient_reuse!r} ({type(gradient_reuse).__name__})"
+        )
+    if num_batches is None:  # before the warning, which would spell `num_batches=None`
+        raise ValueError(
+            "`num_batches` is required with `gradient_reuse`: the number of batches the "
+            "target is split into. Received: num_batches=None"
         )
     warnings.warn(
         "`gradient_reuse=` of tge.vi.fit_surrogate_posterior is deprecated and will be removed "
@@ -203,15 +208,14 @@ def _deprecated_reuse_fit(
         DeprecationWarning,
         stacklevel=3,
     )
-    if num_batches is None:
-        raise ValueError("`num_batches` is required with `gradient_reuse`.")
     reparameterization = type(resolve_estimator("reparameterization"))
     if gradient_estimator is not None and not isinstance(
         resolve_estimator(gradient_estimator), reparameterization
     ):
         raise ValueError(
             "I-SAG re-uses reparameterisation gradients; `gradient_estimator` must be None or "
-            f"'reparameterization' with `gradient_reuse`. Received: {gradient_estimator!r}"
+            "'reparameterization' with `gradient_reuse`. "
+            f"Received: gradient_estimator={gradient_estimator!r}"
         )
     importance_sample_size = static_importance_sample_size(importance_sample_size)
     if importance_sample_size != 1 or discrepancy_fn is not tfp.vi.kl_reverse:
@@ -223,7 +227,8 @@ def _deprecated_reuse_fit(
     if trainable_variables is not None:
         raise ValueError(
             "With `gradient_reuse` the surrogate's own variables are fitted; "
-            "leave `trainable_variables=None`."
+            "leave `trainable_variables=None`. Received: "
+            f"trainable_variables={trainable_variables!r}"
         )
     return reuse.fit(
         target_log_prob_fn,
