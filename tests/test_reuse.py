@@ -311,6 +311,14 @@ def test_the_deprecated_spelling_accepts_every_spelling_of_reparameterization(es
     assert losses.shape == [3]
 
 
+def test_the_repr_rebuilds_the_same_isag_seed_included():
+    # The deprecated spelling's warning writes `tge.reuse.{repr}` as the call to use: a
+    # repr without `seed` would change the fit of a caller who passes no `seed` to the fit.
+    isag = tge.reuse.ISAG(rho=0.25, alpha=0.5, weighting="global", max_log_ratio=None, seed=7)
+    again = eval(repr(isag), {"ISAG": tge.reuse.ISAG})
+    assert vars(again) == vars(isag)
+
+
 def test_a_bad_seed_is_named_at_construction():
     with pytest.raises(TypeError, match="seed"):
         tge.reuse.ISAG(seed="abc")

@@ -113,7 +113,7 @@ class ISAG:
     def __repr__(self):
         return (
             f"ISAG(rho={self.rho}, alpha={self.alpha}, weighting={self.weighting!r}, "
-            f"max_log_ratio={self.max_log_ratio})"
+            f"max_log_ratio={self.max_log_ratio}, seed={self.seed!r})"
         )
 
     # --- state ---------------------------------------------------------------------------
