@@ -60,7 +60,7 @@ class BayesianNeuralNetworkLayers(Problem):
             (self.x.shape[1],),
             [self.hidden, 10],
             gradient_estimator=estimator,
-            seed=self.seed + 1,
+            seed=self.seed,
             kl_weight=1.0 / len(self.x),
             initial_posterior_scale=self.initial_posterior_scale,
         )
