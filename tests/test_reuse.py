@@ -443,3 +443,22 @@ def test_isag_sizes_refuse_floats_and_accept_numpy_integers():
     isag = tge.reuse.ISAG(rho=np.float32(0.5), max_log_ratio=float("inf"))
     isag.build(q, np.int64(2), tf.constant(3))
     assert (isag.num_batches, isag.sample_size, type(isag.rho)) == (2, 3, float)
+
+
+@pytest.mark.parametrize("weighting", ["global", "importance"])
+def test_isag_steps_trace_inside_a_compiled_loop(weighting):
+    # benchmarks/isag_gmm.py's loop: TFP's bijectors cache `log_prob`'s inverse by input
+    # tensor, and the re-use weights' `q.log_prob(theta)`, computed inside a `tf.cond` branch,
+    # was read back outside it ("out of scope" when traced in a loop).
+    target, q = _regression(), _surrogate(full_rank=False)
+    isag = tge.reuse.ISAG(rho=1.0, alpha=0.9, weighting=weighting).build(q, NUM_BATCHES, M)
+
+    @tf.function(jit_compile=True, autograph=False)
+    def run(seed):
+        def body(i, total):
+            loss = isag.loss(target, seed=tf.random.experimental.stateless_fold_in(seed, i))
+            return i + 1, total + loss
+
+        return tf.while_loop(lambda i, _: i < 3, body, (tf.constant(0), tf.constant(0.0, q.dtype)))
+
+    assert np.isfinite(run(tf.constant([0, 1]))[1])

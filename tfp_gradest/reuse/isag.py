@@ -208,8 +208,13 @@ class ISAG:
         )
         weights = tf.cond(  # [M, D]; fresh samples are plain Monte Carlo, 1/M each
             reuse,
+            # `tf.identity`: TFP's bijectors cache `log_prob`'s inverse by input tensor, and a
+            # value cached inside this branch cannot be read outside it (the reported value's
+            # `q.log_prob(theta)` below would fail to trace with "out of scope").
             lambda: tf.broadcast_to(
-                importance.reuse_weights(q, theta, log_q0, marginal_log_q0, self.weighting),
+                importance.reuse_weights(
+                    q, tf.identity(theta), log_q0, marginal_log_q0, self.weighting
+                ),
                 tf.shape(theta),
             ),
             lambda: tf.fill(tf.shape(theta), 1.0 / tf.cast(self.sample_size, q.dtype)),
