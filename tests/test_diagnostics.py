@@ -127,6 +127,20 @@ def test_running_update_is_merging_one_draw_at_a_time():
     np.testing.assert_allclose(running.variance, exact.variance, rtol=1e-6)
 
 
+@pytest.mark.filterwarnings("ignore:Degrees of freedom")  # numpy: one draw's variance is NaN
+def test_merging_a_single_draw_adds_it_to_the_moments():
+    # gradient_moments of one draw has a NaN (undefined) variance; its sum of squared
+    # deviations is still 0, so merging it (a batch of one) must not spread the NaN.
+    draws = np.random.default_rng(2).normal(size=(5, 3))
+    merged = statistics.gradient_moments(draws[:1])
+    for draw in draws[1:]:
+        merged = tge.diagnostics.merge_moments(merged, statistics.gradient_moments(draw[None]))
+    exact = statistics.gradient_moments(draws)
+    assert merged.num_draws == 5
+    np.testing.assert_allclose(merged.mean, exact.mean, rtol=1e-14)
+    np.testing.assert_allclose(merged.variance, exact.variance, rtol=1e-12)
+
+
 def test_merging_with_no_draws_is_the_identity():
     m = statistics.gradient_moments(np.array([[1.0], [3.0]]))
     empty = statistics.GradientMoments(np.zeros(1), np.zeros(1), np.zeros(1), 0)

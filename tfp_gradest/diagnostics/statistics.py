@@ -98,16 +98,17 @@ def merge_moments(a, b):
         return b
     if b.num_draws == 0:
         return a
-    mean, m2 = _merge(
-        float(a.num_draws),
-        a.mean,
-        a.variance * max(a.num_draws - 1, 0),
-        float(b.num_draws),
-        b.mean,
-        b.variance * max(b.num_draws - 1, 0),
-    )
+    mean, m2 = _merge(float(a.num_draws), a.mean, _m2(a), float(b.num_draws), b.mean, _m2(b))
     dtype = a.dtype if np.finfo(a.dtype).eps >= np.finfo(b.dtype).eps else b.dtype
     return moments_from_running(mean, m2, a.num_draws + b.num_draws, dtype)
+
+
+def _m2(moments):
+    """The sum of squared deviations from the mean: 0 for one draw (whose sample variance,
+    from `gradient_moments`, is NaN)."""
+    if moments.num_draws < 2:
+        return np.zeros_like(np.asarray(moments.mean, dtype=np.float64))
+    return moments.variance * (moments.num_draws - 1)
 
 
 def moments_from_running(mean, m2, num_draws, dtype=np.float64):
