@@ -178,6 +178,26 @@ def test_latent_gradient_still_works_for_one_release_with_a_deprecation_warning(
         )
 
 
+def test_an_old_config_with_r2g2_links_and_k_above_1_still_loads():
+    # 0.2 saved `latent_gradient="r2g2"` (its default) in every `.keras` file; with K > 1 the
+    # renamed option refuses it (biased there). The warning must not tell the user to write
+    # that refused spelling, and the model must load, with the unbiased links.
+    config = _hvae("reparameterization", importance_sample_size=3).get_config()
+    for key in ("decoder_link_gradient", "gradient_estimator", "sample_size"):
+        del config[key]
+    with pytest.warns(
+        DeprecationWarning, match=r"write `decoder_link_gradient='reparameterization'` instead"
+    ):
+        restored = tge.models.HierarchicalVAE.from_config({**config, "latent_gradient": "r2g2"})
+    assert restored.decoder_link_gradient == "reparameterization"
+    assert restored.importance_sample_size == 3
+    # Both spellings asking for 'r2g2' with K > 1 are still refused.
+    with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match="unbiased for the ELBO"):
+        tge.models.HierarchicalVAE(
+            64, latent_gradient="r2g2", decoder_link_gradient="r2g2", importance_sample_size=3
+        )
+
+
 def test_cg_iterations_is_the_budget_of_the_r2g2_solves(binary_digits, monkeypatch):
     # The docstring's claim (issue 23 item 8): the option reaches R2-G2's solver, which uses
     # it when it solves by conjugate gradients; `None` means `hidden_units`.

@@ -105,7 +105,9 @@ class HierarchicalVAE(_data.BernoulliDataChecks, keras.Model):
         conditional (200 in the paper). Default value: `16`.
       latent_gradient: deprecated spelling of `decoder_link_gradient` (it chose
         the decoder links' backward pass, not the estimator); it warns with a
-        `DeprecationWarning`. Default value: `None`.
+        `DeprecationWarning`. Its `"r2g2"` with `importance_sample_size > 1` (0.2's
+        default, biased there) becomes `"reparameterization"`, so 0.2's `.keras` files
+        load. Default value: `None`.
       importance_sample_size: Python `int` `K` for training. Default value: `1`.
       cg_iterations: Python `int` ≥ 1, the conjugate-gradient iteration budget
         of R2-G2's solves (`decoder_link_gradient="r2g2"`). Each link's systems
@@ -175,7 +177,9 @@ class HierarchicalVAE(_data.BernoulliDataChecks, keras.Model):
         super().__init__(**kwargs)
         if latent_gradient is not None:
             decoder_link_gradient = _deprecated_latent_gradient(
-                latent_gradient, decoder_link_gradient
+                latent_gradient,
+                decoder_link_gradient,
+                arguments.check_positive_integer("importance_sample_size", importance_sample_size),
             )
         if (
             not isinstance(decoder_link_gradient, str)
@@ -585,12 +589,27 @@ def _apply(network, inputs):
     return tf.reshape(outputs, tf.concat([tf.shape(inputs)[:-1], [outputs.shape[-1]]], 0))
 
 
-def _deprecated_latent_gradient(latent_gradient, decoder_link_gradient):
-    """The `decoder_link_gradient` a deprecated `latent_gradient=` asks for, with its warning."""
+def _deprecated_latent_gradient(latent_gradient, decoder_link_gradient, importance_sample_size):
+    """The `decoder_link_gradient` a deprecated `latent_gradient=` asks for, with its warning.
+
+    0.2's `latent_gradient="r2g2"` (its default, so in every `.keras` file it saved) with
+    `importance_sample_size > 1` gave a biased gradient, which `decoder_link_gradient="r2g2"`
+    refuses: it becomes `"reparameterization"` (the same loss value and weights), and the
+    warning says so, so that such a model still loads.
+    """
+    replacement, reason = latent_gradient, ""
+    # (`decoder_link_gradient="r2g2"` given too is refused after the warning, below or after.)
+    if latent_gradient == "r2g2" and importance_sample_size > 1 and decoder_link_gradient != "r2g2":
+        replacement = "reparameterization"
+        reason = (
+            " (with importance_sample_size > 1 'r2g2' gave a biased gradient and is refused: "
+            "it is unbiased for the ELBO, importance_sample_size=1, only; this model now uses "
+            "'reparameterization', with the same loss value)"
+        )
     warnings.warn(
         "`HierarchicalVAE(latent_gradient=...)` is deprecated and will be removed in the next "
-        f"release: write `decoder_link_gradient={latent_gradient!r}` instead (it chooses the "
-        "decoder links' backward pass; the estimator is `gradient_estimator=`).",
+        f"release: write `decoder_link_gradient={replacement!r}` instead{reason} (it chooses "
+        "the decoder links' backward pass; the estimator is `gradient_estimator=`).",
         DeprecationWarning,
         stacklevel=3,
     )
@@ -607,4 +626,4 @@ def _deprecated_latent_gradient(latent_gradient, decoder_link_gradient):
             f"latent_gradient={latent_gradient!r}, "
             f"decoder_link_gradient={decoder_link_gradient!r}"
         )
-    return latent_gradient
+    return replacement
