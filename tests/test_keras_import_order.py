@@ -65,3 +65,31 @@ def test_a_keras_file_loads_whatever_the_import_order(order, saved_files):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.split() == list(paths), result.stdout
+
+
+@pytest.mark.parametrize(
+    "imports", ["import keras\nimport tfp_gradest", "import tfp_gradest\nimport keras"]
+)
+def test_an_unimportable_tfp_leaves_the_layers_registered(imports, saved_files, tmp_path):
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("tge.models is registered on the TensorFlow backend only")
+    # A TensorFlow Probability that is installed but fails to import (as one that does not
+    # match TensorFlow's version does): tge.models cannot register, tge.layers still can.
+    fake = tmp_path / "tensorflow_probability"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("raise ImportError('TFP needs another TensorFlow')\n")
+    environment = dict(
+        os.environ,
+        KERAS_BACKEND="tensorflow",
+        TF_CPP_MIN_LOG_LEVEL="3",
+        PYTHONPATH=os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]),
+    )
+    code = _LOAD.format(imports=imports)
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(saved_files["Sequential"])],
+        env=environment, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split() == ["Sequential"], result.stdout
+    assert "could not register the Keras classes of tfp_gradest.models" in result.stderr
+    assert "classes of tfp_gradest.layers" not in result.stderr

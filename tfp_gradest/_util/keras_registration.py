@@ -29,14 +29,30 @@ _PACKAGE = __name__.split(".")[0]
 
 
 def register():
-    """Imports the modules whose classes `.keras` files name (Keras must be imported)."""
+    """Imports the modules whose classes `.keras` files name (Keras must be imported).
+
+    A module that fails to import (e.g. a TensorFlow Probability that does not match the
+    installed TensorFlow) is reported by a `RuntimeWarning` naming it, not raised: the
+    others stay registered, and neither `import tfp_gradest` nor `import keras` fails.
+    """
     keras = sys.modules["keras"]
-    importlib.import_module(f"{_PACKAGE}.layers")
+    modules = [f"{_PACKAGE}.layers"]
     if (
         keras.backend.backend() == "tensorflow"
         and importlib.util.find_spec("tensorflow_probability") is not None
     ):
-        importlib.import_module(f"{_PACKAGE}.models")
+        modules.append(f"{_PACKAGE}.models")
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception as error:  # noqa: BLE001 - reported: an import must not fail here
+            warnings.warn(
+                f"{_PACKAGE} could not register the Keras classes of {name}, so `.keras` "
+                f"files with them will not load until `import {name}` succeeds. "
+                f"Received: {error!r}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
 
 
 def register_when_keras_is_imported():
@@ -66,16 +82,7 @@ def _after_import():
         return
     for finder in finders:
         sys.meta_path.remove(finder)
-    try:
-        register()
-    except Exception as error:  # noqa: BLE001 - reported: an `import keras` must not fail here
-        warnings.warn(
-            f"{_PACKAGE} could not register its Keras classes, so `.keras` files with its "
-            f"layers or models will not load until `import {_PACKAGE}.layers` (and "
-            f"`{_PACKAGE}.models`) succeeds. Received: {error!r}",
-            RuntimeWarning,
-            stacklevel=2,
-        )
+    register()
 
 
 class _Finder(importlib.abc.MetaPathFinder):
