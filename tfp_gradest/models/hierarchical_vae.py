@@ -81,8 +81,10 @@ class HierarchicalVAE(_data.BernoulliDataChecks, keras.Model):
     The training loss is `gradient_estimator.loss(target_log_prob_fn(x),
     surrogate_posterior(x), sample_size, importance_sample_size)` averaged over
     the batch: its value is the negative ELBO (`importance_sample_size=1`, the
-    paper's setting) or negative IWAE bound whatever the estimator, and
-    `model.evaluate` reports it; `log_likelihood_bound(x, K)` gives a tighter
+    paper's setting) or negative IWAE bound whatever the estimator (except the
+    jackknife's `"jvi"` and `"jvi_dreg"`, whose value is the negative jackknife
+    estimate of `log p(x)`, not a bound), and `model.evaluate` reports it;
+    `log_likelihood_bound(x, K)` gives a tighter
     test bound. `decoder_link_gradient` chooses the backward pass of the decoder
     links only (module docstring); the loss value and the samples are the same
     for both choices.

@@ -34,7 +34,9 @@ class VariationalAutoencoder(_data.BernoulliDataChecks, keras.Model):
     would receive the sum of both roles.
 
     The loss value is the negative IWAE bound (ELBO for `K = 1`) whatever the
-    estimator, so `model.evaluate` reports test bounds.
+    estimator, so `model.evaluate` reports test bounds; the exception is the
+    jackknife (`"jvi"`, `"jvi_dreg"`), whose value is the negative jackknife
+    estimate of `log p(x)`, not a bound.
 
     Args:
       encoder: Keras layer or model, `x -> [B, 2 * latent_dim]`: the means and
