@@ -111,3 +111,19 @@ def test_a_tap_over_an_own_apply_restores_it():
     optimizer.apply = own  # an instance attribute, e.g. another tap
     keras_private.OptimizerTap(optimizer, lambda grads, variables: None).remove()
     assert vars(optimizer)["apply"] is own
+
+
+def test_taps_removed_in_any_order_leave_the_optimizer_as_it_was():
+    # Two streaming monitors on one model close in the order they opened (Keras calls
+    # callbacks in list order), which is not the reverse of the order they tapped.
+    optimizer = keras.optimizers.SGD(0.1)
+    seen = []
+    first = keras_private.OptimizerTap(optimizer, lambda grads, variables: seen.append("first"))
+    second = keras_private.OptimizerTap(optimizer, lambda grads, variables: seen.append("second"))
+    variable = keras.Variable(np.ones(2, "float32"))
+    optimizer.build([variable])
+    first.remove()
+    optimizer.apply([keras.ops.ones(2)], [variable])
+    assert seen == ["second"]  # a removed tap no longer watches, though still wrapped
+    second.remove()
+    assert "apply" not in vars(optimizer)  # back to the class's method, no tap left

@@ -64,19 +64,37 @@ class OptimizerTap:
 
     def __init__(self, optimizer, watch):
         self.optimizer = optimizer
+        self._watch = watch
         self._had_own_apply = "apply" in vars(optimizer)
         self._original_apply = original = optimizer.apply
 
         def apply(grads, trainable_variables=None):
             grads = list(grads)
-            watch(grads, trainable_variables)
+            if self._watch is not None:  # None once removed (see `remove`)
+                self._watch(grads, trainable_variables)
             return original(grads, trainable_variables)
 
-        optimizer.apply = apply
+        apply.tap = self
+        self._apply = optimizer.apply = apply
 
     def remove(self):
-        """Gives the optimizer back its own `apply`."""
-        if self._had_own_apply:
-            self.optimizer.apply = self._original_apply
+        """Stops watching, and gives the optimizer back its own `apply`.
+
+        Taps may be removed in any order (two monitors on one model): a tap another was
+        installed over stops watching and stays in that one's chain until it is removed,
+        which then skips every removed tap below it.
+        """
+        self._watch = None
+        if vars(self.optimizer).get("apply") is not self._apply:
+            return  # a later tap wraps this one and unwinds past it when removed
+        tap = self
+        while True:
+            had_own_apply, below = tap._had_own_apply, tap._original_apply
+            below_tap = getattr(below, "tap", None)
+            if not (isinstance(below_tap, OptimizerTap) and below_tap._watch is None):
+                break
+            tap = below_tap  # removed already: skip it too
+        if had_own_apply:
+            self.optimizer.apply = below
         else:
             del self.optimizer.apply  # back to the class's method
