@@ -69,7 +69,8 @@ setuptools.setup(
     ],
     extras_require={
         # What the comparison command, the benchmarks and the notebooks need beyond the core.
-        "extras": ["scikit-learn", "matplotlib"],
+        # inference-gym: benchmarks/vi_structured.py's targets (never imported by the package).
+        "extras": ["scikit-learn", "matplotlib", "inference-gym"],
         # The documentation site: sphinx-build -W docs docs/_build/html
         "docs": ["sphinx", "furo", "myst-parser"],
         "test": [
@@ -77,6 +78,7 @@ setuptools.setup(
             "pytest-xdist",  # -n 2: the test command runs over both cores
             "scikit-learn",
             "matplotlib",
+            "inference-gym",  # tests/test_benchmarks_smoke.py: benchmarks/vi_structured.py --small
             "ruff",
             "tensorboard",  # the monitor's TensorBoard scalars
             "nbclient",  # the notebooks run in CI

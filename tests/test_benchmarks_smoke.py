@@ -1,0 +1,62 @@
+"""Smoke test of benchmarks/vi_structured.py (`--small`), and that the package itself never
+imports inference-gym (a benchmark-only dependency: setup.py's extras)."""
+
+import csv
+import json
+import pathlib
+import sys
+
+import pytest
+import tensorflow as tf
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+pytest.importorskip("inference_gym")
+import vi_structured  # noqa: E402
+
+
+def test_small_run_writes_compile_and_step_ratios(tmp_path):
+    rows = vi_structured.main(
+        ["--small", "--repeats", "2", "--steps", "20", "--output-dir", str(tmp_path)]
+    )
+    assert [(r[0], r[2]) for r in rows] == [("EightSchools", "reparameterization")]
+    with open(tmp_path / "vi_structured_small.csv") as f:
+        written = list(csv.DictReader(f))
+    assert list(written[0]) == vi_structured.HEADER and len(written) == 1
+    row = written[0]
+    assert row["parts"] == "3"
+    for column in ("tge compile s", "tfp.vi compile s", "tge us/step", "tfp.vi us/step"):
+        assert float(row[column]) > 0
+    for column in ("compile ratio tge/tfp median [IQR]", "step ratio tge/tfp median [IQR]"):
+        median, low, high = (float(x.strip("[],")) for x in row[column].split())
+        assert 0 < low <= median <= high
+    with open(tmp_path / "vi_structured_small.meta.json") as f:
+        assert json.load(f)["title"].startswith("tge.vi vs tfp.vi")
+
+
+def test_tfp_stl_arm_has_tge_stl_value_and_gradient():
+    # The tfp.vi STL arm (DOUBLY_REPARAMETERIZED with the stopped copy) computes what tge's
+    # STL computes: same loss value and surrogate gradient on the same seed (graph mode).
+    target_log_prob_fn, build_surrogate = vi_structured.make_problem("EightSchools")
+    surrogate = build_surrogate()
+    variables = surrogate.trainable_variables
+
+    @tf.function(autograph=False)
+    def value_and_gradient(library):
+        loss = vi_structured.loss_fn(library, "stl", target_log_prob_fn, surrogate)
+        with tf.GradientTape() as tape:
+            value = loss(tf.constant([3, 4]))
+        return value, tape.gradient(value, variables)
+
+    ours, theirs = value_and_gradient("tge"), value_and_gradient("tfp")
+    assert float(ours[0]) == pytest.approx(float(theirs[0]), rel=1e-6)
+    for a, b in zip(ours[1], theirs[1]):
+        assert a is not None and b is not None
+        tf.debugging.assert_near(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_package_never_imports_inference_gym():
+    sources = [p for p in (ROOT / "tfp_gradest").rglob("*.py")]
+    assert sources
+    assert not [str(p) for p in sources if "inference_gym" in p.read_text()]
