@@ -104,11 +104,16 @@ def private_accesses(source, keras_private, package_defined):
                 continue
         else:
             continue
-        if name in keras_private and name not in own:
+        on_own_object = isinstance(node, ast.Attribute) and (
+            isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")
+        )
+        # A name the module defines is its own only on its own objects: `self._layers`
+        # may be the module's attribute, `self.model._layers` is still Keras's.
+        if name in keras_private and not (name in own and on_own_object):
             found.append(f"line {node.lineno}: {text} (Keras-private)")
         elif (
             isinstance(node, ast.Attribute)
-            and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))
+            and not on_own_object
             and name not in package_defined
             and name not in NAMEDTUPLE_API
         ):
@@ -175,3 +180,8 @@ def test_the_private_attribute_check_has_power(private_names):
     # The module's own attributes, namedtuple's API and `self`'s own are not flagged.
     own = "class A:\n    def f(self, b):\n        self._layers = b._replace(x=1)._asdict()\n"
     assert private_accesses(own, *private_names) == []
+    # ... but a Keras-private name the module also uses is flagged on a Keras object.
+    shadowed = own + "        return self.model._layers\n"
+    assert private_accesses(shadowed, *private_names) == [
+        "line 4: self.model._layers (Keras-private)"
+    ]
