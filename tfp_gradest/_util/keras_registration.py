@@ -17,6 +17,7 @@ So `import tfp_gradest` followed by `import keras` and `keras.saving.load_model(
 loads `tge.layers` layers and `tge.models` models, as the opposite order does.
 """
 
+import contextlib
 import importlib
 import importlib.abc
 import importlib.util
@@ -81,7 +82,8 @@ def _after_import():
     if not finders or "keras" not in sys.modules or _importing_package_module():
         return
     for finder in finders:
-        sys.meta_path.remove(finder)
+        with contextlib.suppress(ValueError):  # another thread's import removed it first
+            sys.meta_path.remove(finder)
     register()
 
 
