@@ -67,6 +67,7 @@ import tensorflow as tf  # noqa: E402
 from _common import compiled_training_loop, interleaved_seconds, print_table  # noqa: E402
 
 import tfp_gradest as tge  # noqa: E402
+from tfp_gradest.diagnostics import plotting
 
 DEFAULT = "default"  # the arm that passes no `gradient_estimator`
 JIT_COMPILE = True  # `--no-jit` trains in graph mode instead of XLA
@@ -642,10 +643,7 @@ def report(rows, summary):
 
 
 def plot(rows, summary, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = plotting.pyplot()
 
     names = list(dict.fromkeys(r["problem"] for r in rows))
     figure, axes = plt.subplots(1, len(names), figsize=(4.6 * len(names), 3.8), squeeze=False)

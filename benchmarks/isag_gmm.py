@@ -31,6 +31,7 @@ import tensorflow as tf  # noqa: E402
 from _common import interleaved_times, print_table, write_results  # noqa: E402
 
 import tfp_gradest as tge  # noqa: E402
+from tfp_gradest.diagnostics import plotting
 
 
 def methods(rho, alpha):
@@ -207,10 +208,7 @@ def _loop(isag, target, full_elbo, args, record):
 
 
 def _plot(traces, steps_to, args, path):  # noqa: D103
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = plotting.pyplot()
 
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     steps = np.arange(1, traces["SGD"].shape[1] + 1) * args.eval_every

@@ -31,6 +31,7 @@ import numpy as np
 import tensorflow as tf
 
 import tfp_gradest as tge
+from tfp_gradest.diagnostics import plotting
 from tfp_gradest.problems import ToyGaussian
 
 KS = [1, 3, 10, 30, 100, 300, 1000]
@@ -65,10 +66,7 @@ def slope(ks, values):
 
 
 def plot(rows, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = plotting.pyplot()
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
     for name in ESTIMATORS:
