@@ -314,6 +314,8 @@ def path_weighted_surrogate(inputs, coefficients_fn):
         log_w = tf.stop_gradient(inputs.split(target_lp - surrogate_lp))
         c, a = coefficients_fn(log_w)
         zero_weight = tf.equal(merge(log_w), -float("inf"))
+        # Read by every part's backward pass: computed once under XLA (see fusion_barrier).
+        c, a, zero_weight = structure.fusion_barrier([c, a, zero_weight], log_w)
 
         def grad_fn(upstream, unused_log_w_upstream, variables=None):
             # The log-weights output is returned stopped, so its upstream is ignored.
