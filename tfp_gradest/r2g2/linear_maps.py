@@ -14,7 +14,23 @@ from keras import ops
 __all__ = ["DenseMap", "ConvolutionMap"]
 
 
-class DenseMap:
+class _PatchMap:
+    """What every map shares: the kernel's and outputs' layouts around the `[k, F]` flat
+    kernel and `[B, P, F]` positions (subclasses give `apply`, `patches`,
+    `num_positions` and `flat_kernel`)."""
+
+    def unflatten_kernel(self, flat, kernel_shape):
+        return ops.reshape(flat, kernel_shape)
+
+    def to_positions(self, outputs):
+        """`[B, ..., F]` -> `[B, P, F]`."""
+        return _to_positions(outputs)
+
+    def from_positions(self, outputs, output_shape):
+        return ops.reshape(outputs, output_shape)
+
+
+class DenseMap(_PatchMap):
     """`h = x @ β` for `x` of shape `[B, ..., D_in]` and `β` of shape `[D_in, F]`.
 
     Like `keras.layers.Dense`, inputs of rank > 2 (e.g. sequences `[B, T, D_in]`)
@@ -43,18 +59,8 @@ class DenseMap:
     def flat_kernel(self, kernel):
         return kernel
 
-    def unflatten_kernel(self, flat, kernel_shape):
-        return ops.reshape(flat, kernel_shape)
 
-    def to_positions(self, outputs):
-        """`[B, ..., F]` -> `[B, P, F]`."""
-        return _to_positions(outputs)
-
-    def from_positions(self, outputs, output_shape):
-        return ops.reshape(outputs, output_shape)
-
-
-class ConvolutionMap:
+class ConvolutionMap(_PatchMap):
     """`h = conv(x, β)` for channels-last `x` of rank 1, 2 or 3 (spatial), `β` of shape
     `kernel_size + [C_in, F]`.
 
@@ -111,15 +117,6 @@ class ConvolutionMap:
 
     def flat_kernel(self, kernel):
         return ops.reshape(kernel, [-1, kernel.shape[-1]])
-
-    def unflatten_kernel(self, flat, kernel_shape):
-        return ops.reshape(flat, kernel_shape)
-
-    def to_positions(self, outputs):
-        return _to_positions(outputs)
-
-    def from_positions(self, outputs, output_shape):
-        return ops.reshape(outputs, output_shape)
 
 
 def _to_positions(outputs):
