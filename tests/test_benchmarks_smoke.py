@@ -60,3 +60,64 @@ def test_package_never_imports_inference_gym():
     sources = [p for p in (ROOT / "tfp_gradest").rglob("*.py")]
     assert sources
     assert not [str(p) for p in sources if "inference_gym" in p.read_text()]
+
+
+def _random_walk(num_parts):
+    """A structured target: a Gaussian random walk of `num_parts` scalar parts, observed at its
+    ends, with a positive scale part; and a factored surrogate over its event space."""
+    import tensorflow_probability as tfp
+
+    tfd, tfb = tfp.distributions, tfp.bijectors
+
+    def target_log_prob_fn(scale, *walk):
+        lp = tfd.LogNormal(0.0, 1.0).log_prob(scale) + tfd.Normal(0.0, 1.0).log_prob(walk[0])
+        for previous, current in zip(walk[:-1], walk[1:]):
+            lp += tfd.Normal(previous, scale).log_prob(current)
+        return lp + tfd.Normal(walk[-1], 0.1).log_prob(1.0)
+
+    bijector = tfb.JointMap([tfb.Softplus()] + [tfb.Identity()] * num_parts)
+    surrogate = tfp.experimental.vi.build_factored_surrogate_posterior(
+        event_shape=[[]] * (num_parts + 1), bijector=bijector, seed=(0, 1)
+    )
+    return target_log_prob_fn, surrogate
+
+
+def _compiled_instructions(loss, variables):
+    """Instructions in the XLA-optimised program of one loss-and-gradient step."""
+
+    @tf.function(jit_compile=True, autograph=False)
+    def step(seed):
+        with tf.GradientTape() as tape:
+            value = loss(seed)
+        return value, tape.gradient(value, variables)
+
+    hlo = step.experimental_get_compiler_ir(tf.constant([0, 1]))(stage="optimized_hlo")
+    return sum(" = " in line for line in hlo.splitlines())
+
+
+@pytest.mark.parametrize("estimator", ["reparameterization", "stl"])
+def test_compiled_step_on_a_structured_surrogate_is_as_small_as_tfp_vis(estimator):
+    # A forward-pass tensor read by every part's backward pass (the infinite-value mask of
+    # surrogate_objective, STL's weights) was fused into, and recomputed in, each part's
+    # gradient by XLA: on 32 parts the program was 3.4x tfp.vi's, its compile time 2x.
+    # (A list-structured surrogate, as here, also failed tge's validation: a ListWrapper.)
+    import tensorflow_probability as tfp
+
+    import tfp_gradest as tge
+
+    target_log_prob_fn, surrogate = _random_walk(6)
+    arguments = vi_structured.loss_arguments("tfp", estimator, surrogate)
+
+    def ours(seed):
+        return tge.vi.monte_carlo_variational_loss(
+            target_log_prob_fn, surrogate, sample_size=8, seed=seed, gradient_estimator=estimator
+        )
+
+    def theirs(seed):
+        return tfp.vi.monte_carlo_variational_loss(
+            target_log_prob_fn, surrogate, sample_size=8, seed=seed, **arguments
+        )
+
+    variables = surrogate.trainable_variables
+    ratio = _compiled_instructions(ours, variables) / _compiled_instructions(theirs, variables)
+    assert ratio < 1.3, ratio  # 1.75 before (6 parts; 1.06 reparameterization, 1.14 STL now)

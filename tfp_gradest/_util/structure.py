@@ -75,11 +75,10 @@ def non_reparameterized_parts(distribution):
 def _paths(structure):
     if isinstance(structure, Mapping):
         return {k: k for k in structure}
-    return (
-        type(structure)(range(len(structure)))
-        if not hasattr(structure, "_fields")
-        else type(structure)(*structure._fields)
-    )
+    if hasattr(structure, "_fields"):
+        return type(structure)(*structure._fields)
+    # A plain list: TensorFlow's ListWrapper (a list a tf.Module tracks) takes no `range`.
+    return list(range(len(structure)))
 
 
 def is_fully_reparameterized(distribution):
