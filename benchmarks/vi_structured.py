@@ -252,11 +252,11 @@ def main(argv=None):
     compile_repeats = args.compile_repeats or (1 if args.small else 3)
     repeats = args.repeats or (3 if args.small else 7)
     steps = args.steps or 100
-    rows = [
-        measure(name, estimator, compile_repeats, repeats, steps)
-        for name in targets
-        for estimator in estimators
-    ]
+    rows = []
+    for name in targets:
+        for estimator in estimators:
+            rows.append(measure(name, estimator, compile_repeats, repeats, steps))
+            print(" | ".join(str(x) for x in rows[-1]), flush=True)  # progress
     title = (
         f"tge.vi vs tfp.vi on Inference Gym targets: compile (first fit step) and step time, "
         f"mean-field factored surrogate, S={SAMPLE_SIZE}, XLA, "
