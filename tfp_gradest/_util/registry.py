@@ -20,7 +20,7 @@ readable as a public attribute of the same name, so `get_config`, `from_config`,
 
 import inspect
 
-__all__ = ["Configurable", "Registry"]
+__all__ = ["Configurable", "Registry", "canonical_name"]
 
 
 class Configurable:
@@ -90,7 +90,8 @@ def _same(value, default):
         return False
 
 
-def _key(name):
+def canonical_name(name):
+    """The registry key of a name: case and surrounding spaces ignored, `-` read as `_`."""
     return name.strip().lower().replace("-", "_")
 
 
@@ -120,7 +121,7 @@ class Registry:
                     f"Only subclasses of {self.base.__name__} can be registered as a "
                     f"{self.kind}. Received: {cls!r}"
                 )
-            key = _key(name)
+            key = canonical_name(name)
             if key in self._classes:
                 raise ValueError(
                     f"A {self.kind} is already registered as {key!r} "
@@ -144,7 +145,7 @@ class Registry:
     def get_class(self, name):
         """The class registered under `name` (or whose class name is `name`)."""
         if isinstance(name, str):
-            key = _key(name)
+            key = canonical_name(name)
             if key in self._classes:
                 return self._classes[key]
             for cls in self._classes.values():

@@ -18,6 +18,7 @@ import inspect
 import pkgutil
 from typing import ClassVar
 
+from tfp_gradest._util import registry
 from tfp_gradest._util.registry import Configurable, Registry
 
 __all__ = [
@@ -235,10 +236,15 @@ def names():
 def check_name(name):
     """Raises `ValueError` listing the valid names if `name` is not a problem's name."""
     if name not in names():
-        raise ValueError(
-            f"Unknown problem {name!r}. Valid problems: {', '.join(names())}. "
-            f"Received: problem={name!r}"
-        )
+        raise _unknown_problem(name)
+
+
+def _unknown_problem(name):
+    """The `ValueError` for a name that is no problem's, listing the valid ones."""
+    return ValueError(
+        f"Unknown problem {name!r}. Valid problems: {', '.join(names())}. "
+        f"Received: problem={name!r}"
+    )
 
 
 def classes():
@@ -253,7 +259,7 @@ def _problem_class(name):
     """The class registered as `name` (or named `name`), importing its module if needed."""
     if not isinstance(name, str):
         raise TypeError(f"A problem's name is a string. Received: problem={name!r}")
-    key = name.strip().lower().replace("-", "_")
+    key = registry.canonical_name(name)
     if key not in _REGISTRY.names():
         if key in _module_names():
             importlib.import_module(f"{_PACKAGE}.{key}")
@@ -262,10 +268,7 @@ def _problem_class(name):
     try:
         return _REGISTRY.get_class(name)
     except ValueError:
-        raise ValueError(
-            f"Unknown problem {name!r}. Valid problems: {', '.join(names())}. "
-            f"Received: problem={name!r}"
-        ) from None
+        raise _unknown_problem(name) from None
 
 
 def get(identifier, **kwargs):
