@@ -63,33 +63,14 @@ def make_problem(name):
     (`fn(*parts)` for a `StructTuple`, `fn(**parts)` for a dict, `fn(z)` otherwise)
     and names `seed`, so both libraries call it once, the same way.
     """
-    import inference_gym.using_tensorflow as gym
-    import tensorflow_probability as tfp
+    import _gym
 
-    target = getattr(gym.targets, name)()
-    if isinstance(target.dtype, dict):
-
-        def target_log_prob_fn(seed=None, **parts):
-            return target.unnormalized_log_prob(parts)
-
-    elif hasattr(target.dtype, "_fields"):
-
-        def target_log_prob_fn(*parts, seed=None):
-            return target.unnormalized_log_prob(type(target.dtype)(*parts))
-
-    else:
-
-        def target_log_prob_fn(z, seed=None):
-            return target.unnormalized_log_prob(z)
+    target = _gym.load(name)
 
     def build_surrogate():
-        return tfp.experimental.vi.build_factored_surrogate_posterior(
-            event_shape=target.event_shape,
-            bijector=target.default_event_space_bijector,
-            seed=(0, 1),
-        )
+        return _gym.build_surrogate(target, "mean_field", seed=(0, 1))
 
-    return target_log_prob_fn, build_surrogate
+    return _gym.target_log_prob_fn(target), build_surrogate
 
 
 def stopped_copy(value):

@@ -278,6 +278,97 @@ def _snr():
     return "\n".join(parts)
 
 
+INFERENCE_GYM_SMALL = ("inference_gym_small", "inference_gym_small_summary")
+
+
+def _estimate(row, metric, digits):
+    """`"mean ± se"` of `metric` in an `inference_gym_summary.csv` row."""
+    mean, se = _float(row.get(f"{metric}_mean")), _float(row.get(f"{metric}_se"))
+    if math.isnan(mean):
+        return "—"
+    return f"{mean:.{digits}f}" + ("" if math.isnan(se) else f" ± {se:.{digits}f}")
+
+
+def _inference_gym():
+    """Per target: mean error at every read and at equal time, sd error, ELBO, degenerate runs."""
+    rows = _read("inference_gym_summary")
+    per_read = os.path.exists(os.path.join(RESULTS, "inference_gym.csv"))
+    reads = [r for r in rows if r["reading"] == "step"]
+    steps = sorted({int(r["step"]) for r in reads if int(r["step"]) > 0})
+    last = steps[-1] if steps else 0
+    parts = [
+        "(results-inference-gym)=\n## Inference Gym posteriors: distance to the reference\n",
+        _header("inference_gym_summary"),
+        "Mean ± standard error over seeds. *Mean error*: the root mean square over the "
+        "posterior's coordinates of (surrogate mean − reference mean) / reference sd; *sd "
+        "error*: the same for (surrogate sd − reference sd) / reference sd; references from "
+        "`inference-gym` (long NUTS runs or exact). Every arm evaluates the target the same "
+        "number of times per step (`K × S`). *Equal time*: every arm read at the fastest "
+        "arm's training time. *Degenerate*: seeds flagged by the rules of "
+        "`benchmarks/inference_gym.py` (listed below the tables).\n",
+    ]
+    for target in dict.fromkeys(r["target"] for r in rows):
+        mine = [r for r in rows if r["target"] == target]
+        budget = next(r for r in mine if r["reading"] == "equal_time")["seconds"]
+        header = [
+            "surrogate",
+            "arm",
+            "K × S",
+            "ms / step",
+            *[f"mean error, step {s}" for s in steps],
+            f"mean error, equal time ({_float(budget):.3g} s)",
+            f"sd error, step {last}",
+            f"ELBO, step {last}",
+            "degenerate seeds",
+        ]
+        table = []
+        for r in mine:
+            if r["reading"] != "equal_time":
+                continue
+            at = {
+                int(x["step"]): x
+                for x in reads
+                if (x["target"], x["surrogate"], x["arm"]) == (target, r["surrogate"], r["arm"])
+            }
+            final = at[last]
+            table.append(
+                [
+                    r["surrogate"].replace("_", "-"),
+                    f"`{r['arm']}`",
+                    f"{r['K']} × {r['S']}",
+                    f"{1000 * _float(r['seconds_per_step']):.3f}",
+                    *[_estimate(at[s], "mean_error", 3) if s in at else "—" for s in steps],
+                    _estimate(r, "mean_error", 3),
+                    _estimate(final, "sd_error", 3),
+                    _estimate(final, "elbo", 1),
+                    f"{final['degenerate_seeds']} / {final['seeds']}",
+                ]
+            )
+        parts.append(f"### {target}\n\n{_table(header, table)}")
+    if per_read:
+        flagged = {}
+        for r in _read("inference_gym"):
+            key = (r["target"], r["surrogate"], r["arm"], r["seed"])
+            if r["degenerate"] == "True" and key not in flagged:
+                flagged[key] = r["detected_by"]
+        lines = [
+            f"- {t}, {f.replace('_', '-')}, `{a}`, seed {s}: {how}"
+            for (t, f, a, s), how in flagged.items()
+        ]
+        parts.append(
+            "### Degenerate runs\n\nFirst flag of each flagged run (per-read rows: "
+            "`benchmarks/results/inference_gym.csv`, column `detected_by`).\n\n"
+            + ("\n".join(lines) if lines else "None flagged.")
+            + "\n"
+        )
+    if os.path.exists(os.path.join(RESULTS, "inference_gym.png")):
+        parts.append(
+            f"![Mean error against training seconds, mean ± SE over seeds]"
+            f"({FIGURES}/inference_gym.png)\n"
+        )
+    return "\n".join(parts)
+
+
 def _generic(name, max_rows=60):
     """Any other recorded table (`benchmarks/_common.print_table(..., name=...)`), as written."""
     rows = _read(name)
@@ -325,12 +416,14 @@ def generate(docs=DOCS):
         "end_to_end_summary": _end_to_end,
         "snr_scaling": _snr,
         "isag_gmm": _isag,
+        "inference_gym_summary": _inference_gym,
     }
     for name, make in generators.items():
         if os.path.exists(os.path.join(RESULTS, f"{name}.csv")):
             sections.append(make())
     # Tables read by the sections above, and every other recorded table as it is written.
-    used = {*generators, "end_to_end"}
+    # (inference_gym_small*: the CI smoke test's output, not a result.)
+    used = {*generators, "end_to_end", "inference_gym", *INFERENCE_GYM_SMALL}
     for file in sorted(os.listdir(RESULTS)):
         name, extension = os.path.splitext(file)
         if extension == ".csv" and name not in used:

@@ -1,18 +1,21 @@
-"""Smoke test of benchmarks/vi_structured.py (`--small`), and that the package itself never
-imports inference-gym (a benchmark-only dependency: setup.py's extras)."""
+"""Smoke tests of benchmarks/vi_structured.py and benchmarks/inference_gym.py (`--small`), and
+that the package itself never imports inference-gym (a benchmark-only dependency: setup.py's
+extras)."""
 
 import csv
 import json
 import pathlib
 import sys
 
+import numpy as np
 import pytest
 import tensorflow as tf
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+# The package first: with benchmarks/ on the path, `inference_gym` is also the benchmark's name.
+pytest.importorskip("inference_gym")
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-pytest.importorskip("inference_gym")
 import vi_structured  # noqa: E402
 
 
@@ -121,3 +124,63 @@ def test_compiled_step_on_a_structured_surrogate_is_as_small_as_tfp_vis(estimato
     variables = surrogate.trainable_variables
     ratio = _compiled_instructions(ours, variables) / _compiled_instructions(theirs, variables)
     assert ratio < 1.3, ratio  # 1.75 before (6 parts; 1.06 reparameterization, 1.14 STL now)
+
+
+def _inference_gym_benchmark():
+    """benchmarks/inference_gym.py, imported under another name than the package's."""
+    import importlib.util
+
+    path = ROOT / "benchmarks" / "inference_gym.py"
+    spec = importlib.util.spec_from_file_location("inference_gym_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_inference_gym_small_run_writes_rows_summary_figure_and_meta(tmp_path):
+    benchmark = _inference_gym_benchmark()
+    rows, summary = benchmark.main(["--small", "--output-dir", str(tmp_path)])
+    arms, reads = benchmark.SMALL_ARMS, benchmark.SMALL_READ_STEPS
+    assert len(rows) == len(benchmark.SMALL_TARGETS) * len(arms) * len(reads)
+    with open(tmp_path / "inference_gym_small.csv") as f:
+        written = list(csv.DictReader(f))
+    assert len(written) == len(rows)
+    for row in written:
+        for column in ("elbo", "mean_error", "sd_error", "seconds"):
+            assert np.isfinite(float(row[column])), row
+        assert row["degenerate"] == "False" and row["detected_by"] == ""
+    first = [r for r in rows if r["step"] == 0]
+    assert len({(r["target"], r["mean_error"]) for r in first}) == len(benchmark.SMALL_TARGETS)
+    with open(tmp_path / "inference_gym_small_summary.csv") as f:
+        readings = [(r["arm"], r["reading"]) for r in csv.DictReader(f)]
+    for arm in arms:
+        assert (arm, "equal_time") in readings and (arm, "step") in readings
+    assert (tmp_path / "inference_gym_small.png").stat().st_size > 0
+    with open(tmp_path / "inference_gym_small.meta.json") as f:
+        meta = json.load(f)
+    assert meta["note"].startswith("small smoke test") and meta["cost"]["wall_seconds"] > 0
+
+
+def _read(step, elbo, loss=None, sd_ratio_max=1.0, finite=True):
+    return {
+        "step": step,
+        "elbo": elbo,
+        "train_loss": loss,
+        "sd_ratio_max": sd_ratio_max,
+        "finite_parameters": finite,
+    }
+
+
+def test_inference_gym_flags_the_degenerate_runs_it_is_meant_to_catch():
+    degeneracy = _inference_gym_benchmark().degeneracy
+    healthy = [_read(0, -3e4), _read(100, -1.3e4, 1.4e4), _read(300, -1.24e4, 1.25e4)]
+    assert degeneracy(healthy) == ""
+    noisy = healthy + [_read(1000, -1.24e4 - 90.0, 1.25e4 + 90.0)]  # worse, but by < 100 nats
+    assert degeneracy(noisy) == ""
+    # IWAE-DReG on stochastic volatility (issue 26): the ELBO fell from -1.2e4 to -4e7.
+    collapsed = healthy + [_read(1000, -4e7, 3.5e4)]
+    assert degeneracy(collapsed).startswith("elbo_collapse at step 1000")
+    assert "loss_collapse" in degeneracy(collapsed)
+    assert degeneracy(healthy + [_read(1000, float("nan"))]).startswith("nonfinite")
+    assert degeneracy(healthy + [_read(1000, -1.2e4, finite=False)]).startswith("nonfinite")
+    assert degeneracy(healthy + [_read(1000, -1.2e4, sd_ratio_max=25.0)]).startswith("scale_blowup")
