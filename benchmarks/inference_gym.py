@@ -41,9 +41,9 @@ of the surrogate (`--eval-samples`, 4,096; the same seed for every arm):
 * `sd_ratio_max`: the largest `surrogate sd / reference sd`;
 * `elbo`: the Monte Carlo ELBO `mean(log p(z) - log q(z))` over the draw, and its
   standard error `elbo_mc_se`;
-* `train_loss`: the mean of the arm's own loss over the steps since the last read
-  (what `fit_surrogate_posterior`'s trace shows the user: the negative ELBO, or the
-  negative K-sample bound).
+* `train_loss` (`_min`, `_max`): the median (smallest, largest) of the arm's own
+  loss over the steps since the last read (what `fit_surrogate_posterior`'s trace
+  shows the user: the negative ELBO, or the negative K-sample bound).
 
 The moments are those of `target.sample_transformations["identity"]` of the samples,
 against its `ground_truth_mean` and `ground_truth_standard_deviation` (long NUTS
@@ -60,7 +60,10 @@ own run, from the ELBO or the loss trace alone, plus one that needs the referenc
   NaN or infinite;
 * `elbo_collapse`: the ELBO fell below its best earlier read by more than
   `max(100 nats, |best ELBO|)` (e.g. from -1.2e4 to below -2.4e4);
-* `loss_collapse`: the same rule on the training loss trace (chunk means);
+* `loss_collapse`: the same rule on the training loss trace (chunk medians);
+* `loss_spike`: one step's loss further than `10 x max(100 nats, |median|)` from
+  the median of the steps since the last read (heavy-tailed log-weights: a few
+  samples with enormous `log p - log q` dominate that step's estimate);
 * `scale_blowup` (needs the reference): a surrogate marginal standard deviation
   above 10 reference standard deviations.
 
@@ -81,6 +84,7 @@ surrogates, 10 arms, 5 seeds, 3,000 steps) is estimated at about T_FULL.
 import argparse
 import math
 import os
+import resource
 import sys
 import time
 
@@ -128,6 +132,7 @@ READ_STEPS = (0, 100, 300, 1000, 2000, 3000)
 SMALL_READ_STEPS = (0, 20, 40)
 
 COLLAPSE_NATS = 100.0  # elbo_collapse / loss_collapse: a drop of more than max(this, |best|)
+SPIKE_FACTOR = 10.0  # loss_spike: a step's loss this many times max(COLLAPSE_NATS, |median|) off
 SCALE_BLOWUP = 10.0  # scale_blowup: a marginal sd above this many reference sds
 GRID_POINTS = 801  # quadrature reference: points per axis (1601: the same moments to 1e-6)
 GRID_HALF_WIDTH = 4.0  # ... on [-w, w] in each coordinate of the event space
@@ -217,25 +222,31 @@ class Adam:
         return updates
 
 
-def make_train(loss_fn, variables, optimizer, jit_compile):
-    """`train(seed, num_steps) -> (next seed, mean loss)`: Adam steps, compiled once."""
+def make_train(loss_fn, variables, optimizer, jit_compile, max_steps):
+    """`train(seed, num_steps) -> (next seed, losses)`: Adam steps, compiled once.
+
+    `losses` has `max_steps` entries (a static shape, for XLA): the loss of each step
+    taken, then NaN.
+    """
     import tensorflow as tf
     import tensorflow_probability as tfp
 
     @tf.function(jit_compile=jit_compile, autograph=False)
     def train(seed, num_steps):
-        def body(i, seed, total):
+        def body(i, seed, losses):
             step_seed, seed = tfp.random.split_seed(seed)
             with tf.GradientTape() as tape:
                 loss = loss_fn(step_seed)
             grads = tape.gradient(loss, variables)
             with tf.control_dependencies(optimizer.apply(grads)):
-                return i + 1, tf.identity(seed), total + loss
+                losses = tf.tensor_scatter_nd_update(losses, [[i]], [loss])
+                return i + 1, tf.identity(seed), losses
 
-        _, seed, total = tf.while_loop(
-            lambda i, *_: i < num_steps, body, (tf.constant(0), seed, tf.constant(0.0))
+        nan = tf.fill([max_steps], tf.constant(float("nan")))
+        _, seed, losses = tf.while_loop(
+            lambda i, *_: i < tf.minimum(num_steps, max_steps), body, (tf.constant(0), seed, nan)
         )
-        return seed, total / tf.cast(tf.maximum(num_steps, 1), total.dtype)
+        return seed, losses
 
     return train
 
@@ -312,6 +323,19 @@ def make_evaluate(target, surrogate, num_samples, jit_compile):
     return evaluate
 
 
+def loss_trace(losses, step):
+    """The read's training-loss columns from the chunk's per-step losses (None at step 0)."""
+    if losses is None or len(losses) == 0:
+        return {"train_loss": None, "train_loss_min": None, "train_loss_max": None}
+    with np.errstate(invalid="ignore"):
+        finite = losses[np.isfinite(losses)]
+    return {
+        "train_loss": float(np.median(losses)) if len(finite) == len(losses) else math.nan,
+        "train_loss_min": float(finite.min()) if len(finite) else math.nan,
+        "train_loss_max": float(finite.max()) if len(finite) else math.nan,
+    }
+
+
 def degeneracy(history):
     """`detected_by` for one (seed, arm) run from its reads so far ('' if none fired).
 
@@ -345,6 +369,15 @@ def degeneracy(history):
                 f"loss_collapse at step {step} (train loss {now['train_loss']:.3g} > best "
                 f"earlier {best:.3g} + max({COLLAPSE_NATS:g}, |best|))"
             )
+    median, low, high = now["train_loss"], now.get("train_loss_min"), now.get("train_loss_max")
+    if median is not None and math.isfinite(median) and low is not None:
+        limit = SPIKE_FACTOR * max(COLLAPSE_NATS, abs(median))
+        if max(high - median, median - low) > limit:
+            found.append(
+                f"loss_spike before step {step} (a step's loss in [{low:.3g}, {high:.3g}], "
+                f"more than {SPIKE_FACTOR:g} x max({COLLAPSE_NATS:g}, |median|) from the "
+                f"median {median:.3g})"
+            )
     if now["sd_ratio_max"] > SCALE_BLOWUP:
         found.append(
             f"scale_blowup at step {step} (a surrogate sd {now['sd_ratio_max']:.3g} reference "
@@ -361,6 +394,7 @@ def run_target(name, families, arm_specs, seeds, read_steps, args):
     log_prob = _gym.target_log_prob_fn(target)
     ref_mean, ref_sd, ref_source = reference_moments(target)
     arms = [parse_arm(spec, args.budget) for spec in arm_specs]
+    max_chunk = max(b - a for a, b in zip(read_steps, read_steps[1:]))
     rows = []
     for family in families:
         start = time.perf_counter()
@@ -372,9 +406,8 @@ def run_target(name, families, arm_specs, seeds, read_steps, args):
             surrogate = _gym.build_surrogate(target, family, seed=(0, 0))
             variables = list(surrogate.trainable_variables)
             optimizer = Adam(variables, args.learning_rate)
-            train = make_train(
-                make_loss(arm, k, s, log_prob, surrogate), variables, optimizer, args.jit
-            )
+            loss = make_loss(arm, k, s, log_prob, surrogate)
+            train = make_train(loss, variables, optimizer, args.jit, max_chunk)
             compile_start = time.perf_counter()
             train(tf.constant([0, 0]), tf.constant(0))[1].numpy()  # traces and compiles
             runs[arm] = {
@@ -403,7 +436,7 @@ def run_target(name, families, arm_specs, seeds, read_steps, args):
                     variable.assign(value)
                 run["optimizer"].reset()
                 run["seed"] = tf.constant([seed, 1])
-                run["seconds"], run["loss"] = 0.0, None
+                run["seconds"], run["losses"] = 0.0, None
                 histories[arm] = []
             for index, step in enumerate(read_steps):
                 chunk = step - (read_steps[index - 1] if index else 0)
@@ -413,8 +446,8 @@ def run_target(name, families, arm_specs, seeds, read_steps, args):
                     run = runs[arm]
                     if chunk > 0:
                         chunk_start = time.perf_counter()
-                        run["seed"], loss = run["train"](run["seed"], tf.constant(chunk))
-                        run["loss"] = float(loss.numpy())
+                        run["seed"], losses = run["train"](run["seed"], tf.constant(chunk))
+                        run["losses"] = losses.numpy()[:chunk].astype(np.float64)
                         run["seconds"] += time.perf_counter() - chunk_start
                 for arm, run in runs.items():
                     for variable, value in zip(evaluation_variables, run["variables"]):
@@ -434,7 +467,7 @@ def run_target(name, families, arm_specs, seeds, read_steps, args):
                         "seconds": run["seconds"],
                         "elbo": float(elbo),
                         "elbo_mc_se": float(elbo_se),
-                        "train_loss": run["loss"],
+                        **loss_trace(run["losses"], step),
                         "mean_error": float(np.sqrt(np.mean(((mean - ref_mean) / ref_sd) ** 2))),
                         "sd_error": float(np.sqrt(np.mean(((sd - ref_sd) / ref_sd) ** 2))),
                         "sd_ratio_max": float(np.max(sd / ref_sd)),
@@ -668,6 +701,9 @@ def main(argv=None):
                 "cpu_seconds": round(time.process_time() - cpu_start, 1),
                 "load_average_before": load_before,
                 "load_average_after": list(os.getloadavg()),
+                "peak_memory_gb": round(
+                    resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2
+                ),
                 "targets_done": list(dict.fromkeys(r["target"] for r in rows)),
             },
         }

@@ -161,11 +161,13 @@ def test_inference_gym_small_run_writes_rows_summary_figure_and_meta(tmp_path):
     assert meta["note"].startswith("small smoke test") and meta["cost"]["wall_seconds"] > 0
 
 
-def _read(step, elbo, loss=None, sd_ratio_max=1.0, finite=True):
+def _read(step, elbo, loss=None, sd_ratio_max=1.0, finite=True, spread=(0.0, 0.0)):
     return {
         "step": step,
         "elbo": elbo,
-        "train_loss": loss,
+        "train_loss": loss,  # the median over the chunk; then its smallest and largest
+        "train_loss_min": None if loss is None else loss - spread[0],
+        "train_loss_max": None if loss is None else loss + spread[1],
         "sd_ratio_max": sd_ratio_max,
         "finite_parameters": finite,
     }
@@ -184,3 +186,9 @@ def test_inference_gym_flags_the_degenerate_runs_it_is_meant_to_catch():
     assert degeneracy(healthy + [_read(1000, float("nan"))]).startswith("nonfinite")
     assert degeneracy(healthy + [_read(1000, -1.2e4, finite=False)]).startswith("nonfinite")
     assert degeneracy(healthy + [_read(1000, -1.2e4, sd_ratio_max=25.0)]).startswith("scale_blowup")
+    # A fast early descent (300 -> 60 nats around a median of 120) is no spike; one step at
+    # -4e6 (seen with IWAE-DReG on a full-rank BrownianMotion surrogate) is.
+    early = [_read(0, -300.0), _read(100, -70.0, 120.0, spread=(60.0, 180.0))]
+    assert degeneracy(early) == ""
+    spiked = [_read(0, -300.0), _read(100, -240.0, 60.0, spread=(4e6, 100.0))]
+    assert degeneracy(spiked).startswith("loss_spike before step 100")
