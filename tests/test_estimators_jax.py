@@ -88,6 +88,36 @@ def _estimator(name):
     return tge.estimators.get(name) if isinstance(name, str) else name
 
 
+# --- the references are the TF suite's -------------------------------------------------------
+
+
+def test_the_exact_gradients_are_the_tensorflow_suite_s():
+    # The JAX problems' exact gradients (closed-form KL, Gauss-Hermite quadrature) equal
+    # those the TF suite tests against, on the same problems (TensorFlow's autodiff of
+    # tfp_gradest.problems and of test_multisample.py's quadrature).
+    import tensorflow as tf
+
+    from tfp_gradest import problems
+
+    from .conftest import exact_gradient
+    from .test_multisample import _quadrature_gradients
+
+    gaussian = problems.CorrelatedGaussian(dtype=tf.float64)
+    expected = exact_gradient(gaussian.exact_objective, gaussian.variables)
+    toy = problems.ToyGaussian(dim=1, perturbation=0.3, dtype=tf.float64)
+    expected_toy = _quadrature_gradients(toy, toy.variables + toy.model_variables)
+    with ju.precision("float64"):
+        jax_gaussian = ju.CorrelatedGaussian()
+        got = jax_gaussian.exact_gradient(jax_gaussian.parameters("float64"))
+        jax_toy = ju.ToyGaussian(dim=1, perturbation=0.3)
+        got_toy = jax_toy.quadrature_gradients(jax_toy.parameters("float64"))
+    for key, want in zip(["loc", "log_scale"], expected):
+        np.testing.assert_allclose(got[key], want, rtol=1e-12)
+    for objective in ["iwae", "jvi"]:
+        for key, want in zip(["a", "b", "mu"], expected_toy[objective]):
+            np.testing.assert_allclose(got_toy[objective][key], want, rtol=1e-10, atol=1e-14)
+
+
 # --- the ELBO: CorrelatedGaussian, closed-form gradient (test_elbo_estimators.py) -----------
 
 ELBO_DRAWS, ELBO_SAMPLE_SIZE, ELBO_SEED = 2000, 4, 11
