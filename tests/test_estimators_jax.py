@@ -227,6 +227,10 @@ def test_baselines_reduce_variance():
 # --- multi-sample estimators: ToyGaussian (test_multisample.py) ------------------------------
 
 
+TOY5 = ju.ToyGaussian(dim=5, perturbation=0.3)
+
+
+@functools.cache
 def _toy_value_and_grads(name, problem, k, key_seed, sample_size=3, dtype="float64"):
     with ju.precision(dtype):
         params = problem.parameters(dtype)
@@ -251,7 +255,7 @@ def _toy_value_and_grads(name, problem, k, key_seed, sample_size=3, dtype="float
     ],
 )
 def test_exact_identities_for_the_same_key(a, b, k):
-    problem = ju.ToyGaussian(dim=5, perturbation=0.3)
+    problem = TOY5
     loss_a, grads_a = _toy_value_and_grads(a, problem, k, key_seed=4)
     loss_b, grads_b = _toy_value_and_grads(b, problem, k, key_seed=4)
     # Exact in the mathematics; the last bit can differ (log-sum-exp of one term).
@@ -262,7 +266,7 @@ def test_exact_identities_for_the_same_key(a, b, k):
 
 def test_power_the_identities_see_a_different_estimator():
     # The same comparison tells IWAE-DReG from IWAE (the φ-gradients differ on one key).
-    problem = ju.ToyGaussian(dim=5, perturbation=0.3)
+    problem = TOY5
     _, dreg = _toy_value_and_grads("iwae_dreg", problem, 8, key_seed=4)
     _, iwae = _toy_value_and_grads("iwae", problem, 8, key_seed=4)
     assert not np.allclose(dreg["a"], iwae["a"], rtol=1e-12, atol=1e-12)
@@ -271,7 +275,7 @@ def test_power_the_identities_see_a_different_estimator():
 @pytest.mark.parametrize("name", ["iwae_dreg", "rws", "rws_dreg", "dreg", "iwae_stl", "vimco"])
 def test_model_parameters_get_the_iwae_gradient_on_the_same_samples(name):
     # The θ-gradient of every IWAE-bound estimator is Σ w̃ ∇θ log p, never w̃² (TFP's DReG).
-    problem = ju.ToyGaussian(dim=5, perturbation=0.3)
+    problem = TOY5
     _, reference = _toy_value_and_grads("iwae", problem, 8, key_seed=6)
     _, grads = _toy_value_and_grads(name, problem, 8, key_seed=6)
     np.testing.assert_allclose(grads["mu"], reference["mu"], rtol=1e-10, atol=1e-12)
@@ -280,7 +284,7 @@ def test_model_parameters_get_the_iwae_gradient_on_the_same_samples(name):
 def test_power_tfp_jax_dreg_gives_model_parameters_another_gradient():
     # The check above fails for TFP-JAX's DOUBLY_REPARAMETERIZED (w̃² on θ), while its
     # φ-gradient is IWAE-DReG's on the same key (the samples are laid out alike).
-    problem = ju.ToyGaussian(dim=5, perturbation=0.3)
+    problem = TOY5
     _, reference = _toy_value_and_grads("iwae", problem, 8, key_seed=6)
     _, ours = _toy_value_and_grads("iwae_dreg", problem, 8, key_seed=6)
     _, tfps = _toy_value_and_grads(_TfpDoublyReparameterized(), problem, 8, key_seed=6)
@@ -290,7 +294,7 @@ def test_power_tfp_jax_dreg_gives_model_parameters_another_gradient():
 
 
 def test_estimators_differ_in_the_surrogate_gradient_only():
-    problem = ju.ToyGaussian(dim=5, perturbation=0.3)
+    problem = TOY5
     values = {
         n: _toy_value_and_grads(n, problem, 8, key_seed=2)[0]
         for n in ["iwae", "iwae_dreg", "rws", "vimco", "iwae_stl"]
