@@ -29,13 +29,9 @@ would otherwise put NaN into the sums). A NaN from the target is never masked:
 it reaches the loss and the gradient, so training fails loudly.
 """
 
-import numbers
 from typing import Any, NamedTuple
 
-import keras
-import numpy as np
-import tensorflow as tf
-
+from tfp_gradest import _substrate
 from tfp_gradest._util import structure
 
 __all__ = [
@@ -57,7 +53,9 @@ class ObjectiveInputs(NamedTuple):
     """One validated estimator call: everything the data path reads.
 
     `sample_seed` and `target_seed` are the two halves of the call's stateless
-    seed, split as `tfp.vi` splits it.
+    seed, split as `tfp.vi` splits it. `substrate` is the module of
+    `tfp_gradest._substrate` the call runs on (`None`: the surrogate's); `ops`
+    returns it.
     """
 
     target_log_prob_fn: Any
@@ -67,10 +65,16 @@ class ObjectiveInputs(NamedTuple):
     discrepancy_fn: Any
     sample_seed: Any
     target_seed: Any
+    substrate: Any = None
+
+    @property
+    def ops(self):
+        """The substrate module (`tfp_gradest._substrate`): `substrate`, else the surrogate's."""
+        return self.substrate or _substrate.of(self.surrogate_posterior)
 
     def split(self, tensor):
         """`[S * K] + rest` -> `[S, K] + rest`."""
-        return structure.reshape_leading(tensor, self.sample_size, self.importance_sample_size)
+        return self.ops.reshape_leading(tensor, self.sample_size, self.importance_sample_size)
 
 
 class PathwiseLogWeights(NamedTuple):
@@ -82,8 +86,8 @@ class PathwiseLogWeights(NamedTuple):
     """
 
     samples: Any
-    log_weights: tf.Tensor
-    target_log_prob: tf.Tensor
+    log_weights: Any
+    target_log_prob: Any
 
 
 class LogWeightTerms(NamedTuple):
@@ -103,10 +107,10 @@ class LogWeightTerms(NamedTuple):
     `log p̃ - log q̃ + log ŵ` (direct plus path terms), which the tests check.
     """
 
-    log_weights: tf.Tensor
-    target_log_prob: tf.Tensor
-    surrogate_log_prob: tf.Tensor
-    path_log_weights: tf.Tensor
+    log_weights: Any
+    target_log_prob: Any
+    surrogate_log_prob: Any
+    path_log_weights: Any
 
 
 def _sample(inputs):
@@ -130,57 +134,17 @@ def check_target_log_prob(target_lp, surrogate_lp, inputs):
     target that sums over the sample axis returns too few values; one that
     forgets to sum over the event axes returns too many. Both would otherwise
     broadcast into a wrong loss or fail inside TensorFlow with a message naming
-    neither. Checked statically (always possible under XLA), else at run time.
+    neither. Checked statically (always possible under XLA and on JAX), else at
+    run time. An array of the other substrate (a TensorFlow tensor from a JAX
+    call, or the reverse) is a `TypeError`.
 
     The one shape accepted besides: a scalar when there is one sample
     (`sample_size * importance_sample_size == 1`) and the batch shape is scalar,
     as `tfp.vi` accepts it. It is unambiguous there, and is reshaped to `[1]`.
     """
-    if not tf.is_tensor(target_lp):
-        if not isinstance(target_lp, (numbers.Number, np.ndarray, np.generic, list, tuple)):
-            # E.g. a JAX array from `keras.ops` under KERAS_BACKEND=jax: converting it would
-            # keep its value and silently drop its gradient.
-            raise TypeError(
-                "`target_log_prob_fn` must return a TensorFlow tensor (write it with `tf` / "
-                "`tfp` ops: the samples it receives are TensorFlow tensors), so that gradients "
-                f"reach the surrogate and the model. The current Keras backend is "
-                f"{keras.backend.backend()!r}; under KERAS_BACKEND=jax, `keras.ops` returns "
-                "JAX arrays, so set KERAS_BACKEND=tensorflow to write the target with "
-                f"`keras.ops`. Received: output of type {type(target_lp).__name__}"
-            )
-        # A Python number (a constant target) takes the surrogate's dtype.
-        target_lp = tf.convert_to_tensor(target_lp, dtype_hint=surrogate_lp.dtype)
-    if target_lp.dtype != surrogate_lp.dtype:
-        raise TypeError(
-            f"`target_log_prob_fn` returned {target_lp.dtype.name} log densities, but "
-            f"`surrogate_posterior` gives {surrogate_lp.dtype.name} ones: both must use the "
-            "same float dtype. Build the surrogate's parameters in the target's dtype, or cast "
-            f"inside the target. Received: target dtype={target_lp.dtype.name}, "
-            f"surrogate dtype={surrogate_lp.dtype.name}"
-        )
-    expected, received = surrogate_lp.shape, target_lp.shape
-    n = inputs.sample_size * inputs.importance_sample_size
-    message = (
-        f"`target_log_prob_fn` must return one log density per sample, of shape "
-        f"[sample_size * importance_sample_size] + batch_shape = {expected} (the samples' "
-        f"leading axis of size {n}, then `surrogate_posterior`'s batch shape). Did the target "
-        "sum over the sample axis, or forget to sum over the event axes? "
-        f"Received: output of shape {received}"
+    return inputs.ops.check_target_log_prob(
+        target_lp, surrogate_lp, inputs.sample_size * inputs.importance_sample_size
     )
-    if n == 1 and expected == [1] and received == []:
-        # One sample and a scalar batch shape: a scalar can only be that sample's log
-        # density, and `tfp.vi` accepts it (its own tests' targets return `0.`).
-        return tf.reshape(target_lp, [1])
-    if expected.is_fully_defined() and received.is_fully_defined():
-        if expected != received:
-            raise ValueError(message)
-        return target_lp
-    if not expected.is_compatible_with(received):
-        raise ValueError(message)
-    with tf.control_dependencies(
-        [tf.debugging.assert_equal(tf.shape(target_lp), tf.shape(surrogate_lp), message=message)]
-    ):
-        return tf.identity(target_lp)
 
 
 def pathwise_log_weights(inputs):
@@ -206,8 +170,9 @@ def pathwise_log_weights(inputs):
 def log_weight_terms(inputs, with_path=True):
     """Splits `log w` into direct, score and path parts (see `LogWeightTerms`).
 
-    The path derivative is computed with an inner tape at the stopped samples
-    and re-attached as `stop(∂ log w/∂z) · (z - z̄)`. Unlike stopping the
+    The path derivative is computed with an inner gradient at the stopped samples
+    (the substrate's `path_derivative`: a `tf.GradientTape`, or `jax.vjp`) and
+    re-attached as `stop(∂ log w/∂z) · (z - z̄)`. Unlike stopping the
     surrogate's parameters, this also works when the target has trainable
     variables (a decoder): those receive gradient only through `log p̃`. It
     costs a second backward pass through the target; estimators with no score
@@ -221,52 +186,37 @@ def log_weight_terms(inputs, with_path=True):
     zeros: for estimators that need no path term (RWS, VIMCO, the score
     function), which also work on discrete samples.
     """
+    ops = inputs.ops
     samples = _sample(inputs)
-    stopped = structure.stop_gradient(samples)
-    flat_stopped = tf.nest.flatten(stopped)
-    with tf.GradientTape(watch_accessed_variables=False) as tape:
-        if with_path:
-            tape.watch(flat_stopped)
-        surrogate_lp = inputs.surrogate_posterior.log_prob(stopped)
-        target_lp = _target_log_prob(inputs, stopped, surrogate_lp)
-        log_weights = target_lp - surrogate_lp
+    stopped = ops.stop_gradient(samples)
+
+    def log_weights_fn(z):
+        surrogate_lp = inputs.surrogate_posterior.log_prob(z)
+        target_lp = _target_log_prob(inputs, z, surrogate_lp)
+        return target_lp - surrogate_lp, target_lp, surrogate_lp
+
+    log_weights, target_lp, surrogate_lp, grads = ops.path_derivative(
+        log_weights_fn, stopped, with_path
+    )
     if with_path:
-        grads = tape.gradient(
-            log_weights, flat_stopped, unconnected_gradients=tf.UnconnectedGradients.ZERO
-        )
-        zero_weight = tf.equal(tf.stop_gradient(log_weights), -float("inf"))
-        sample_rank = log_weights.shape.rank
-        path = tf.add_n(
+        zero_weight = ops.equal(ops.stop_gradient(log_weights), -float("inf"))
+        sample_rank = len(log_weights.shape)
+        path = ops.add_n(
             [
-                structure.reduce_event(
-                    _zero_where(zero_weight, tf.stop_gradient(g)) * (z - z_bar), sample_rank
+                ops.reduce_event(
+                    ops.zero_where(zero_weight, ops.stop_gradient(g)) * (z - z_bar), sample_rank
                 )
-                for g, z, z_bar in zip(grads, tf.nest.flatten(samples), flat_stopped)
+                for g, z, z_bar in zip(grads, ops.flatten(samples), ops.flatten(stopped))
             ]
         )
     else:
-        path = tf.zeros_like(log_weights)
+        path = ops.zeros_like(log_weights)
     return LogWeightTerms(
         log_weights=inputs.split(log_weights),
         target_log_prob=inputs.split(target_lp),
         surrogate_log_prob=inputs.split(surrogate_lp),
         path_log_weights=inputs.split(path),
     )
-
-
-def _zero_where(zero_weight, gradient):
-    """`gradient` with the samples of zero weight (`log w = -inf`) set to exactly 0.
-
-    Such a sample's gradient can be `±inf` or `0 * inf = NaN`; it is multiplied
-    by a zero weight, so the mathematics drops it. Every other value, NaN
-    included, passes unchanged. `zero_weight` has the samples' leading shape;
-    `gradient` may have event axes after it.
-    """
-    extra = gradient.shape.rank - zero_weight.shape.rank
-    mask = tf.reshape(
-        zero_weight, tf.concat([tf.shape(zero_weight), tf.ones([extra], tf.int32)], 0)
-    )
-    return tf.where(mask, tf.zeros_like(gradient), gradient)
 
 
 def path_weighted_surrogate(inputs, coefficients_fn):
@@ -284,7 +234,10 @@ def path_weighted_surrogate(inputs, coefficients_fn):
     product through `log q` only. `q`'s parameters get no direct gradient (these
     estimators drop that score term) and reach the gradient through
     `z = g_φ(ε)`, outside this function. Compared with `log_weight_terms`, this
-    saves one backward pass through a decoder.
+    saves one backward pass through a decoder. The substrate's
+    `path_weighted_vjp` implements it: `tf.custom_gradient` on TensorFlow, a
+    `jax.custom_vjp` over the closure-converted target on JAX (so parameters the
+    target closes over get `Σ c ∇θ log p` from `jax.grad`).
 
     The surrogate's value is exactly 0 (only its gradient matters); the caller
     reports its objective's value through `surrogate_objective`.
@@ -293,57 +246,10 @@ def path_weighted_surrogate(inputs, coefficients_fn):
       log_weights: `[S, K] + batch`, no gradient.
       surrogate: `[S] + batch`, all zeros.
     """
-    samples = _sample(inputs)
-    flat_samples = tf.nest.flatten(samples)
-    num_parts = len(flat_samples)
-
-    def merge(t):
-        return tf.reshape(t, tf.concat([[-1], tf.shape(t)[2:]], 0))
-
-    @tf.custom_gradient
-    def surrogate_fn(*flat_z):
-        # Fresh tensors: TFP caches bijector inverses by tensor identity, so
-        # `q.log_prob` of the very tensor `q.sample` returned would reuse the
-        # cached noise `ε` and report `∂ log q / ∂z = 0`.
-        flat_z = [tf.identity(t) for t in flat_z]
-        z = tf.nest.pack_sequence_as(samples, flat_z)
-        with tf.GradientTape(persistent=True, watch_accessed_variables=True) as tape:
-            tape.watch(flat_z)
-            surrogate_lp = inputs.surrogate_posterior.log_prob(z)
-            target_lp = _target_log_prob(inputs, z, surrogate_lp)
-        log_w = tf.stop_gradient(inputs.split(target_lp - surrogate_lp))
-        c, a = coefficients_fn(log_w)
-        zero_weight = tf.equal(merge(log_w), -float("inf"))
-        # Read by every part's backward pass: computed once under XLA (see fusion_barrier).
-        c, a, zero_weight = structure.fusion_barrier([c, a, zero_weight], log_w)
-
-        def grad_fn(upstream, unused_log_w_upstream, variables=None):
-            # The log-weights output is returned stopped, so its upstream is ignored.
-            variables = list(variables or [])
-            c_up, a_up = merge(c * upstream[:, tf.newaxis]), merge(a * upstream[:, tf.newaxis])
-            grads = tape.gradient(
-                target_lp,
-                list(flat_z) + variables,
-                output_gradients=c_up,
-                unconnected_gradients=tf.UnconnectedGradients.ZERO,
-            )
-            from_q = tape.gradient(
-                surrogate_lp,
-                list(flat_z),
-                output_gradients=a_up,
-                unconnected_gradients=tf.UnconnectedGradients.ZERO,
-            )
-            ratio = merge(tf.math.divide_no_nan(a, c))
-            z_grads = []
-            for from_p, q_part in zip(grads[:num_parts], from_q):
-                event_rank = from_p.shape.rank - ratio.shape.rank
-                scale = tf.reshape(
-                    ratio, tf.concat([tf.shape(ratio), tf.ones([event_rank], tf.int32)], 0)
-                )
-                z_grads.append(_zero_where(zero_weight, scale * from_p - q_part))
-            return z_grads, grads[num_parts:]
-
-        return (tf.zeros_like(log_w[:, 0]), log_w), grad_fn
-
-    surrogate, log_weights = surrogate_fn(*flat_samples)
-    return tf.stop_gradient(log_weights), surrogate
+    return inputs.ops.path_weighted_vjp(
+        inputs.surrogate_posterior,
+        lambda z, surrogate_lp: _target_log_prob(inputs, z, surrogate_lp),
+        _sample(inputs),
+        inputs.split,
+        coefficients_fn,
+    )

@@ -1,10 +1,13 @@
-"""Structured samples: calling a user's target with them, stopping and reshaping them."""
+"""Structured samples and surrogates: calling a user's target, finding reparameterised parts.
+
+Imports neither TensorFlow nor JAX: the array work is the substrate's
+(`tfp_gradest._substrate`), chosen from the distribution.
+"""
 
 import inspect
 from collections.abc import Mapping, Sequence
 
-import tensorflow as tf
-import tensorflow_probability as tfp
+from tfp_gradest import _substrate
 
 
 def call_target(target_log_prob_fn, samples, seed=None):
@@ -51,25 +54,20 @@ def _takes_seed(fn):
     )
 
 
-def stop_gradient(structure):
-    """`tf.stop_gradient` on every Tensor of a (possibly nested) sample."""
-    return tf.nest.map_structure(tf.stop_gradient, structure)
-
-
 def non_reparameterized_parts(distribution):
     """Names (or indices) of the parts of `distribution` that are not fully reparameterised.
 
     A plain distribution is one part, reported as `[None]` when not reparameterised.
+    Works for TensorFlow and TFP-JAX distributions (each compared with its own
+    substrate's `FULLY_REPARAMETERIZED`).
     """
+    ops = _substrate.of(distribution)
+    fully = ops.tfp.distributions.FULLY_REPARAMETERIZED
     types = distribution.reparameterization_type
-    if not tf.nest.is_nested(types):
-        return [] if types == tfp.distributions.FULLY_REPARAMETERIZED else [None]
-    paths = tf.nest.flatten(_paths(types))
-    return [
-        p
-        for p, t in zip(paths, tf.nest.flatten(types))
-        if t != tfp.distributions.FULLY_REPARAMETERIZED
-    ]
+    if not ops.is_nested(types):
+        return [] if types == fully else [None]
+    paths = ops.flatten(_paths(types))
+    return [p for p, t in zip(paths, ops.flatten(types)) if t != fully]
 
 
 def _paths(structure):
@@ -83,37 +81,3 @@ def _paths(structure):
 
 def is_fully_reparameterized(distribution):
     return not non_reparameterized_parts(distribution)
-
-
-def reshape_leading(tensor, sample_size, importance_sample_size):
-    """Splits a leading `[S * K]` axis into `[S, K]`."""
-    shape = tf.shape(tensor)
-    return tf.reshape(tensor, tf.concat([[sample_size, importance_sample_size], shape[1:]], 0))
-
-
-def reduce_event(tensor, sample_rank):
-    """Sums `tensor` over every axis after the first `sample_rank` (its event axes)."""
-    rank = tensor.shape.rank
-    if rank is None:
-        return tf.reduce_sum(tensor, axis=tf.range(sample_rank, tf.rank(tensor)))
-    return tf.reduce_sum(tensor, axis=list(range(sample_rank, rank)))
-
-
-def fusion_barrier(tensors, like):
-    """`tensors` unchanged, returned from a conditional so that XLA computes them once.
-
-    A per-sample tensor computed from the forward pass (a weight, a mask) and read
-    by the backward pass of every part of a structured sample is, under XLA, fused
-    into each part's gradient, and so recomputed there with everything it depends
-    on: on a 32-part surrogate that tripled the compiled program and doubled the
-    compile time (benchmarks/vi_structured.py). The outputs of a `tf.cond` on a
-    predicate read from the data (`like`: any NaN) are computed once. Both branches
-    are the identity: values and gradients are unchanged; without XLA this costs
-    one small conditional.
-    """
-    predicate = tf.reduce_any(tf.math.is_nan(like))
-    return tf.cond(
-        predicate,
-        lambda: [tf.identity(t) for t in tensors],
-        lambda: [tf.identity(t) for t in tensors],
-    )

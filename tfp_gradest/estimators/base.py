@@ -12,10 +12,8 @@ instance or a config dict, and `serialize` writes the config dict back.
 import abc
 from typing import ClassVar
 
-import tensorflow as tf
-import tensorflow_probability as tfp
-
-from tfp_gradest._util import arguments, seeds, structure
+from tfp_gradest import _substrate
+from tfp_gradest._util import arguments, structure
 from tfp_gradest._util import log_weights as lw
 from tfp_gradest._util.registry import Configurable, Registry
 
@@ -47,6 +45,9 @@ def surrogate_objective(value, surrogate):
     while the other entries keep theirs. NaN is not replaced: a NaN-producing
     target gives a NaN loss and NaN gradients, never a silent zero.
 
+    Works on both substrates (`tfp_gradest._substrate`), chosen from `surrogate`'s
+    type: TensorFlow tensors or JAX arrays.
+
     Args:
       value: Tensor, the objective estimate to report.
       surrogate: Tensor of the same shape whose gradient is the estimator.
@@ -64,17 +65,7 @@ def surrogate_objective(value, surrogate):
     >>> float(surrogate_objective(-float("inf"), tf.constant(-float("inf"))))
     -inf
     """
-    infinite = tf.math.is_inf(tf.stop_gradient(surrogate))
-    # In a conditional, taken only when some entry is infinite: the gradient is the same,
-    # but a plain `tf.where` has every backward pass read a mask of the whole forward pass,
-    # which XLA's fusion recomputes inside each parameter's gradient (3.4x the compiled
-    # program, 2x the compile time on a 32-part surrogate: benchmarks/vi_structured.py).
-    surrogate = tf.cond(
-        tf.reduce_any(infinite),
-        lambda: tf.where(infinite, tf.zeros_like(surrogate), surrogate),
-        lambda: surrogate,
-    )
-    return tf.stop_gradient(value) + (surrogate - tf.stop_gradient(surrogate))
+    return _substrate.of(surrogate).surrogate_objective(value, surrogate)
 
 
 def check_target_log_prob_fn(target_log_prob_fn):
@@ -196,7 +187,7 @@ class GradientEstimator(Configurable, abc.ABC):
                     "(ScoreFunction(reparameterized_parts='pathwise') keeps pathwise "
                     "gradients for the reparameterized parts)."
                 )
-        if not (discrepancy_fn is None or discrepancy_fn is tfp.vi.kl_reverse):
+        if not _substrate.is_kl_reverse(discrepancy_fn):
             if not self.supports_discrepancy_fn:
                 raise ValueError(
                     f"The {type(self).__name__} estimator is derived for the reverse KL "
@@ -209,7 +200,16 @@ class GradientEstimator(Configurable, abc.ABC):
                     f"Received: discrepancy_fn={discrepancy_fn!r}"
                 )
         self._validate_options(discrepancy_fn)
+        self._validate_substrate(_substrate.name_of(surrogate_posterior))
         return sample_size, importance_sample_size
+
+    def _validate_substrate(self, substrate):
+        """Hook: raises for an option the substrate (`"tensorflow"`, `"jax"`) cannot serve.
+
+        Every estimator runs on both; an option that keeps state (a moving average)
+        may not be pure on JAX. Raises like `validate`; returns nothing.
+        """
+        del substrate  # no option of the base class depends on it
 
     def _validate_options(self, discrepancy_fn):
         """Hook for checks that depend on the instance's own options (e.g. `analytic_entropy`).
@@ -243,12 +243,18 @@ class GradientEstimator(Configurable, abc.ABC):
             shape of `surrogate_posterior.log_prob(z)`, in the same dtype. A
             target with a `seed` parameter gets a per-call seed, as in `tfp.vi`.
           surrogate_posterior: `tfd.Distribution` `q(z)`, possibly a joint
-            distribution with structured samples.
+            distribution with structured samples: a TensorFlow Probability
+            distribution, or a `tensorflow_probability.substrates.jax` one (built
+            from JAX arrays, e.g. inside the function `jax.grad` differentiates),
+            which runs the same estimator on JAX (`tfp_gradest._substrate`).
           sample_size: Python `int` `S`, independent objectives averaged.
             Default value: `1`.
           importance_sample_size: Python `int` `K`, samples per objective.
             Default value: `1`.
-          seed: PRNG seed; see `tfp.random.sanitize_seed`. Default value: `None`.
+          seed: PRNG seed; see `tfp.random.sanitize_seed`. On JAX, a Python int
+            (as `jax.random.PRNGKey(seed)`) or a JAX PRNG key, split as TFP-JAX's
+            `tfp.vi.monte_carlo_variational_loss` splits it; `None` is refused there.
+            Default value: `None`.
           discrepancy_fn: Csiszar function of the log-weights, as in `tfp.vi`;
             `None` means `tfp.vi.kl_reverse` (the negative ELBO).
             Default value: `None`.
@@ -265,20 +271,25 @@ class GradientEstimator(Configurable, abc.ABC):
             discrepancy_fn,
             target_log_prob_fn,
         )
-        with tf.name_scope(name or self.name or type(self).__name__):
+        ops = _substrate.of(surrogate_posterior)
+        if _substrate.is_kl_reverse(discrepancy_fn):
+            # Any substrate's `kl_reverse` (or None): the one that takes this substrate's arrays.
+            discrepancy_fn = ops.tfp.vi.kl_reverse
+        with ops.name_scope(name or self.name or type(self).__name__):
             # Split as `tfp.vi` splits it, so the same stateless seed draws the same samples.
-            sample_seed, target_seed = tfp.random.split_seed(seeds.sanitize_seed(seed), n=2)
+            sample_seed, target_seed = ops.split_seed(ops.sanitize_seed(seed), n=2)
             inputs = lw.ObjectiveInputs(
                 target_log_prob_fn=target_log_prob_fn,
                 surrogate_posterior=surrogate_posterior,
                 sample_size=sample_size,
                 importance_sample_size=importance_sample_size,
-                discrepancy_fn=discrepancy_fn or tfp.vi.kl_reverse,
+                discrepancy_fn=discrepancy_fn,
                 sample_seed=sample_seed,
                 target_seed=target_seed,
+                substrate=ops,
             )
             value, surrogate = self._objective(inputs)
-            return -tf.reduce_mean(surrogate_objective(value, surrogate), axis=0)
+            return -ops.reduce_mean(ops.surrogate_objective(value, surrogate), axis=0)
 
     @abc.abstractmethod
     def _objective(self, inputs):

@@ -1,8 +1,12 @@
-"""Single-sample ELBO estimators with pathwise gradients: reparameterisation and STL."""
+"""Single-sample ELBO estimators with pathwise gradients: reparameterisation and STL.
+
+Both run on TensorFlow and on TFP's JAX substrate with the same call
+(`tfp_gradest._substrate`).
+"""
 
 import numpy as np
-import tensorflow_probability as tfp
 
+from tfp_gradest import _substrate
 from tfp_gradest._util import log_weights as lw
 from tfp_gradest.estimators.base import GradientEstimator, register
 from tfp_gradest.estimators.importance_weights import normalized_weights
@@ -56,7 +60,7 @@ class Reparameterization(GradientEstimator):
         return self._analytic_entropy
 
     def _validate_options(self, discrepancy_fn):
-        if self._analytic_entropy and discrepancy_fn not in (None, tfp.vi.kl_reverse):
+        if self._analytic_entropy and not _substrate.is_kl_reverse(discrepancy_fn):
             raise ValueError(
                 "Reparameterization(analytic_entropy=True) estimates the ELBO, so "
                 "`discrepancy_fn` must be `tfp.vi.kl_reverse`. "

@@ -1,6 +1,10 @@
-"""Shared arithmetic of importance-weighted objectives: log-mean-exp, weights, safe sums."""
+"""Shared arithmetic of importance-weighted objectives: log-mean-exp, weights, safe sums.
 
-import tensorflow as tf
+Each function runs on the substrate of its input (`tfp_gradest._substrate.of`): a
+TensorFlow tensor or a JAX array.
+"""
+
+from tfp_gradest import _substrate
 
 __all__ = [
     "leave_one_out_logsumexp",
@@ -14,9 +18,9 @@ __all__ = [
 _MINUS_INF = -float("inf")
 
 
-def _all_zero_weight(log_weights, axis):
+def _all_zero_weight(ops, log_weights, axis):
     # NaN == -inf is False, so a NaN never counts as a zero weight.
-    return tf.reduce_all(tf.equal(log_weights, _MINUS_INF), axis=axis, keepdims=True)
+    return ops.reduce_all(ops.equal(log_weights, _MINUS_INF), axis=axis, keepdims=True)
 
 
 def log_mean_exp(log_weights, axis=1):
@@ -25,11 +29,14 @@ def log_mean_exp(log_weights, axis=1):
     Where every `log w_k` is `-inf` the result is `-inf` with zero gradient
     (the plain log-sum-exp's gradient there is `0 / 0 = NaN`).
     """
-    k = tf.cast(tf.shape(log_weights)[axis], log_weights.dtype)
-    all_zero = _all_zero_weight(log_weights, axis)
-    safe = tf.where(all_zero, tf.zeros_like(log_weights), log_weights)
-    value = tf.reduce_logsumexp(safe, axis=axis) - tf.math.log(k)
-    return tf.where(tf.squeeze(all_zero, axis), tf.constant(_MINUS_INF, log_weights.dtype), value)
+    ops = _substrate.of(log_weights)
+    k = ops.cast(ops.axis_size(log_weights, axis), log_weights.dtype)
+    all_zero = _all_zero_weight(ops, log_weights, axis)
+    safe = ops.where(all_zero, ops.zeros_like(log_weights), log_weights)
+    value = ops.reduce_logsumexp(safe, axis=axis) - ops.log(k)
+    return ops.where(
+        ops.squeeze(all_zero, axis), ops.constant(_MINUS_INF, log_weights.dtype), value
+    )
 
 
 def normalized_weights(log_weights, axis=1):
@@ -38,11 +45,12 @@ def normalized_weights(log_weights, axis=1):
     Where every `log w_k` is `-inf` (no sample has target density) the weights
     are 0, not softmax's `0 / 0 = NaN`: those samples contribute nothing.
     """
-    log_weights = tf.stop_gradient(log_weights)
-    return tf.where(
-        _all_zero_weight(log_weights, axis),
-        tf.zeros_like(log_weights),
-        tf.nn.softmax(log_weights, axis=axis),
+    ops = _substrate.of(log_weights)
+    log_weights = ops.stop_gradient(log_weights)
+    return ops.where(
+        _all_zero_weight(ops, log_weights, axis),
+        ops.zeros_like(log_weights),
+        ops.softmax(log_weights, axis=axis),
     )
 
 
@@ -53,8 +61,9 @@ def weighted_sum(coefficients, terms, axis=1):
     multiplication would give `0 * inf = NaN` in the value and the gradient. A
     NaN coefficient (from a NaN target) is not zero and propagates.
     """
-    products = tf.where(coefficients != 0, coefficients * terms, tf.zeros_like(terms))
-    return tf.reduce_sum(products, axis=axis)
+    ops = _substrate.of(terms)
+    products = ops.where(coefficients != 0, coefficients * terms, ops.zeros_like(terms))
+    return ops.reduce_sum(products, axis=axis)
 
 
 def leave_one_out_logsumexp(log_weights, axis=1):
@@ -74,24 +83,25 @@ def leave_one_out_logsumexp(log_weights, axis=1):
     `O(K)` memory). A `-inf` entry is left out exactly; where every other entry
     is `-inf` the result is `-inf`.
     """
+    ops = _substrate.of(log_weights)
     # A row with no finite entry is -inf everywhere; computed on zeros so that its
     # (zero) cotangent does not meet log(0)'s infinite derivative (0 * inf = NaN).
-    all_zero = _all_zero_weight(log_weights, axis)
-    x = tf.where(all_zero, tf.zeros_like(log_weights), log_weights)
-    k = tf.shape(x)[axis]
-    is_max = tf.one_hot(tf.argmax(x, axis=axis), k, on_value=True, off_value=False, axis=axis)
-    without_max = tf.reduce_logsumexp(
-        tf.where(is_max, tf.constant(-float("inf"), x.dtype), x), axis=axis, keepdims=True
+    all_zero = _all_zero_weight(ops, log_weights, axis)
+    x = ops.where(all_zero, ops.zeros_like(log_weights), log_weights)
+    k = ops.axis_size(x, axis)
+    is_max = ops.one_hot(ops.argmax(x, axis=axis), k, on_value=True, off_value=False, axis=axis)
+    without_max = ops.reduce_logsumexp(
+        ops.where(is_max, ops.constant(-float("inf"), x.dtype), x), axis=axis, keepdims=True
     )
-    shift = tf.stop_gradient(tf.reduce_max(x, axis=axis, keepdims=True))
-    shift = tf.where(tf.math.is_finite(shift), shift, tf.zeros_like(shift))
-    scaled = tf.exp(x - shift)
-    rest = tf.reduce_sum(scaled, axis=axis, keepdims=True) - scaled
+    shift = ops.stop_gradient(ops.reduce_max(x, axis=axis, keepdims=True))
+    shift = ops.where(ops.is_finite(shift), shift, ops.zeros_like(shift))
+    scaled = ops.exp(x - shift)
+    rest = ops.reduce_sum(scaled, axis=axis, keepdims=True) - scaled
     # At the arg max `rest` can be 0; it is not used there, but log(0) would turn
-    # the zero cotangent tf.where sends it into NaN, so feed log a 1 instead.
-    rest = tf.where(is_max, tf.ones_like(rest), rest)
-    result = tf.where(is_max, without_max, shift + tf.math.log(rest))
-    return tf.where(all_zero, tf.fill(tf.shape(x), tf.constant(_MINUS_INF, x.dtype)), result)
+    # the zero cotangent `where` sends it into NaN, so feed log a 1 instead.
+    rest = ops.where(is_max, ops.ones_like(rest), rest)
+    result = ops.where(is_max, without_max, shift + ops.log(rest))
+    return ops.where(all_zero, ops.fill(x, _MINUS_INF), result)
 
 
 def leave_one_out_mean(log_weights, axis=1, skip_neg_inf=False):
@@ -109,25 +119,26 @@ def leave_one_out_mean(log_weights, axis=1, skip_neg_inf=False):
     weight zero and must not enter the others' baselines). A mean over no entry
     is `-inf`. NaN entries are never skipped: they propagate in both modes.
     """
+    ops = _substrate.of(log_weights)
     x = log_weights
-    is_neg_inf = tf.equal(x, tf.constant(-float("inf"), x.dtype))
-    finite = tf.where(is_neg_inf, tf.zeros_like(x), x)
-    count = tf.cast(tf.shape(x)[axis], x.dtype)
-    num_finite = tf.reduce_sum(tf.cast(~is_neg_inf, x.dtype), axis=axis, keepdims=True)
-    center = tf.stop_gradient(
-        tf.math.divide_no_nan(tf.reduce_sum(finite, axis=axis, keepdims=True), num_finite)
+    is_neg_inf = ops.equal(x, ops.constant(-float("inf"), x.dtype))
+    finite = ops.where(is_neg_inf, ops.zeros_like(x), x)
+    count = ops.cast(ops.axis_size(x, axis), x.dtype)
+    num_finite = ops.reduce_sum(ops.cast(~is_neg_inf, x.dtype), axis=axis, keepdims=True)
+    center = ops.stop_gradient(
+        ops.divide_no_nan(ops.reduce_sum(finite, axis=axis, keepdims=True), num_finite)
     )
-    centered = tf.where(is_neg_inf, tf.zeros_like(x), x - center)
-    others = tf.reduce_sum(centered, axis=axis, keepdims=True) - centered
-    minus_inf = tf.constant(-float("inf"), x.dtype)
+    centered = ops.where(is_neg_inf, ops.zeros_like(x), x - center)
+    others = ops.reduce_sum(centered, axis=axis, keepdims=True) - centered
+    minus_inf = ops.constant(-float("inf"), x.dtype)
     if skip_neg_inf:
-        num_others = num_finite - tf.cast(~is_neg_inf, x.dtype)
+        num_others = num_finite - ops.cast(~is_neg_inf, x.dtype)
         # Divide by 1 where there is no other entry: that mean is replaced by -inf, and a
-        # division by 0 would send NaN back through tf.where's zero cotangent.
-        safe = tf.where(num_others > 0, num_others, tf.ones_like(num_others))
-        return tf.where(num_others > 0, center + others / safe, minus_inf)
+        # division by 0 would send NaN back through the `where`'s zero cotangent.
+        safe = ops.where(num_others > 0, num_others, ops.ones_like(num_others))
+        return ops.where(num_others > 0, center + others / safe, minus_inf)
     mean = center + others / (count - 1.0)
-    others_neg_inf = tf.reduce_sum(tf.cast(is_neg_inf, tf.int32), axis, keepdims=True) - tf.cast(
-        is_neg_inf, tf.int32
+    others_neg_inf = ops.reduce_sum(ops.cast(is_neg_inf, "int32"), axis, keepdims=True) - ops.cast(
+        is_neg_inf, "int32"
     )
-    return tf.where(others_neg_inf > 0, minus_inf, mean)
+    return ops.where(others_neg_inf > 0, minus_inf, mean)

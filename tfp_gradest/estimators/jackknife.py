@@ -1,7 +1,10 @@
-"""Jackknife variational inference (Nowozin, 2018), first order, with plain and DReG gradients."""
+"""Jackknife variational inference (Nowozin, 2018), first order, with plain and DReG gradients.
 
-import tensorflow as tf
+Both run on TensorFlow and on TFP's JAX substrate with the same call
+(`tfp_gradest._substrate`).
+"""
 
+from tfp_gradest import _substrate
 from tfp_gradest._util import arguments
 from tfp_gradest._util import log_weights as lw
 from tfp_gradest.estimators.base import GradientEstimator, register
@@ -17,8 +20,9 @@ __all__ = ["JVI", "JVIDReG"]
 
 def _leave_one_out_bounds(log_weights):
     """`L_{K-1}^{(-i)} = log (1/(K-1)) Σ_{j≠i} w_j` for each `i`: `[S, K] + batch`, O(K) memory."""
-    k = tf.cast(tf.shape(log_weights)[1], log_weights.dtype)
-    return leave_one_out_logsumexp(log_weights) - tf.math.log(k - 1.0)
+    ops = _substrate.of(log_weights)
+    k = ops.cast(ops.axis_size(log_weights, 1), log_weights.dtype)
+    return leave_one_out_logsumexp(log_weights) - ops.log(k - 1.0)
 
 
 def _held_out_weight_sums(log_weights, power):
@@ -28,29 +32,31 @@ def _held_out_weight_sums(log_weights, power):
     `Σ_j w_j^p (Σ_{i≠j} Z_i^{-p}) t_j`: two leave-one-out log-sum-exps instead of a
     `[K, K]` matrix of held-out weights. Gradient stopped, as `normalized_weights`.
     """
-    log_weights = tf.stop_gradient(log_weights)
+    ops = _substrate.of(log_weights)
+    log_weights = ops.stop_gradient(log_weights)
     log_z = leave_one_out_logsumexp(log_weights)
     # A held-out set with no density (`Z_i = 0`: only sample `i` has density) has held-out
     # weights 0, as `normalized_weights` gives (not `w_j^p · 0^{-p} = 0 · inf`): its `i` is
     # left out of the sums.
-    inverse = tf.where(
-        tf.equal(log_z, -float("inf")),
-        tf.fill(tf.shape(log_z), tf.constant(-float("inf"), log_z.dtype)),
+    inverse = ops.where(
+        ops.equal(log_z, -float("inf")),
+        ops.fill(log_z, -float("inf")),
         -power * log_z,
     )
-    sums = tf.exp(power * log_weights + leave_one_out_logsumexp(inverse))
+    sums = ops.exp(power * log_weights + leave_one_out_logsumexp(inverse))
     # No sample of nonzero density: every held-out weight is 0 (not -inf + inf = NaN).
-    no_density = tf.reduce_all(tf.equal(log_weights, -float("inf")), axis=1, keepdims=True)
-    return tf.where(no_density, tf.zeros_like(sums), sums)
+    no_density = ops.reduce_all(ops.equal(log_weights, -float("inf")), axis=1, keepdims=True)
+    return ops.where(no_density, ops.zeros_like(sums), sums)
 
 
 def _jackknife(full, leave_one_out_terms, k):
     """`K · L_K - (K-1)/K · Σ_i L_{K-1}^{(-i)}` from the full and leave-one-out parts."""
-    k = tf.cast(k, full.dtype)
-    estimate = k * full - (k - 1.0) / k * tf.reduce_sum(leave_one_out_terms, axis=1)
+    ops = _substrate.of(full)
+    k = ops.cast(k, full.dtype)
+    estimate = k * full - (k - 1.0) / k * ops.reduce_sum(leave_one_out_terms, axis=1)
     # No sample of nonzero density: every bound is -inf, and so is the estimate
     # (not K·(-inf) + inf = NaN).
-    return tf.where(tf.equal(full, -float("inf")), full, estimate)
+    return ops.where(ops.equal(full, -float("inf")), full, estimate)
 
 
 def _finite_terms(held_out):
@@ -63,8 +69,9 @@ def _finite_terms(held_out):
     estimate's gradient is that of the finite terms. (The `-inf` is replaced in a
     copy whose gradient flows only where it is finite.)
     """
-    is_neg_inf = tf.equal(tf.stop_gradient(held_out), -float("inf"))
-    return tf.where(is_neg_inf, tf.zeros_like(held_out), held_out)
+    ops = _substrate.of(held_out)
+    is_neg_inf = ops.equal(ops.stop_gradient(held_out), -float("inf"))
+    return ops.where(is_neg_inf, ops.zeros_like(held_out), held_out)
 
 
 class _JackknifeBase(GradientEstimator):
@@ -133,11 +140,11 @@ class JVIDReG(_JackknifeBase):
         value = _jackknife(log_mean_exp(log_w), _leave_one_out_bounds(log_w), k)
         full = normalized_weights(log_w)
         full_surrogate = weighted_sum(full, terms.target_log_prob) + weighted_sum(
-            tf.square(full), terms.path_log_weights
+            inputs.ops.square(full), terms.path_log_weights
         )
         # Σ_i s^{(-i)}, regrouped by sample j (see _held_out_weight_sums).
         held_out = weighted_sum(
             _held_out_weight_sums(log_w, 1.0), terms.target_log_prob
         ) + weighted_sum(_held_out_weight_sums(log_w, 2.0), terms.path_log_weights)
-        surrogate = _jackknife(full_surrogate, held_out[:, tf.newaxis], k)
+        surrogate = _jackknife(full_surrogate, held_out[:, None], k)
         return value, surrogate

@@ -25,6 +25,10 @@ this wrong for a target with trainable variables). Parameters shared between
 
 The value of every estimator here is the IWAE bound `log (1/K) Σ_k w_k`.
 
+Each runs on TensorFlow and on TFP's JAX substrate with the same call
+(`tfp_gradest._substrate`); on JAX, `jax.grad` of the loss gives `θ` (whatever the
+target closes over) the same `Σ w̃ ∇θ log p`.
+
 #### References
 
 [1] Burda, Grosse & Salakhutdinov. Importance Weighted Autoencoders. ICLR 2016.
@@ -37,14 +41,17 @@ The value of every estimator here is the IWAE bound `log (1/K) Σ_k w_k`.
 
 import abc
 
-import tensorflow as tf
-
+from tfp_gradest import _substrate
 from tfp_gradest._util import arguments
 from tfp_gradest._util import log_weights as lw
 from tfp_gradest.estimators.base import GradientEstimator, register
 from tfp_gradest.estimators.importance_weights import log_mean_exp, normalized_weights, weighted_sum
 
 __all__ = ["IWAE", "IWAEDReG", "RWS", "RWSDReG", "DReG", "IWAESTL", "ImportanceWeightedEstimator"]
+
+
+def _square(weights):
+    return _substrate.of(weights).square(weights)
 
 
 @register("iwae")
@@ -110,7 +117,7 @@ class IWAEDReG(ImportanceWeightedEstimator):
     """
 
     def _path_coefficient(self, weights):
-        return tf.square(weights)
+        return _square(weights)
 
 
 @register("rws")
@@ -143,7 +150,7 @@ class RWSDReG(ImportanceWeightedEstimator):
     """Doubly-reparameterised wake-φ gradient (Tucker et al. 2019, eq. 9): `a(w̃) = w̃ - w̃²`."""
 
     def _path_coefficient(self, weights):
-        return weights - tf.square(weights)
+        return weights - _square(weights)
 
 
 @register("dreg")
@@ -165,7 +172,7 @@ class DReG(ImportanceWeightedEstimator):
         return self._alpha
 
     def _path_coefficient(self, weights):
-        return self._alpha * weights + (1.0 - 2.0 * self._alpha) * tf.square(weights)
+        return self._alpha * weights + (1.0 - 2.0 * self._alpha) * _square(weights)
 
 
 @register("iwae_stl")

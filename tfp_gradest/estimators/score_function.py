@@ -1,7 +1,6 @@
 """The score-function (REINFORCE) ELBO estimator, with baselines."""
 
-import tensorflow as tf
-import tensorflow_probability as tfp
+import importlib.util
 
 from tfp_gradest._util import arguments, structure
 from tfp_gradest._util import log_weights as lw
@@ -33,7 +32,9 @@ class ScoreFunction(GradientEstimator):
     * `None`: `b = 0`.
     * `"moving_average"`: an exponential moving average (bias-corrected, as in
       Adam) of the mean of `f` over earlier calls, with `decay`. It is state: a
-      `tf.Variable` updated on every call of `loss`.
+      `tf.Variable` updated on every call of `loss`, so TensorFlow only: on JAX,
+      whose loss must be a pure function, it is refused (a `ValueError` saying
+      to use `baseline="leave_one_out"`, which needs no state, or `None`).
     * `"leave_one_out"`: `b_s = mean_{s' ≠ s} f(z_{s'})` over the `S` draws
       (needs `sample_size >= 2`; Kool et al. 2019, "Buy 4 REINFORCE samples").
       Draws of zero target density (`f = -inf`) are left out of the others'
@@ -96,7 +97,9 @@ class ScoreFunction(GradientEstimator):
         self.data_path = (
             "pathwise_log_weights" if reparameterized_parts == "pathwise" else "log_weight_terms"
         )
-        if baseline == "moving_average":
+        if baseline == "moving_average" and importlib.util.find_spec("tensorflow") is not None:
+            import tensorflow as tf
+
             # Kept in float64 whatever the model's dtype; cast on use.
             self._average = tf.Variable(
                 0.0, dtype=tf.float64, trainable=False, name="baseline_average"
@@ -121,39 +124,53 @@ class ScoreFunction(GradientEstimator):
         """Python `float` in `[0, 1)`, the moving-average baseline's decay."""
         return self._decay
 
+    def _validate_substrate(self, substrate):
+        if self._baseline == "moving_average" and substrate != "tensorflow":
+            raise ValueError(
+                "ScoreFunction(baseline='moving_average') keeps its average in a "
+                "TensorFlow variable, updated by every call of `loss`; a loss on JAX must "
+                "be a pure function, so it cannot keep that state. Use "
+                "ScoreFunction(baseline='leave_one_out') with sample_size >= 2 (a baseline "
+                "from the other draws of the same call, no state) or baseline=None. "
+                f"Received: baseline='moving_average' with a {substrate} "
+                "surrogate_posterior"
+            )
+
     def _objective(self, inputs):
+        ops = inputs.ops
         if self.data_path == "pathwise_log_weights":
             pathwise = lw.pathwise_log_weights(inputs)
             log_weights = pathwise.log_weights[:, 0]
-            score_lp = self._score_log_prob(inputs.surrogate_posterior, pathwise.samples)
+            score_lp = self._score_log_prob(ops, inputs.surrogate_posterior, pathwise.samples)
         else:
             terms = lw.log_weight_terms(inputs, with_path=False)
             log_weights, score_lp = terms.log_weights[:, 0], terms.surrogate_log_prob[:, 0]
         f = -inputs.discrepancy_fn(log_weights)
-        advantage = tf.stop_gradient(f - self._baseline_value(f))
+        advantage = ops.stop_gradient(f - self._baseline_value(ops, f))
         # An infinite advantage (a sample, or a baseline, of zero target density)
         # has no finite score term: the objective is then -inf and the loss
         # +inf, and the term is dropped so the gradient stays finite. So is that of a
         # sample of zero density whose baseline is -inf too (-inf - -inf = NaN). A NaN
         # from the target passes.
-        dropped = tf.math.is_inf(advantage) | tf.equal(tf.stop_gradient(f), -float("inf"))
-        advantage = tf.where(dropped, tf.zeros_like(advantage), advantage)
+        dropped = ops.is_inf(advantage) | ops.equal(ops.stop_gradient(f), -float("inf"))
+        advantage = ops.where(dropped, ops.zeros_like(advantage), advantage)
         return f, advantage * score_lp + f
 
-    def _score_log_prob(self, surrogate_posterior, samples):
+    def _score_log_prob(self, ops, surrogate_posterior, samples):
         """`Σ_j log q(z_j | parents)` over the non-reparameterised parts only."""
-        if not tf.nest.is_nested(surrogate_posterior.reparameterization_type):
+        if not ops.is_nested(surrogate_posterior.reparameterization_type):
             if structure.is_fully_reparameterized(surrogate_posterior):
-                return tf.zeros_like(surrogate_posterior.log_prob(samples))
+                return ops.zeros_like(surrogate_posterior.log_prob(samples))
             return surrogate_posterior.log_prob(samples)
-        parts = tf.nest.flatten(surrogate_posterior.log_prob_parts(samples))
-        types = tf.nest.flatten(surrogate_posterior.reparameterization_type)
-        chosen = [lp for lp, t in zip(parts, types) if t != tfp.distributions.FULLY_REPARAMETERIZED]
-        return tf.add_n(chosen) if chosen else tf.zeros_like(parts[0])
+        parts = ops.flatten(surrogate_posterior.log_prob_parts(samples))
+        types = ops.flatten(surrogate_posterior.reparameterization_type)
+        fully = ops.tfp.distributions.FULLY_REPARAMETERIZED
+        chosen = [lp for lp, t in zip(parts, types) if t != fully]
+        return ops.add_n(chosen) if chosen else ops.zeros_like(parts[0])
 
-    def _baseline_value(self, f):
+    def _baseline_value(self, ops, f):
         if self._baseline is None:
-            return tf.zeros_like(f)
+            return ops.zeros_like(f)
         if self._baseline == "leave_one_out":
             # The mean over the other samples *with density*: a sample of zero density
             # (f = -inf) has weight zero, so it enters no other sample's baseline (with it,
@@ -161,7 +178,10 @@ class ScoreFunction(GradientEstimator):
             # term dropped). A sample with no other such sample gets a -inf baseline, an
             # infinite advantage, and no score term (see `_objective`).
             return leave_one_out_mean(f, axis=0, skip_neg_inf=True)
-        # Moving average: the baseline uses earlier calls only, then absorbs this one.
+        # Moving average (TensorFlow only, see `_validate_substrate`): the baseline uses
+        # earlier calls only, then absorbs this one.
+        import tensorflow as tf
+
         previous = tf.math.divide_no_nan(self._average, 1.0 - self._decay_power)
         mean_f = tf.cast(tf.reduce_mean(tf.stop_gradient(f)), tf.float64)
         # A non-finite mean (a zero-density sample) would poison every later call: skip it.

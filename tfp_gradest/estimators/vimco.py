@@ -1,7 +1,5 @@
 """VIMCO: the multi-sample score-function estimator with leave-one-out baselines."""
 
-import tensorflow as tf
-
 from tfp_gradest._util import log_weights as lw
 from tfp_gradest.estimators.base import GradientEstimator, register
 from tfp_gradest.estimators.importance_weights import (
@@ -35,6 +33,8 @@ class VIMCO(GradientEstimator):
     `tfp.vi`'s `csiszar_vimco`), and the signal `stop(f(L̂^{(-k)}) - f(L̂))`:
     the baseline still does not depend on `z_k`, so the estimator stays unbiased.
 
+    Runs on TensorFlow and on TFP's JAX substrate with the same call.
+
     #### References
 
     [1] Mnih & Rezende. Variational Inference for Monte Carlo Objectives.
@@ -47,21 +47,21 @@ class VIMCO(GradientEstimator):
     supports_discrepancy_fn = True
 
     def _objective(self, inputs):
-        k = inputs.importance_sample_size
+        ops, k = inputs.ops, inputs.importance_sample_size
         terms = lw.log_weight_terms(inputs, with_path=False)
         f = inputs.discrepancy_fn
         value = -f(log_mean_exp(terms.log_weights))
-        log_w = tf.stop_gradient(terms.log_weights)
+        log_w = ops.stop_gradient(terms.log_weights)
         # L̂^{(-k)}: the others' log-sum-exp plus the geometric mean of the others,
         # each in O(K) memory (no [K, K] tensor; see leave_one_out_logsumexp).
         replacement = leave_one_out_mean(log_w)
-        baseline = tf.reduce_logsumexp(
-            tf.stack([leave_one_out_logsumexp(log_w), replacement], axis=-1), axis=-1
-        ) - tf.math.log(tf.cast(k, log_w.dtype))
-        signal = tf.stop_gradient(f(baseline) - f(log_mean_exp(log_w))[:, tf.newaxis])
+        baseline = ops.reduce_logsumexp(
+            ops.stack([leave_one_out_logsumexp(log_w), replacement], axis=-1), axis=-1
+        ) - ops.log(ops.cast(k, log_w.dtype))
+        signal = ops.stop_gradient(f(baseline) - f(log_mean_exp(log_w))[:, None])
         # As in ScoreFunction: an objective with no sample of nonzero density has no
         # signal (inf - inf), and an infinite signal (a baseline of zero density) no
         # finite score term; both are dropped. The loss is then +inf. NaN passes.
-        no_density = tf.reduce_all(tf.equal(log_w, -float("inf")), axis=1, keepdims=True)
-        signal = tf.where(no_density | tf.math.is_inf(signal), tf.zeros_like(signal), signal)
+        no_density = ops.reduce_all(ops.equal(log_w, -float("inf")), axis=1, keepdims=True)
+        signal = ops.where(no_density | ops.is_inf(signal), ops.zeros_like(signal), signal)
         return value, weighted_sum(signal, terms.surrogate_log_prob) + value

@@ -1,0 +1,353 @@
+"""The JAX substrate of the estimators (see `tfp_gradest._substrate`).
+
+Surrogates are `tensorflow_probability.substrates.jax` distributions, seeds are JAX
+PRNG keys (or ints, taken as `jax.random.PRNGKey(seed)`). Everything is pure and
+traces under `jax.jit`; gradients are those of `jax.grad` of the loss with respect to
+whatever the surrogate and the target were built from.
+"""
+
+import contextlib
+import numbers
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tensorflow_probability.substrates import jax as tfp
+
+NAME = "jax"
+
+_tree = jax.tree_util
+
+
+# Structures.
+def flatten(structure):
+    return _tree.tree_leaves(structure)
+
+
+def pack_sequence_as(structure, flat):
+    return _tree.tree_unflatten(_tree.tree_structure(structure), list(flat))
+
+
+def is_nested(structure):
+    return not _tree.treedef_is_leaf(_tree.tree_structure(structure))
+
+
+def map_structure(fn, *structures):
+    return _tree.tree_map(fn, *structures)
+
+
+def stop_gradient(structure):
+    """`jax.lax.stop_gradient` on every array of a (possibly nested) sample."""
+    return _tree.tree_map(jax.lax.stop_gradient, structure)
+
+
+def stop_distribution(distribution):
+    """`distribution` with every parameter's gradient stopped (TFP-JAX distributions are
+    pytrees)."""
+    return _tree.tree_map(jax.lax.stop_gradient, distribution)
+
+
+def is_array(x):
+    return isinstance(x, jax.Array)
+
+
+def name_scope(name):
+    del name
+    return contextlib.nullcontext()
+
+
+# Seeds.
+_ACCEPTED = (
+    "On JAX, `seed` must be a Python int (taken as `jax.random.PRNGKey(seed)`) or a JAX "
+    "PRNG key (`jax.random.PRNGKey(...)`, `jax.random.key(...)`, or one half of "
+    "`jax.random.split`)."
+)
+
+
+def sanitize_seed(seed):
+    """A JAX PRNG key for `seed` (an int or a key); anything else is a `TypeError` naming it.
+
+    JAX has no global random state, so `None` is refused rather than drawn
+    statefully as TensorFlow does.
+    """
+    if isinstance(seed, numbers.Integral) and not isinstance(seed, (bool, np.bool_)):
+        return jax.random.PRNGKey(int(seed) % (1 << 32))
+    if seed is None:
+        raise TypeError(f"{_ACCEPTED} JAX has no global random state. Received: seed=None")
+    if isinstance(seed, jax.Array) or isinstance(seed, np.ndarray):
+        dtype = seed.dtype
+        if jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+            return tfp.random.sanitize_seed(seed)
+        if np.issubdtype(dtype, np.integer) and tuple(seed.shape) == (2,):
+            return tfp.random.sanitize_seed(jnp.asarray(seed, jnp.uint32))
+    kind = type(seed).__module__ or ""
+    if kind.startswith("tensorflow"):
+        raise TypeError(
+            f"{_ACCEPTED} `surrogate_posterior` is a JAX distribution, but `seed` is a "
+            f"TensorFlow tensor. Received: seed={seed!r}"
+        )
+    raise TypeError(f"{_ACCEPTED} Received: seed={seed!r}")
+
+
+def split_seed(seed, n):
+    return tfp.random.split_seed(seed, n=n)
+
+
+# Array operations, named and behaving as TensorFlow's.
+def where(condition, x, y):
+    return jnp.where(condition, x, y)
+
+
+zeros_like = jnp.zeros_like
+ones_like = jnp.ones_like
+equal = jnp.equal
+is_inf = jnp.isinf
+is_finite = jnp.isfinite
+is_nan = jnp.isnan
+exp = jnp.exp
+log = jnp.log
+square = jnp.square
+stack = jnp.stack
+
+
+def add_n(arrays):
+    total = arrays[0]
+    for x in arrays[1:]:
+        total = total + x
+    return total
+
+
+def reduce_logsumexp(x, axis=None, keepdims=False):
+    return jax.nn.logsumexp(x, axis=axis, keepdims=keepdims)
+
+
+def reduce_sum(x, axis=None, keepdims=False):
+    return jnp.sum(x, axis=axis, keepdims=keepdims)
+
+
+def reduce_mean(x, axis=None, keepdims=False):
+    return jnp.mean(x, axis=axis, keepdims=keepdims)
+
+
+def reduce_max(x, axis=None, keepdims=False):
+    return jnp.max(x, axis=axis, keepdims=keepdims)
+
+
+def reduce_all(x, axis=None, keepdims=False):
+    return jnp.all(x, axis=axis, keepdims=keepdims)
+
+
+def reduce_any(x, axis=None, keepdims=False):
+    return jnp.any(x, axis=axis, keepdims=keepdims)
+
+
+def squeeze(x, axis=None):
+    return jnp.squeeze(x, axis=axis)
+
+
+def argmax(x, axis):
+    return jnp.argmax(x, axis=axis)
+
+
+def one_hot(indices, depth, on_value=1.0, off_value=0.0, axis=-1):
+    hot = jax.nn.one_hot(indices, depth, axis=axis) > 0
+    return jnp.where(hot, on_value, off_value)
+
+
+def divide_no_nan(x, y):
+    zero = y == 0
+    return jnp.where(zero, jnp.zeros_like(x), x / jnp.where(zero, jnp.ones_like(y), y))
+
+
+def cast(x, dtype):
+    return jnp.asarray(x).astype(dtype)
+
+
+def softmax(x, axis):
+    return jax.nn.softmax(x, axis=axis)
+
+
+def constant(value, dtype):
+    return jnp.asarray(value, dtype)
+
+
+def fill(like, value):
+    """An array of `like`'s shape filled with `value` (of `like`'s dtype)."""
+    return jnp.full(jnp.shape(like), value, like.dtype)
+
+
+def axis_size(x, axis):
+    """`x`'s size along `axis` (a Python int: shapes are static on JAX)."""
+    return x.shape[axis]
+
+
+def reshape_leading(tensor, sample_size, importance_sample_size):
+    """Splits a leading `[S * K]` axis into `[S, K]`."""
+    return jnp.reshape(tensor, (sample_size, importance_sample_size) + tuple(tensor.shape[1:]))
+
+
+def reduce_event(tensor, sample_rank):
+    """Sums `tensor` over every axis after the first `sample_rank` (its event axes)."""
+    return jnp.sum(tensor, axis=tuple(range(sample_rank, tensor.ndim)))
+
+
+def fusion_barrier(tensors, like):
+    """`tensors` unchanged (XLA computes a `jax.custom_vjp`'s residuals once already)."""
+    del like
+    return list(tensors)
+
+
+def surrogate_objective(value, surrogate):
+    """`stop(value) + (surrogate - stop(surrogate))`, an infinite `surrogate` entry as 0.
+
+    See `tfp_gradest.estimators.surrogate_objective` for the proof.
+    """
+    infinite = jnp.isinf(jax.lax.stop_gradient(surrogate))
+    surrogate = jnp.where(infinite, jnp.zeros_like(surrogate), surrogate)
+    return jax.lax.stop_gradient(value) + (surrogate - jax.lax.stop_gradient(surrogate))
+
+
+def check_target_log_prob(target_lp, surrogate_lp, num_samples):
+    """Raises naming `target_log_prob_fn` unless its output matches `log q(z)` in dtype and
+    shape; see `tfp_gradest._util.log_weights.check_target_log_prob`. Shapes are static."""
+    if not isinstance(target_lp, jax.Array):
+        if (type(target_lp).__module__ or "").startswith("tensorflow"):
+            raise TypeError(
+                "`target_log_prob_fn` returned a TensorFlow tensor, but "
+                "`surrogate_posterior` is a JAX distribution: write the target with "
+                "`jax.numpy` / `tensorflow_probability.substrates.jax` ops (the samples it "
+                "receives are JAX arrays), or build the surrogate with TensorFlow. "
+                f"Received: output of type {type(target_lp).__name__}"
+            )
+        if not isinstance(target_lp, (numbers.Number, np.ndarray, np.generic, list, tuple)):
+            raise TypeError(
+                "`target_log_prob_fn` must return a JAX array of log densities. "
+                f"Received: output of type {type(target_lp).__name__}"
+            )
+        # A Python number (a constant target) takes the surrogate's dtype.
+        target_lp = jnp.asarray(target_lp, dtype=surrogate_lp.dtype)
+    if target_lp.dtype != surrogate_lp.dtype:
+        raise TypeError(_dtype_message(target_lp.dtype.name, surrogate_lp.dtype.name))
+    expected, received = tuple(surrogate_lp.shape), tuple(target_lp.shape)
+    if num_samples == 1 and expected == (1,) and received == ():
+        # One sample and a scalar batch shape: as `tfp.vi` accepts it.
+        return jnp.reshape(target_lp, (1,))
+    if expected != received:
+        raise ValueError(_shape_message(list(expected), list(received), num_samples))
+    return target_lp
+
+
+def _dtype_message(target, surrogate):
+    return (
+        f"`target_log_prob_fn` returned {target} log densities, but "
+        f"`surrogate_posterior` gives {surrogate} ones: both must use the "
+        "same float dtype. Build the surrogate's parameters in the target's dtype, or cast "
+        f"inside the target. Received: target dtype={target}, "
+        f"surrogate dtype={surrogate}"
+    )
+
+
+def _shape_message(expected, received, num_samples):
+    return (
+        f"`target_log_prob_fn` must return one log density per sample, of shape "
+        f"[sample_size * importance_sample_size] + batch_shape = {expected} (the samples' "
+        f"leading axis of size {num_samples}, then `surrogate_posterior`'s batch shape). Did "
+        "the target sum over the sample axis, or forget to sum over the event axes? "
+        f"Received: output of shape {received}"
+    )
+
+
+def _expand_to(mask, like):
+    """`mask` (the samples' leading shape) with trailing unit axes to broadcast as `like`."""
+    return jnp.reshape(mask, mask.shape + (1,) * (like.ndim - mask.ndim))
+
+
+def zero_where(zero_weight, gradient):
+    """`gradient` with the samples of zero weight (`log w = -inf`) set to exactly 0."""
+    return jnp.where(_expand_to(zero_weight, gradient), jnp.zeros_like(gradient), gradient)
+
+
+def path_derivative(log_weights_fn, stopped, with_path):
+    """`(log_weights, target_lp, surrogate_lp, grads)` of `log_weights_fn(stopped)`.
+
+    One forward pass (`jax.vjp`); `grads` are `∂ Σ log w / ∂z` at the stopped samples,
+    one per flat part, or `None` when `with_path` is false. The outputs keep their
+    gradients to everything `log_weights_fn` closes over.
+    """
+    if not with_path:
+        return (*log_weights_fn(stopped), None)
+    outputs, vjp = jax.vjp(log_weights_fn, stopped)
+    log_weights, target_lp, surrogate_lp = outputs
+    (grads,) = vjp(
+        (jnp.ones_like(log_weights), jnp.zeros_like(target_lp), jnp.zeros_like(surrogate_lp))
+    )
+    return log_weights, target_lp, surrogate_lp, flatten(grads)
+
+
+def path_weighted_vjp(surrogate_posterior, target_lp_fn, samples, split, coefficients_fn):
+    """`(log_weights, surrogate)` of `path_weighted_surrogate`: one forward and one backward
+    pass through the target.
+
+    The target (with whatever model parameters it closes over) and `log q` are
+    closure-converted (`jax.closure_convert`), so that their traced parameters become
+    explicit arguments of a `jax.custom_vjp`. Its forward pass computes `log p`, `log q`
+    and the coefficients `(c, a)`; its backward pass is ONE vector-Jacobian product of
+    `log p` with cotangent `c` (giving `Σ c ∇θ log p` to the parameters and
+    `c ∇z log p`, rescaled by `a / c`, to the samples) and one of `log q` with cotangent
+    `a` to the samples only: `q`'s parameters get no direct (score) gradient, only
+    the path one through `z = g_φ(ε)` outside this function.
+    """
+    flat_samples = flatten(samples)
+    num_parts = len(flat_samples)
+    treedef = _tree.tree_structure(samples)
+
+    def unflatten(flat_z):
+        return _tree.tree_unflatten(treedef, list(flat_z))
+
+    surrogate_shape = jax.eval_shape(
+        lambda *fz: surrogate_posterior.log_prob(unflatten(fz)), *flat_samples
+    )
+
+    def target_flat(*flat_z):
+        return target_lp_fn(unflatten(flat_z), surrogate_shape)
+
+    def surrogate_flat(*flat_z):
+        return surrogate_posterior.log_prob(unflatten(flat_z))
+
+    target_fn, target_consts = jax.closure_convert(target_flat, *flat_samples)
+    surrogate_fn, surrogate_consts = jax.closure_convert(surrogate_flat, *flat_samples)
+
+    def merge(t):
+        return jnp.reshape(t, (-1,) + tuple(t.shape[2:]))
+
+    def forward(flat_z, p_consts, q_consts):
+        target_lp, target_vjp = jax.vjp(target_fn, *flat_z, *p_consts)
+        surrogate_lp, surrogate_vjp = jax.vjp(lambda *fz: surrogate_fn(*fz, *q_consts), *flat_z)
+        log_w = jax.lax.stop_gradient(split(target_lp - surrogate_lp))
+        c, a = coefficients_fn(log_w)
+        zero_weight = merge(log_w) == -jnp.inf
+        outputs = (jnp.zeros_like(log_w[:, 0]), log_w)
+        return outputs, (target_vjp, surrogate_vjp, c, a, zero_weight, q_consts)
+
+    @jax.custom_vjp
+    def weighted(flat_z, p_consts, q_consts):
+        return forward(flat_z, p_consts, q_consts)[0]
+
+    def backward(residuals, cotangents):
+        target_vjp, surrogate_vjp, c, a, zero_weight, q_consts = residuals
+        upstream, _ = cotangents  # the log-weights are returned stopped
+        from_p = target_vjp(merge(c * upstream[:, None]))
+        from_q = surrogate_vjp(merge(a * upstream[:, None]))
+        ratio = merge(divide_no_nan(a, c))
+        z_grads = tuple(
+            zero_where(zero_weight, _expand_to(ratio, p) * p - q)
+            for p, q in zip(from_p[:num_parts], from_q)
+        )
+        q_grads = tuple(jnp.zeros_like(x) for x in q_consts)
+        return z_grads, tuple(from_p[num_parts:]), q_grads
+
+    weighted.defvjp(forward, backward)
+    surrogate, log_weights = weighted(
+        tuple(flat_samples), tuple(target_consts), tuple(surrogate_consts)
+    )
+    return jax.lax.stop_gradient(log_weights), surrogate

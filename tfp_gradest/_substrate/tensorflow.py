@@ -1,0 +1,324 @@
+"""The TensorFlow substrate of the estimators (see `tfp_gradest._substrate`).
+
+Every function here is the TensorFlow operation the estimators used before the
+substrate layer existed, so TensorFlow results are unchanged bit for bit.
+"""
+
+import numbers
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from tfp_gradest._util import seeds as _seeds
+
+NAME = "tensorflow"
+
+# Structures.
+flatten = tf.nest.flatten
+pack_sequence_as = tf.nest.pack_sequence_as
+is_nested = tf.nest.is_nested
+map_structure = tf.nest.map_structure
+
+
+def stop_gradient(structure):
+    """`tf.stop_gradient` on every Tensor of a (possibly nested) sample."""
+    return tf.nest.map_structure(tf.stop_gradient, structure)
+
+
+def is_array(x):
+    return tf.is_tensor(x)
+
+
+def name_scope(name):
+    return tf.name_scope(name)
+
+
+# Seeds.
+def sanitize_seed(seed):
+    """A TFP stateless seed (int32 `[2]`); a JAX key is a `TypeError` naming `seed`."""
+    if seed is not None and _is_jax_object(seed):
+        raise TypeError(
+            "`seed` is a JAX PRNG key, but `surrogate_posterior` is a TensorFlow "
+            "distribution. Pass an int, a pair of ints or a TFP stateless seed (an int32 "
+            "Tensor of shape [2]), or build the surrogate with "
+            "`tensorflow_probability.substrates.jax` to use JAX. "
+            f"Received: seed={seed!r}"
+        )
+    return _seeds.sanitize_seed(seed)
+
+
+def _is_jax_object(x):
+    from tfp_gradest._substrate import name_of
+
+    return name_of(x) == "jax"
+
+
+def split_seed(seed, n):
+    return tfp.random.split_seed(seed, n=n)
+
+
+# Array operations, named and behaving as TensorFlow's.
+where = tf.where
+zeros_like = tf.zeros_like
+ones_like = tf.ones_like
+equal = tf.equal
+is_inf = tf.math.is_inf
+is_finite = tf.math.is_finite
+is_nan = tf.math.is_nan
+exp = tf.exp
+log = tf.math.log
+square = tf.square
+reduce_logsumexp = tf.reduce_logsumexp
+reduce_sum = tf.reduce_sum
+reduce_mean = tf.reduce_mean
+reduce_max = tf.reduce_max
+reduce_all = tf.reduce_all
+reduce_any = tf.reduce_any
+stack = tf.stack
+squeeze = tf.squeeze
+argmax = tf.argmax
+one_hot = tf.one_hot
+divide_no_nan = tf.math.divide_no_nan
+cast = tf.cast
+add_n = tf.add_n
+
+
+def softmax(x, axis):
+    return tf.nn.softmax(x, axis=axis)
+
+
+def constant(value, dtype):
+    return tf.constant(value, dtype)
+
+
+def fill(like, value):
+    """An array of `like`'s shape filled with `value` (of `like`'s dtype)."""
+    return tf.fill(tf.shape(like), tf.constant(value, like.dtype))
+
+
+def axis_size(x, axis):
+    """`x`'s size along `axis` (a scalar int Tensor)."""
+    return tf.shape(x)[axis]
+
+
+def reshape_leading(tensor, sample_size, importance_sample_size):
+    """Splits a leading `[S * K]` axis into `[S, K]`."""
+    shape = tf.shape(tensor)
+    return tf.reshape(tensor, tf.concat([[sample_size, importance_sample_size], shape[1:]], 0))
+
+
+def reduce_event(tensor, sample_rank):
+    """Sums `tensor` over every axis after the first `sample_rank` (its event axes)."""
+    rank = tensor.shape.rank
+    if rank is None:
+        return tf.reduce_sum(tensor, axis=tf.range(sample_rank, tf.rank(tensor)))
+    return tf.reduce_sum(tensor, axis=list(range(sample_rank, rank)))
+
+
+def fusion_barrier(tensors, like):
+    """`tensors` unchanged, returned from a conditional so that XLA computes them once.
+
+    A per-sample tensor computed from the forward pass (a weight, a mask) and read
+    by the backward pass of every part of a structured sample is, under XLA, fused
+    into each part's gradient, and so recomputed there with everything it depends
+    on: on a 32-part surrogate that tripled the compiled program and doubled the
+    compile time (benchmarks/vi_structured.py). The outputs of a `tf.cond` on a
+    predicate read from the data (`like`: any NaN) are computed once. Both branches
+    are the identity: values and gradients are unchanged; without XLA this costs
+    one small conditional.
+    """
+    predicate = tf.reduce_any(tf.math.is_nan(like))
+    return tf.cond(
+        predicate,
+        lambda: [tf.identity(t) for t in tensors],
+        lambda: [tf.identity(t) for t in tensors],
+    )
+
+
+def stop_distribution(distribution):
+    raise NotImplementedError(
+        "On TensorFlow the estimators never stop a distribution's parameters: the "
+        "gradient tapes of `path_weighted_vjp` select what they differentiate."
+    )
+
+
+def surrogate_objective(value, surrogate):
+    """`stop(value) + (surrogate - stop(surrogate))`, an infinite `surrogate` entry as 0.
+
+    See `tfp_gradest.estimators.surrogate_objective` for the proof.
+    """
+    infinite = tf.math.is_inf(tf.stop_gradient(surrogate))
+    # In a conditional, taken only when some entry is infinite: the gradient is the same,
+    # but a plain `tf.where` has every backward pass read a mask of the whole forward pass,
+    # which XLA's fusion recomputes inside each parameter's gradient (3.4x the compiled
+    # program, 2x the compile time on a 32-part surrogate: benchmarks/vi_structured.py).
+    surrogate = tf.cond(
+        tf.reduce_any(infinite),
+        lambda: tf.where(infinite, tf.zeros_like(surrogate), surrogate),
+        lambda: surrogate,
+    )
+    return tf.stop_gradient(value) + (surrogate - tf.stop_gradient(surrogate))
+
+
+def check_target_log_prob(target_lp, surrogate_lp, num_samples):
+    """Raises naming `target_log_prob_fn` unless its output matches `log q(z)` in dtype and
+    shape; see `tfp_gradest._util.log_weights.check_target_log_prob`."""
+    if not tf.is_tensor(target_lp):
+        if _is_jax_object(target_lp):
+            raise TypeError(
+                "`target_log_prob_fn` returned a JAX array, but `surrogate_posterior` is a "
+                "TensorFlow distribution: write the target with `tf` / `tfp` ops, or build "
+                "the surrogate with `tensorflow_probability.substrates.jax`. "
+                f"Received: output of type {type(target_lp).__name__}"
+            )
+        if not isinstance(target_lp, (numbers.Number, np.ndarray, np.generic, list, tuple)):
+            import keras
+
+            # E.g. a JAX array from `keras.ops` under KERAS_BACKEND=jax: converting it would
+            # keep its value and silently drop its gradient.
+            raise TypeError(
+                "`target_log_prob_fn` must return a TensorFlow tensor (write it with `tf` / "
+                "`tfp` ops: the samples it receives are TensorFlow tensors), so that gradients "
+                f"reach the surrogate and the model. The current Keras backend is "
+                f"{keras.backend.backend()!r}; under KERAS_BACKEND=jax, `keras.ops` returns "
+                "JAX arrays, so set KERAS_BACKEND=tensorflow to write the target with "
+                f"`keras.ops`. Received: output of type {type(target_lp).__name__}"
+            )
+        # A Python number (a constant target) takes the surrogate's dtype.
+        target_lp = tf.convert_to_tensor(target_lp, dtype_hint=surrogate_lp.dtype)
+    if target_lp.dtype != surrogate_lp.dtype:
+        raise TypeError(_dtype_message(target_lp.dtype.name, surrogate_lp.dtype.name))
+    expected, received = surrogate_lp.shape, target_lp.shape
+    message = _shape_message(expected, received, num_samples)
+    if num_samples == 1 and expected == [1] and received == []:
+        # One sample and a scalar batch shape: a scalar can only be that sample's log
+        # density, and `tfp.vi` accepts it (its own tests' targets return `0.`).
+        return tf.reshape(target_lp, [1])
+    if expected.is_fully_defined() and received.is_fully_defined():
+        if expected != received:
+            raise ValueError(message)
+        return target_lp
+    if not expected.is_compatible_with(received):
+        raise ValueError(message)
+    with tf.control_dependencies(
+        [tf.debugging.assert_equal(tf.shape(target_lp), tf.shape(surrogate_lp), message=message)]
+    ):
+        return tf.identity(target_lp)
+
+
+def _dtype_message(target, surrogate):
+    return (
+        f"`target_log_prob_fn` returned {target} log densities, but "
+        f"`surrogate_posterior` gives {surrogate} ones: both must use the "
+        "same float dtype. Build the surrogate's parameters in the target's dtype, or cast "
+        f"inside the target. Received: target dtype={target}, "
+        f"surrogate dtype={surrogate}"
+    )
+
+
+def _shape_message(expected, received, num_samples):
+    return (
+        f"`target_log_prob_fn` must return one log density per sample, of shape "
+        f"[sample_size * importance_sample_size] + batch_shape = {expected} (the samples' "
+        f"leading axis of size {num_samples}, then `surrogate_posterior`'s batch shape). Did "
+        "the target sum over the sample axis, or forget to sum over the event axes? "
+        f"Received: output of shape {received}"
+    )
+
+
+def zero_where(zero_weight, gradient):
+    """`gradient` with the samples of zero weight (`log w = -inf`) set to exactly 0.
+
+    Such a sample's gradient can be `±inf` or `0 * inf = NaN`; it is multiplied
+    by a zero weight, so the mathematics drops it. Every other value, NaN
+    included, passes unchanged. `zero_weight` has the samples' leading shape;
+    `gradient` may have event axes after it.
+    """
+    extra = gradient.shape.rank - zero_weight.shape.rank
+    mask = tf.reshape(
+        zero_weight, tf.concat([tf.shape(zero_weight), tf.ones([extra], tf.int32)], 0)
+    )
+    return tf.where(mask, tf.zeros_like(gradient), gradient)
+
+
+def path_derivative(log_weights_fn, stopped, with_path):
+    """`(log_weights, target_lp, surrogate_lp, grads)` of `log_weights_fn(stopped)`.
+
+    `log_weights_fn(z) -> (log_w, target_lp, surrogate_lp)`; `grads` are
+    `∂ Σ log w / ∂z` at the stopped samples, one per flat part (zeros where
+    unconnected), or `None` when `with_path` is false. The outputs keep their
+    gradients to everything but `stopped`.
+    """
+    flat_stopped = tf.nest.flatten(stopped)
+    with tf.GradientTape(watch_accessed_variables=False) as tape:
+        if with_path:
+            tape.watch(flat_stopped)
+        log_weights, target_lp, surrogate_lp = log_weights_fn(stopped)
+    grads = None
+    if with_path:
+        grads = tape.gradient(
+            log_weights, flat_stopped, unconnected_gradients=tf.UnconnectedGradients.ZERO
+        )
+    return log_weights, target_lp, surrogate_lp, grads
+
+
+def path_weighted_vjp(surrogate_posterior, target_lp_fn, samples, split, coefficients_fn):
+    """`(log_weights, surrogate)` of `path_weighted_surrogate`, with `tf.custom_gradient`.
+
+    `target_lp_fn(z, surrogate_lp)` calls and checks the target. See
+    `tfp_gradest._util.log_weights.path_weighted_surrogate` for the mathematics.
+    """
+    flat_samples = tf.nest.flatten(samples)
+    num_parts = len(flat_samples)
+
+    def merge(t):
+        return tf.reshape(t, tf.concat([[-1], tf.shape(t)[2:]], 0))
+
+    @tf.custom_gradient
+    def surrogate_fn(*flat_z):
+        # Fresh tensors: TFP caches bijector inverses by tensor identity, so
+        # `q.log_prob` of the very tensor `q.sample` returned would reuse the
+        # cached noise `ε` and report `∂ log q / ∂z = 0`.
+        flat_z = [tf.identity(t) for t in flat_z]
+        z = tf.nest.pack_sequence_as(samples, flat_z)
+        with tf.GradientTape(persistent=True, watch_accessed_variables=True) as tape:
+            tape.watch(flat_z)
+            surrogate_lp = surrogate_posterior.log_prob(z)
+            target_lp = target_lp_fn(z, surrogate_lp)
+        log_w = tf.stop_gradient(split(target_lp - surrogate_lp))
+        c, a = coefficients_fn(log_w)
+        zero_weight = tf.equal(merge(log_w), -float("inf"))
+        # Read by every part's backward pass: computed once under XLA (see fusion_barrier).
+        c, a, zero_weight = fusion_barrier([c, a, zero_weight], log_w)
+
+        def grad_fn(upstream, unused_log_w_upstream, variables=None):
+            # The log-weights output is returned stopped, so its upstream is ignored.
+            variables = list(variables or [])
+            c_up, a_up = merge(c * upstream[:, tf.newaxis]), merge(a * upstream[:, tf.newaxis])
+            grads = tape.gradient(
+                target_lp,
+                list(flat_z) + variables,
+                output_gradients=c_up,
+                unconnected_gradients=tf.UnconnectedGradients.ZERO,
+            )
+            from_q = tape.gradient(
+                surrogate_lp,
+                list(flat_z),
+                output_gradients=a_up,
+                unconnected_gradients=tf.UnconnectedGradients.ZERO,
+            )
+            ratio = merge(tf.math.divide_no_nan(a, c))
+            z_grads = []
+            for from_p, q_part in zip(grads[:num_parts], from_q):
+                event_rank = from_p.shape.rank - ratio.shape.rank
+                scale = tf.reshape(
+                    ratio, tf.concat([tf.shape(ratio), tf.ones([event_rank], tf.int32)], 0)
+                )
+                z_grads.append(zero_where(zero_weight, scale * from_p - q_part))
+            return z_grads, grads[num_parts:]
+
+        return (tf.zeros_like(log_w[:, 0]), log_w), grad_fn
+
+    surrogate, log_weights = surrogate_fn(*flat_samples)
+    return tf.stop_gradient(log_weights), surrogate
