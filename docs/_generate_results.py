@@ -369,6 +369,47 @@ def _inference_gym():
     return "\n".join(parts)
 
 
+def _jax_vi():
+    """tge on TFP's JAX substrate against tfp-jax, NumPyro and a hand-written step."""
+    rows = _read("jax_vi")
+    arms = list(dict.fromkeys(r["arm"] for r in rows))
+    cases = list(dict.fromkeys((r["problem"], r["estimator"]) for r in rows))
+    header = ["problem (N x D)", "estimator", "S", "K"]
+    header += [f"`{a}` µs / step" for a in arms]
+    header += ["`tge` / `tfp-jax`, median [IQR]", "`tge` / `hand`, median [IQR]"]
+    table = []
+    for problem, estimator in cases:
+        mine = {r["arm"]: r for r in rows if (r["problem"], r["estimator"]) == (problem, estimator)}
+        first = next(iter(mine.values()))
+        tge = mine.get("tge", {})
+        table.append(
+            [
+                f"{problem.replace('_', ' ')} ({first['N x D']})",
+                f"`{estimator}`",
+                first["S"],
+                first["K"],
+                *[mine[a]["us/step"] if a in mine else "—" for a in arms],
+                tge.get("ratio to tfp-jax median [IQR]", "—"),
+                tge.get("ratio to hand median [IQR]", "—"),
+            ]
+        )
+    return "\n".join(
+        [
+            "(results-jax-vi)=\n## The estimators on JAX: step time against TFP-JAX, NumPyro and "
+            "a hand-written step\n",
+            _header("jax_vi"),
+            "One `jax.jit`-compiled step (loss, gradient, `optax.adam` update) called from "
+            "Python, Bayesian logistic regression. `tfp-jax`: `tfp.vi.monte_carlo_variational_"
+            "loss` of TFP's JAX substrate with the same estimator (DOUBLY_REPARAMETERIZED for "
+            "STL and IWAE-DReG); `numpyro`: `SVI` with `Trace_ELBO` (reparameterization) or "
+            "`RenyiELBO(alpha=0)` (IWAE), which has no STL or DReG; `hand`: the estimator "
+            "written in `jax.numpy`. Target: `tge` ≤ 1.05 × `tfp-jax`. Per-arm rows with XLA's "
+            "flop counts: `benchmarks/results/jax_vi.csv`.\n",
+            _table(header, table),
+        ]
+    )
+
+
 def _generic(name, max_rows=60):
     """Any other recorded table (`benchmarks/_common.print_table(..., name=...)`), as written."""
     rows = _read(name)
@@ -417,13 +458,14 @@ def generate(docs=DOCS):
         "snr_scaling": _snr,
         "isag_gmm": _isag,
         "inference_gym_summary": _inference_gym,
+        "jax_vi": _jax_vi,
     }
     for name, make in generators.items():
         if os.path.exists(os.path.join(RESULTS, f"{name}.csv")):
             sections.append(make())
     # Tables read by the sections above, and every other recorded table as it is written.
-    # (inference_gym_small*: the CI smoke test's output, not a result.)
-    used = {*generators, "end_to_end", "inference_gym", *INFERENCE_GYM_SMALL}
+    # (inference_gym_small*, jax_vi_small: the CI smoke tests' output, not results.)
+    used = {*generators, "end_to_end", "inference_gym", *INFERENCE_GYM_SMALL, "jax_vi_small"}
     for file in sorted(os.listdir(RESULTS)):
         name, extension = os.path.splitext(file)
         if extension == ".csv" and name not in used:

@@ -192,3 +192,32 @@ def test_inference_gym_flags_the_degenerate_runs_it_is_meant_to_catch():
     assert degeneracy(early) == ""
     spiked = [_read(0, -300.0), _read(100, -240.0, 60.0, spread=(4e6, 100.0))]
     assert degeneracy(spiked).startswith("loss_spike before step 100")
+
+
+def test_jax_vi_small_run_times_every_arm_and_writes_meta(tmp_path):
+    # benchmarks/jax_vi.py --small: tge on TFP's JAX substrate against tfp-jax, NumPyro and a
+    # hand-written step (it checks tge's loss and gradient equal tfp-jax's on one key first).
+    for module in ("jax", "optax", "numpyro"):
+        pytest.importorskip(module)
+    import jax_vi
+
+    jax_vi.main(["--small", "--repeats", "1", "--steps", "2", "--output-dir", str(tmp_path)])
+    with open(tmp_path / "jax_vi_small.csv") as f:
+        written = list(csv.DictReader(f))
+    assert [(r["estimator"], r["arm"]) for r in written] == [
+        ("reparameterization", "tge"),
+        ("reparameterization", "tfp-jax"),
+        ("reparameterization", "numpyro"),
+        ("reparameterization", "hand"),
+        ("iwae_dreg", "tge"),
+        ("iwae_dreg", "tfp-jax"),
+        ("iwae_dreg", "hand"),
+    ]
+    for row in written:
+        assert float(row["us/step"]) > 0 and float(row["XLA flops/step"]) > 0
+        ratio = row["ratio to tfp-jax median [IQR]"]
+        median, low, high = (float(x.strip("[],")) for x in ratio.split())
+        assert 0 < low <= median <= high
+    with open(tmp_path / "jax_vi_small.meta.json") as f:
+        meta = json.load(f)
+    assert meta["note"].startswith("small smoke test") and "numpyro" in meta["versions"]
