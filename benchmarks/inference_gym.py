@@ -52,9 +52,10 @@ runs, or exact). Where a target has no reference standard deviation
 moments come from quadrature on a grid (`reference` column). The draw's own noise
 puts a floor of about `1 / sqrt(eval samples)` (0.016 at 4,096) under `mean_error`.
 
-Degenerate runs are flagged (`degenerate`, and `detected_by` saying which rule
-fired, at which read and with which numbers), with rules a user can apply to their
-own run, from the ELBO or the loss trace alone, plus one that needs the reference:
+Degenerate runs are flagged (`degenerate`, from the first read where a rule fired
+on; `detected_by` says which rule fired, at which read and with which numbers, or
+`earlier: ...` for the first one), with rules a user can apply to their own run,
+from the ELBO or the loss trace alone, plus one that needs the reference:
 
 * `nonfinite`: the ELBO estimate, the training loss or a surrogate parameter is
   NaN or infinite;
@@ -477,7 +478,10 @@ def run_target(name, families, arm_specs, seeds, read_steps, args):
                     }
                     histories[arm].append(row)
                     row["detected_by"] = degeneracy(histories[arm])
-                    row["degenerate"] = bool(row["detected_by"])
+                    earlier = [r for r in histories[arm][:-1] if r["degenerate"]]
+                    row["degenerate"] = bool(row["detected_by"] or earlier)
+                    if earlier and not row["detected_by"]:  # flagged once, flagged for good
+                        row["detected_by"] = "earlier: " + earlier[0]["detected_by"]
                     row["compile_seconds"] = run["compile_seconds"]
                     row["reference"] = ref_source
                     rows.append(row)
@@ -643,8 +647,7 @@ def write_outputs(rows, output_dir, suffix, extra):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        epilog=__doc__[__doc__.index("Cost (") :],
+        description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
