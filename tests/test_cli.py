@@ -353,7 +353,7 @@ def test_an_error_found_after_tensorflow_starts_is_one_line_without_its_log(
     tmp_path, monkeypatch, capfd
 ):
     # Was: "TensorFlow's log (hidden unless --verbose):" and its native lines, then the error.
-    def native_log_then_bad_estimator(case):
+    def native_log_then_bad_estimator(case, backend):
         os.write(2, b"I0000 00:00:1 cpu_feature_guard.cc:227] a native log line\n")
         raise ValueError("Unknown estimator 'magic'. Received: estimator='magic'")
 

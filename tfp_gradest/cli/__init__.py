@@ -15,6 +15,11 @@ the estimators and every option that differs from its default (for example
 `toy_gaussian-iwae+iwae_dreg-K16`). So a run never overwrites another run's
 files; running the same command again replaces its own, and says so.
 
+`--backend jax` draws the gradients on TFP's JAX substrate (one jitted `jax.lax.map`
+of `jax.grad` per estimator) and prints the same tables; the default is the active
+Keras backend (`KERAS_BACKEND`). A problem that cannot run there is refused (the
+showcase skips it, saying so).
+
 Arguments and `--output-dir` are checked before TensorFlow is imported, so
 `--help` and mistakes answer at once with one `error:` line (exit status 2);
 TensorFlow's native logs are kept off the terminal unless `--verbose`; Ctrl-C
@@ -51,6 +56,7 @@ def compare(argv=None, prog=PROG):
             _running.list_names()
         return []
     try:
+        args.backend = _arguments.backend(args)
         cases = _arguments.cases(args)
         _files.check_output_dir(args.output_dir)
     except ValueError as error:  # bad names, sizes or folder: a message, not a traceback
@@ -58,14 +64,15 @@ def compare(argv=None, prog=PROG):
     try:
         with _quiet.quiet_tensorflow(args.verbose):
             try:
-                prepared = [_running.prepare(case) for case in cases]
+                prepared = _prepare(cases, args)
             except (ValueError, TypeError) as error:  # an estimator that does not apply here
                 raise SystemExit(f"error: {error}") from None
             results = [_running.run_case(case, problem, args) for case, problem in prepared]
     finally:
         _running.end_progress_line()
     print(
-        f"seed={args.seed}; step time: median over {args.repeats} alternated repeats "
+        f"seed={args.seed}; backend={args.backend}; step time: median over {args.repeats} "
+        "alternated repeats "
         f"of the compiled draw loop, per gradient (quartiles in brackets)"
     )
     for result in results:
@@ -75,6 +82,22 @@ def compare(argv=None, prog=PROG):
     except KeyboardInterrupt:
         raise KeyboardInterrupt(f"while writing to {args.output_dir}") from None
     return results
+
+
+def _prepare(cases, args):
+    """`(case, problem)` of each case; the showcase skips (saying so on stderr) a case whose
+    problem cannot run on `--backend`, any other run refuses it."""
+    if args.problem is not None or len(cases) == 1:
+        return [_running.prepare(case, args.backend) for case in cases]
+    prepared = []
+    for case in cases:
+        try:
+            prepared.append(_running.prepare(case, args.backend))
+        except ValueError as error:
+            if not str(error).startswith("--backend"):
+                raise
+            sys.stderr.write(f"skipping {case.problem} in the showcase: {error}\n")
+    return prepared
 
 
 def main(argv=None, prog=PROG):

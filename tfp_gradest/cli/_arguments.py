@@ -1,13 +1,25 @@
 """The command's arguments: the parser, the `Case`s they ask for, checked before TensorFlow."""
 
 import argparse
+import json
+import os
 import sys
 from typing import NamedTuple
 
 import tfp_gradest
 from tfp_gradest import problems
 
-__all__ = ["Case", "DEFAULT_PROBLEM", "FIT_STEPS", "PROG", "SHOWCASE", "build_parser", "cases"]
+__all__ = [
+    "BACKENDS",
+    "Case",
+    "DEFAULT_PROBLEM",
+    "FIT_STEPS",
+    "PROG",
+    "SHOWCASE",
+    "backend",
+    "build_parser",
+    "cases",
+]
 
 
 class Case(NamedTuple):
@@ -36,6 +48,8 @@ SHOWCASE = (
 FIT_STEPS = 300
 DEFAULT_DRAWS = 1000
 DEFAULT_PROBLEM = "gaussian"  # with --estimators, -S, -K or --at but no --problem
+
+BACKENDS = problems.base.SUBSTRATES  # TFP's substrates: --backend tensorflow or jax
 
 PROG = "tfp-gradest"  # the console script; `python -m tfp_gradest` passes its own
 
@@ -106,6 +120,13 @@ def build_parser(prog=PROG, description=None):
     compare_parser.add_argument(
         "--repeats", type=int, default=5, help="rounds of alternated step timing"
     )
+    compare_parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default=None,
+        help="the TFP substrate the gradients are drawn on; default: the active Keras backend "
+        "(KERAS_BACKEND, else ~/.keras/keras.json, else tensorflow)",
+    )
     compare_parser.add_argument("--seed", type=int, default=0)
     compare_parser.add_argument(
         "--output-dir",
@@ -131,6 +152,36 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescrip
         if action.default is None:
             return action.help
         return super()._get_help_string(action)
+
+
+def backend(args):
+    """`--backend`, or the active Keras backend's name, read without importing Keras (or
+    TensorFlow) where Keras is not imported yet; `ValueError` for a Keras backend with no
+    TFP substrate (torch, numpy)."""
+    if args.backend is not None:
+        return args.backend
+    if "keras" in sys.modules:
+        name, source = sys.modules["keras"].backend.backend(), "the active Keras backend"
+    elif os.environ.get("KERAS_BACKEND"):
+        name, source = os.environ["KERAS_BACKEND"], "KERAS_BACKEND"
+    else:
+        name, source = _keras_json_backend(), "~/.keras/keras.json"
+    if name not in BACKENDS:
+        raise ValueError(
+            f"--backend defaults to {source}, {name!r}, which has no TFP substrate: pass "
+            f"--backend {' or '.join(BACKENDS)}. Received: {name!r}"
+        )
+    return name
+
+
+def _keras_json_backend():
+    """The backend Keras's config file names (as Keras reads it), else `"tensorflow"`."""
+    folder = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    try:
+        with open(os.path.join(folder, "keras.json")) as f:
+            return json.load(f).get("backend") or "tensorflow"
+    except (OSError, ValueError, AttributeError):
+        return "tensorflow"
 
 
 def cases(args):

@@ -49,6 +49,7 @@ def run_name(args):
         ("ref", args.reference_draws, None),
         ("repeats", args.repeats, 5),
         ("seed", args.seed, 0),
+        ("", getattr(args, "backend", None) or "tensorflow", "tensorflow"),
     ]
     parts += [f"{tag}{value}" for tag, value, default in options if value != default]
     return "-".join(parts)

@@ -38,9 +38,17 @@ def end_progress_line():
         _progress_line_open = False
 
 
-def prepare(case):
-    """Builds the case's problem and checks every estimator and size before anything runs."""
+def prepare(case, backend="tensorflow"):
+    """Builds the case's problem and checks the backend, every estimator and size before
+    anything runs."""
     problem = problems.get(case.problem)
+    if backend not in problem.substrates:
+        raise ValueError(
+            f"--backend {backend}: problem {case.problem!r} runs on "
+            f"{' and '.join(problem.substrates)} only{problem.substrate_note(backend)}. "
+            f"Pass --backend {' or '.join(problem.substrates)}, or another --problem. "
+            f"Received: --backend {backend}"
+        )
     case = case._replace(estimators=case.estimators or tuple(problem.default_estimators))
     for name in case.estimators:
         problem.validate_estimator(name, case.sample_size, case.importance_sample_size)
@@ -50,8 +58,9 @@ def prepare(case):
 def run_case(case, problem, args):
     from tfp_gradest import diagnostics
 
+    backend = getattr(args, "backend", None) or "tensorflow"
     if case.at == "fitted":
-        problem.fit(args.fit_steps, seed=args.seed)
+        problem.fit(args.fit_steps, seed=args.seed, substrate=backend)
         location = (
             f"after fitting: {args.fit_steps} Adam steps (lr {problem.fit_learning_rate}, "
             f"{problem.fit_estimator} gradients)"
@@ -74,6 +83,7 @@ def run_case(case, problem, args):
         reference="auto",
         timing_repeats=args.repeats,
         reference_draws=args.reference_draws,
+        backend=backend,
     )
     if reports.reference is not None:
         described = (

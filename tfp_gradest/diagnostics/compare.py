@@ -5,9 +5,8 @@ import statistics
 from typing import NamedTuple
 
 import numpy as np
-import tensorflow as tf
 
-from tfp_gradest.diagnostics.draws import draw_seeds, gradient_sampler
+from tfp_gradest.diagnostics import draws
 from tfp_gradest.diagnostics.statistics import (
     bias_z_scores,
     gradient_moments,
@@ -15,7 +14,7 @@ from tfp_gradest.diagnostics.statistics import (
     signal_to_noise_ratio,
 )
 from tfp_gradest.diagnostics.timing import interleaved_step_seconds
-from tfp_gradest.problems.base import Problem
+from tfp_gradest.problems.base import Problem, tfp_module
 
 __all__ = [
     "Comparison",
@@ -115,7 +114,13 @@ class ReferenceGradient(NamedTuple):
 
 
 def reference_gradient(
-    problem, importance_sample_size=1, num_draws=10000, seed=12345, sample_size=1, sampler=None
+    problem,
+    importance_sample_size=1,
+    num_draws=10000,
+    seed=12345,
+    sample_size=1,
+    sampler=None,
+    backend="tensorflow",
 ):
     """The true gradient of the objective the losses' values estimate, or `None`.
 
@@ -134,14 +139,13 @@ def reference_gradient(
       sample_size: Python `int`, `S` of each reference draw.
       sampler: optional `(gradient_sampler, batch_size)` of the reference estimator
         at these sizes, already compiled, run `ceil(num_draws / batch_size)` times.
+      backend: the TFP substrate, `"tensorflow"` or `"jax"` (`problem.substrates`).
     """
     problem = _as_problem(problem)
+    problem.check_substrate(backend)
     if importance_sample_size == 1:
-        objective = problem.exact_objective()
-        if objective is not None:
-            with tf.GradientTape() as tape:
-                loss = -tf.reduce_sum(problem.exact_objective())
-            gradients = [g.numpy() for g in tape.gradient(loss, problem.variables)]
+        gradients = _exact_gradients(problem, backend)
+        if gradients is not None:
             return ReferenceGradient(
                 gradients, [np.zeros_like(g) for g in gradients], "exact (closed-form ELBO)"
             )
@@ -154,15 +158,16 @@ def reference_gradient(
         except (TypeError, ValueError):
             return None
         batch = min(num_draws, 1000)
-        run = gradient_sampler(
-            problem.loss_fn(name, sample_size, importance_sample_size), problem.variables_for(name)
-        )
+        run = _sampler(problem, name, sample_size, importance_sample_size, backend)
     else:
         run, batch = sampler
     num_batches = -(-num_draws // batch)
     moments = None
-    for seeds in tf.split(draw_seeds(seed, num_batches * batch), num_batches):
-        batch_moments = [gradient_moments(d.numpy()) for d in run(seeds)]
+    seeds = _draw_seeds(seed, num_batches * batch, backend)
+    for index in range(num_batches):
+        batch_moments = [
+            gradient_moments(d) for d in run(seeds[index * batch : (index + 1) * batch])
+        ]
         moments = (
             batch_moments if moments is None else list(map(merge_moments, moments, batch_moments))
         )
@@ -189,8 +194,14 @@ def compare_estimators(
     reference="auto",
     timing_repeats=7,
     reference_draws=None,
+    backend="tensorflow",
 ):
     """Measures each estimator's gradient on `problem` at its current parameters.
+
+    On `backend="jax"`, each estimator's draws are one jitted `jax.lax.map` over PRNG
+    keys of `jax.grad` of its loss with respect to the problem's `parameters()`, the
+    surrogate built by `problem.build_surrogate` from TFP's JAX substrate; the same
+    statistics, reference and timing follow.
 
     Args:
       problem: a `tge.problems.Problem` (or any object with `target_log_prob`,
@@ -211,6 +222,8 @@ def compare_estimators(
       timing_repeats: Python `int`, rounds of alternated timing.
       reference_draws: Python `int`, draws of a Monte Carlo reference for
         `reference="auto"`. Default value: `None`, meaning `10 * num_draws`.
+      backend: the TFP substrate the gradients are drawn on, `"tensorflow"` or `"jax"`
+        (one of `problem.substrates`, else `ValueError`). Default value: `"tensorflow"`.
 
     Returns:
       A `Comparison`: a list of `EstimatorReport`, in the order given, whose
@@ -218,15 +231,15 @@ def compare_estimators(
       `bias_threshold` the `bias_z_threshold` of the number of elements tested.
     """
     problem = _as_problem(problem)
-    seeds = draw_seeds(seed, num_draws)
+    problem.check_substrate(backend)
+    seeds = _draw_seeds(seed, num_draws, backend)
     rows, samplers = [], {}
     for index, identifier in enumerate(estimators):
         label = identifier if isinstance(identifier, str) else repr(identifier)
         if progress is not None:
             progress(index, len(estimators), label)
-        samplers[label] = gradient_sampler(
-            problem.loss_fn(identifier, sample_size, importance_sample_size),
-            problem.variables_for(identifier),
+        samplers[label] = _sampler(
+            problem, identifier, sample_size, importance_sample_size, backend
         )
         moments = [gradient_moments(d) for d in samplers[label](seeds)]
         variance = float(np.mean(np.concatenate([m.variance.ravel() for m in moments])))
@@ -241,6 +254,7 @@ def compare_estimators(
             seed=seed + 12345,  # independent of the compared draws
             sample_size=sample_size,
             sampler=sampler,
+            backend=backend,
         )
     if time_steps:
         times = interleaved_step_seconds(list(samplers.values()), (seeds,), timing_repeats, 1)
@@ -260,6 +274,67 @@ def compare_estimators(
             EstimatorReport(label, variance, snr, bias, time[0], variance * time[0], *time[1:])
         )
     return reports
+
+
+def _draw_seeds(seed, num_draws, backend):
+    """`num_draws` independent seeds split from `seed`: `[num_draws, 2]` stateless TensorFlow
+    seeds, or `num_draws` JAX PRNG keys."""
+    if backend == "jax":
+        import jax
+
+        return jax.random.split(jax.random.PRNGKey(seed), num_draws)
+    return draws.draw_seeds(seed, num_draws)
+
+
+def _sampler(problem, estimator, sample_size, importance_sample_size, backend):
+    """The compiled draw loop of `estimator` on `problem`: `seeds -> [gradient draws]`, one
+    array per variable (leading axis: draws)."""
+    if backend == "jax":
+        return _jax_sampler(problem, estimator, sample_size, importance_sample_size)
+    return draws.gradient_sampler(
+        problem.loss_fn(estimator, sample_size, importance_sample_size),
+        problem.variables_for(estimator),
+    )
+
+
+def _jax_sampler(problem, estimator, sample_size, importance_sample_size):
+    import jax
+
+    from tfp_gradest import estimators
+
+    estimator = estimators.get(estimator)
+    tfp = tfp_module("jax")
+    target = problem.target_log_prob_fn("jax")
+    parameters = jax.tree_util.tree_map(jax.numpy.asarray, problem.parameters())
+
+    def loss(parameters, key):
+        surrogate = problem.build_surrogate(parameters, tfp)
+        return estimator.loss(target, surrogate, sample_size, importance_sample_size, seed=key)
+
+    gradient = jax.grad(loss)
+    run = jax.jit(lambda parameters, keys: jax.lax.map(lambda k: gradient(parameters, k), keys))
+    return lambda keys: jax.tree_util.tree_leaves(run(parameters, keys))
+
+
+def _exact_gradients(problem, backend):
+    """The closed-form ELBO's gradient (numpy arrays, one per variable), or `None`."""
+    if backend == "jax":
+        import jax
+
+        objective = problem.exact_objective_fn("jax")
+        if objective is None:
+            return None
+        parameters = jax.tree_util.tree_map(jax.numpy.asarray, problem.parameters())
+        gradients = jax.grad(lambda p: -jax.numpy.sum(objective(p)))(parameters)
+        return [np.asarray(g) for g in jax.tree_util.tree_leaves(gradients)]
+    import tensorflow as tf
+
+    objective = problem.exact_objective()
+    if objective is None:
+        return None
+    with tf.GradientTape() as tape:
+        loss = -tf.reduce_sum(problem.exact_objective())
+    return [g.numpy() for g in tape.gradient(loss, problem.variables)]
 
 
 def _max_abs_bias_z(moments, reference):

@@ -27,6 +27,7 @@ from tfp_gradest.problems.base import (  # noqa: F401 (public: listed in base.__
     names,
     register,
     serialize,
+    tfp_module,
 )
 
 # The public names: the problem classes (found through the registry, their modules imported

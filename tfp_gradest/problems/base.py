@@ -18,6 +18,8 @@ import inspect
 import pkgutil
 from typing import ClassVar
 
+import numpy as np
+
 from tfp_gradest._util import registry
 from tfp_gradest._util.registry import Configurable, Registry
 
@@ -30,9 +32,13 @@ __all__ = [
     "names",
     "register",
     "serialize",
+    "tfp_module",
 ]
 
 _PACKAGE = __name__.rsplit(".", 1)[0]
+
+# The TFP substrates a problem can run on (`Problem.substrates`): the command line's `--backend`.
+SUBSTRATES = ("tensorflow", "jax")
 _NOT_PROBLEMS = frozenset({"base"})  # modules of this package that hold no problem
 
 
@@ -58,6 +64,14 @@ class Problem(Configurable):
         no closed-form gradient is known (`None`: no reference).
       fit_estimator, fit_learning_rate: what `fit` trains with.
       default_estimators: what `python -m tfp_gradest compare --problem <name>` compares.
+      substrates: the TFP substrates its gradients can be drawn on (`SUBSTRATES`).
+
+    On JAX (`"jax"` in `substrates`), a problem is a function of a parameter pytree:
+    `parameters()` (the current values of the surrogate's unconstrained variables, a dict
+    of numpy arrays), `build_surrogate(parameters, tfp)` (written once for both TFP
+    substrates: `tfp` is `tensorflow_probability` or its JAX substrate),
+    `target_log_prob_fn("jax")` and `exact_objective_fn("jax")`. The state stays in the
+    TensorFlow variables: `assign_parameters` writes a pytree back (a fit on JAX does).
     """
 
     name: ClassVar[str] = ""
@@ -65,6 +79,7 @@ class Problem(Configurable):
     reference_estimator: ClassVar[str | None] = "stl"
     fit_estimator: ClassVar[str] = "reparameterization"
     fit_learning_rate: ClassVar[float] = 0.01
+    substrates: ClassVar[tuple] = ("tensorflow",)
 
     def __new__(cls, *args, **kwargs):
         # The constructor's arguments, recorded once here, are the problem's config.
@@ -98,6 +113,53 @@ class Problem(Configurable):
     def exact_objective(self):
         """The ELBO in closed form (a Tensor), or `None` where it is not known."""
         return None
+
+    # --- the same, as functions of a parameter pytree (any substrate) -------------------
+
+    def parameter_variables(self):
+        """`{name: tf.Variable}`: the unconstrained variables behind `parameters()`."""
+        return {}
+
+    def parameters(self):
+        """The current unconstrained parameters, `{name: numpy array}` (`parameter_variables`)."""
+        return {name: v.numpy() for name, v in self.parameter_variables().items()}
+
+    def assign_parameters(self, parameters):
+        """Writes `parameters` (as `parameters()` returns them) into the variables."""
+        for name, variable in self.parameter_variables().items():
+            variable.assign(np.asarray(parameters[name]))
+
+    def build_surrogate(self, parameters, tfp):
+        """The surrogate as a distribution of `tfp` (either substrate) built from `parameters`."""
+        raise NotImplementedError
+
+    def target_log_prob_fn(self, substrate="tensorflow"):
+        """`target_log_prob` on `substrate` (`"tensorflow"` or `"jax"`), `z -> log p(z)`."""
+        self.check_substrate(substrate)
+        if substrate == "tensorflow":
+            return self.target_log_prob
+        raise NotImplementedError
+
+    def exact_objective_fn(self, substrate="tensorflow"):
+        """`parameters -> ELBO` in closed form on `substrate`, or `None` where not known."""
+        self.check_substrate(substrate)
+        return None
+
+    def check_substrate(self, substrate):
+        """Raises `ValueError` (naming `backend`) if the problem cannot run on `substrate`."""
+        if substrate not in SUBSTRATES:
+            raise ValueError(
+                f"`backend` must be one of {', '.join(SUBSTRATES)}. Received: backend={substrate!r}"
+            )
+        if substrate not in self.substrates:
+            raise ValueError(
+                f"Problem {self.name!r} runs on {' and '.join(self.substrates)} only"
+                f"{self.substrate_note(substrate)}. Received: backend={substrate!r}"
+            )
+
+    def substrate_note(self, substrate):
+        """Why the problem does not run on `substrate` (appended to `check_substrate`'s error)."""
+        return ""
 
     # --- the estimators that apply -----------------------------------------------------
 
@@ -149,14 +211,21 @@ class Problem(Configurable):
 
     # --- where the gradients are drawn -------------------------------------------------
 
-    def fit(self, num_steps, seed=0):
-        """Moves the surrogate towards the optimum: `num_steps` Adam steps on the ELBO."""
+    def fit(self, num_steps, seed=0, substrate="tensorflow"):
+        """Moves the surrogate towards the optimum: `num_steps` Adam steps on the ELBO.
+
+        On `substrate="jax"`, the steps are one jitted `lax.scan` of optax's Adam over the
+        `parameters()` pytree, written back with `assign_parameters`.
+        """
         import keras
 
         from tfp_gradest import vi
 
         if num_steps < 1:
             raise ValueError(f"`num_steps` must be at least 1. Received: num_steps={num_steps}")
+        self.check_substrate(substrate)
+        if substrate == "jax":
+            return self._fit_jax(num_steps, seed)
         return vi.fit_surrogate_posterior(
             self.target_log_prob,
             self.surrogate,
@@ -169,9 +238,48 @@ class Problem(Configurable):
             gradient_estimator=self.fit_estimator,
         )
 
+    def _fit_jax(self, num_steps, seed):
+        import jax
+        import optax
+
+        from tfp_gradest import estimators
+
+        estimator, tfp = estimators.get(self.fit_estimator), tfp_module("jax")
+        target = self.target_log_prob_fn("jax")
+        optimizer = optax.adam(self.fit_learning_rate)
+
+        def loss(parameters, key):
+            surrogate = self.build_surrogate(parameters, tfp)
+            return estimator.loss(target, surrogate, 8, 1, seed=key)
+
+        def step(state, key):
+            parameters, optimizer_state = state
+            value, gradients = jax.value_and_grad(loss)(parameters, key)
+            updates, optimizer_state = optimizer.update(gradients, optimizer_state, parameters)
+            return (optax.apply_updates(parameters, updates), optimizer_state), value
+
+        @jax.jit
+        def run(parameters, keys):
+            return jax.lax.scan(step, (parameters, optimizer.init(parameters)), keys)
+
+        parameters = jax.tree_util.tree_map(jax.numpy.asarray, self.parameters())
+        keys = jax.random.split(jax.random.PRNGKey(seed), num_steps)
+        (parameters, _), losses = run(parameters, keys)
+        self.assign_parameters(jax.tree_util.tree_map(np.asarray, parameters))
+        return np.asarray(losses)
+
     def distance_to_optimum(self):
         """A short text saying how far the surrogate is from the optimum, or `None` if unknown."""
         return None
+
+
+def tfp_module(substrate):
+    """The TFP module of `substrate`: `tensorflow_probability` or its JAX substrate."""
+    if substrate == "jax":
+        from tensorflow_probability.substrates import jax as tfp
+    else:
+        import tensorflow_probability as tfp
+    return tfp
 
 
 def _plain(value):

@@ -4,7 +4,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfp_gradest.problems.base import Problem, register
+from tfp_gradest.problems.base import Problem, register, tfp_module
 
 tfd = tfp.distributions
 tfb = tfp.bijectors
@@ -25,7 +25,8 @@ class BayesianNeuralNetworkDigits(Problem):
     entries), so any estimator of this package applies; samples with leading
     axes are evaluated in one batched einsum. The surrogate's mean starts at a
     Glorot-scaled random point and its scale at `initial_scale`. No closed
-    form: comparisons report variance and SNR but no bias.
+    form: comparisons report variance and SNR but no bias. Runs on both TFP substrates
+    (`--backend jax`).
 
     Args:
       hidden: Python `int`, hidden units. Default value: `16`.
@@ -34,6 +35,8 @@ class BayesianNeuralNetworkDigits(Problem):
       dtype: float dtype, a `tf.DType` or its name. Default value: `"float32"`.
       seed: numpy seed for the initial mean. Default value: `0`.
     """
+
+    substrates = ("tensorflow", "jax")
 
     def __init__(self, hidden=16, num_examples=256, initial_scale=0.05, dtype="float32", seed=0):
         from sklearn.datasets import load_digits
@@ -70,3 +73,29 @@ class BayesianNeuralNetworkDigits(Problem):
         prior = tf.reduce_sum(tfd.Normal(tf.zeros([], w.dtype), 1.0).log_prob(w), axis=-1)
         likelihood = tfd.Categorical(logits=logits).log_prob(self.y)
         return prior + tf.reduce_sum(likelihood, axis=-1)
+
+    def parameter_variables(self):
+        return {"loc": self.loc, "scale": self.scale.pretransformed_input}
+
+    def build_surrogate(self, parameters, tfp):
+        scale = tfp.bijectors.Softplus()(parameters["scale"])
+        return tfp.distributions.MultivariateNormalDiag(parameters["loc"], scale)
+
+    def target_log_prob_fn(self, substrate="tensorflow"):
+        self.check_substrate(substrate)
+        if substrate == "tensorflow":
+            return self.target_log_prob
+        import jax.numpy as jnp
+
+        tfd = tfp_module(substrate).distributions
+
+        def target_log_prob(w):
+            parts = jnp.split(w, np.cumsum(self.sizes)[:-1], axis=-1)
+            w1, b1, w2, b2 = [p.reshape(w.shape[:-1] + s) for p, s in zip(parts, self.shapes)]
+            hidden = jnp.tanh(jnp.einsum("ni,...ih->...nh", self.x, w1) + b1[..., None, :])
+            logits = jnp.einsum("...nh,...ho->...no", hidden, w2) + b2[..., None, :]
+            prior = jnp.sum(tfd.Normal(jnp.zeros([], w.dtype), 1.0).log_prob(w), -1)
+            likelihood = tfd.Categorical(logits=logits).log_prob(self.y)
+            return prior + jnp.sum(likelihood, -1)
+
+        return target_log_prob

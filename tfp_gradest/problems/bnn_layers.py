@@ -87,6 +87,12 @@ class BayesianNeuralNetworkLayers(Problem):
     def target_log_prob(self, z):
         raise NotImplementedError("bnn_layers is a Keras model; use `loss_fn`.")
 
+    def substrate_note(self, substrate):
+        return (
+            ": its comparison draws the layers' gradients with TensorFlow's tape; the layers "
+            "themselves run on Keras's JAX backend (see `tge.diagnostics.model_gradient_draws`)"
+        )
+
     def estimator_names(self):
         from tfp_gradest import layers
 

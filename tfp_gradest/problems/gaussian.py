@@ -4,7 +4,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfp_gradest.problems.base import Problem, register
+from tfp_gradest.problems.base import Problem, register, tfp_module
 
 tfd = tfp.distributions
 tfb = tfp.bijectors
@@ -24,7 +24,8 @@ class CorrelatedGaussian(Problem):
     `exact_objective()` is that closed form (from `tfd.kl_divergence`), so its
     autodiff gradient is the exact ELBO gradient against which estimators are
     tested. The surrogate's variables are `loc` and the log of `scale`
-    (a `tfp.util.TransformedVariable` with an `Exp` bijector).
+    (a `tfp.util.TransformedVariable` with an `Exp` bijector). Runs on both TFP
+    substrates (`--backend jax`): target, surrogate and closed form are written once.
 
     Args:
       dim: Python `int`, `D`. Default value: `3`.
@@ -34,6 +35,8 @@ class CorrelatedGaussian(Problem):
         target's scale. Default value: `0.5`.
     """
 
+    substrates = ("tensorflow", "jax")
+
     def __init__(self, dim=3, dtype="float32", seed=0, offset=0.5):
         rng = np.random.default_rng(seed)
         np_dtype = tf.as_dtype(dtype).as_numpy_dtype
@@ -41,9 +44,9 @@ class CorrelatedGaussian(Problem):
         mean = rng.normal(size=dim)
         a = rng.normal(size=(dim, dim))
         covariance = a @ a.T / dim + 0.5 * np.eye(dim)
-        self.target = tfd.MultivariateNormalTriL(
-            mean.astype(np_dtype), np.linalg.cholesky(covariance).astype(np_dtype)
-        )
+        self._mean = mean.astype(np_dtype)
+        self._scale_tril = np.linalg.cholesky(covariance).astype(np_dtype)
+        self.target = self._target(tfp)
         std = np.sqrt(np.diag(covariance))
         self.loc = tf.Variable((mean + offset * std).astype(np_dtype), name="loc")
         self.scale = tfp.util.TransformedVariable(
@@ -51,8 +54,28 @@ class CorrelatedGaussian(Problem):
         )
         self.surrogate = tfd.MultivariateNormalDiag(self.loc, self.scale)
 
+    def _target(self, tfp):
+        return tfp.distributions.MultivariateNormalTriL(self._mean, self._scale_tril)
+
     def target_log_prob(self, z):
         return self.target.log_prob(z)
+
+    def parameter_variables(self):
+        return {"loc": self.loc, "scale": self.scale.pretransformed_input}
+
+    def build_surrogate(self, parameters, tfp):
+        scale = tfp.bijectors.Exp()(parameters["scale"])
+        return tfp.distributions.MultivariateNormalDiag(parameters["loc"], scale)
+
+    def target_log_prob_fn(self, substrate="tensorflow"):
+        self.check_substrate(substrate)
+        return self._target(tfp_module(substrate)).log_prob
+
+    def exact_objective_fn(self, substrate="tensorflow"):
+        self.check_substrate(substrate)
+        tfp = tfp_module(substrate)
+        target = self._target(tfp)
+        return lambda p: -tfp.distributions.kl_divergence(self.build_surrogate(p, tfp), target)
 
     def exact_objective(self):
         """The exact ELBO, `-KL(q || p)`."""

@@ -5,7 +5,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfp_gradest.problems.base import Problem, register
+from tfp_gradest.problems.base import Problem, register, tfp_module
 
 tfd = tfp.distributions
 tfb = tfp.bijectors
@@ -29,7 +29,8 @@ class GaussianMixture(Problem):
     `target_log_prob` is the full-data log joint; `batch_target_log_prob(θ, b)`
     is batch `b`'s share, the target `tge.reuse.fit(..., num_batches=B)` and
     `tge.reuse.ISAG` take. Used by `benchmarks/isag_gmm.py` and
-    `colabs/isag_gmm.ipynb`.
+    `colabs/isag_gmm.ipynb`. Runs on both TFP substrates (`--backend jax`: the
+    full-data target).
 
     Args:
       num_components: Python `int`, `C`. Default value: `8`.
@@ -39,6 +40,8 @@ class GaussianMixture(Problem):
       initial_scale: the surrogate's initial standard deviation. Default value: `0.1`.
       seed: numpy seed for the surrogate's initial mean (standard normal). Default value: `0`.
     """
+
+    substrates = ("tensorflow", "jax")
 
     def __init__(
         self, num_components=8, dim=4, num_batches=20, prior_scale=3.0, initial_scale=0.1, seed=0
@@ -51,6 +54,7 @@ class GaussianMixture(Problem):
         x = x[: (len(x) // num_batches) * num_batches].astype(np.float32)
         self.num_components, self.dim, self.num_batches = num_components, dim, num_batches
         self.prior_scale, self.initial_scale = prior_scale, initial_scale
+        self._x = x
         self.x = tf.constant(x)
         self.batches = tf.constant(x.reshape(num_batches, -1, dim))
         size = num_components * dim
@@ -90,6 +94,36 @@ class GaussianMixture(Problem):
         """Batch `batch_index`'s share `log p_b(θ)`; the shares sum to `target_log_prob`."""
         batch = tf.gather(self.batches, batch_index)
         return self.log_prior(theta) / self.num_batches + self.log_likelihood(batch, theta)
+
+    def parameter_variables(self):
+        return {"loc": self.loc, "scale": self.scale.pretransformed_input}
+
+    def build_surrogate(self, parameters, tfp):
+        scale = tfp.bijectors.Softplus()(parameters["scale"])
+        return tfp.distributions.MultivariateNormalDiag(parameters["loc"], scale)
+
+    def target_log_prob_fn(self, substrate="tensorflow"):
+        self.check_substrate(substrate)
+        if substrate == "tensorflow":
+            return self.target_log_prob
+        import jax
+        import jax.numpy as jnp
+
+        tfd = tfp_module(substrate).distributions
+        points = self._x
+
+        def target_log_prob(theta):
+            prior = jnp.sum(tfd.Normal(0.0, self.prior_scale).log_prob(theta), -1)
+            means = jnp.reshape(theta, theta.shape[:-1] + (1, self.num_components, self.dim))
+            squared = jnp.sum(jnp.square(points[:, None, :] - means), -1)  # [..., N, C]
+            per_point = (
+                jax.nn.logsumexp(-0.5 * squared, -1)
+                - np.log(self.num_components)
+                - 0.5 * self.dim * np.log(2 * np.pi)
+            )
+            return prior + jnp.sum(per_point, -1)
+
+        return target_log_prob
 
     def elbo(self, noise):
         """The full-data ELBO at fixed standard-normal `noise [M, C·D]` (common random numbers)."""

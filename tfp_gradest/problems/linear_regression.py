@@ -4,7 +4,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfp_gradest.problems.base import Problem, register
+from tfp_gradest.problems.base import Problem, register, tfp_module
 
 tfd = tfp.distributions
 tfb = tfp.bijectors
@@ -19,7 +19,8 @@ class BayesianLinearRegression(Problem):
     The posterior is `N(μ_N, Σ_N)` with `Σ_N⁻¹ = α I + XᵀX / s²` and
     `μ_N = Σ_N Xᵀ y / s²` (Bishop 2006, eq. 3.53-3.54), so `KL(q || posterior)`
     measures exactly how far a fitted surrogate is from the answer. The data are
-    synthetic (seeded numpy), so nothing is downloaded.
+    synthetic (seeded numpy), so nothing is downloaded. Runs on both TFP substrates
+    (`--backend jax`).
 
     Args:
       num_features: Python `int`. Default value: `3`.
@@ -29,6 +30,7 @@ class BayesianLinearRegression(Problem):
     """
 
     fit_learning_rate = 0.05
+    substrates = ("tensorflow", "jax")
 
     def __init__(self, num_features=3, num_examples=20, dtype="float32", seed=0):
         rng = np.random.default_rng(seed)
@@ -61,6 +63,31 @@ class BayesianLinearRegression(Problem):
         mean = tf.einsum("nf,...f->...n", self.x, w)
         likelihood = tfd.Normal(mean, tf.cast(self.noise_scale, dtype)).log_prob(self.y)
         return prior + tf.reduce_sum(likelihood, axis=-1)
+
+    def parameter_variables(self):
+        return {"loc": self.loc, "scale_tril": self.scale_tril.pretransformed_input}
+
+    def build_surrogate(self, parameters, tfp):
+        bijector = tfp.bijectors.FillScaleTriL(diag_shift=self.x.dtype.type(1e-5))
+        return tfp.distributions.MultivariateNormalTriL(
+            parameters["loc"], bijector(parameters["scale_tril"])
+        )
+
+    def target_log_prob_fn(self, substrate="tensorflow"):
+        self.check_substrate(substrate)
+        if substrate == "tensorflow":
+            return self.target_log_prob
+        import jax.numpy as jnp
+
+        tfd = tfp_module(substrate).distributions
+
+        def target_log_prob(w):
+            prior = tfd.Normal(jnp.zeros([], w.dtype), self.prior_precision**-0.5).log_prob(w)
+            mean = jnp.einsum("nf,...f->...n", self.x, w)
+            likelihood = tfd.Normal(mean, jnp.asarray(self.noise_scale, w.dtype)).log_prob(self.y)
+            return jnp.sum(prior, -1) + jnp.sum(likelihood, -1)
+
+        return target_log_prob
 
     def kl_to_posterior(self):
         """`KL(q || exact posterior)`."""

@@ -4,7 +4,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfp_gradest.problems.base import Problem, register
+from tfp_gradest.problems.base import Problem, register, tfp_module
 
 tfd = tfp.distributions
 tfb = tfp.bijectors
@@ -19,7 +19,8 @@ class BayesianLogisticRegression(Problem):
     The data are scikit-learn's Wisconsin breast-cancer set (569 examples, 30
     features, shipped with the package), standardised, with a constant
     feature for the intercept, so `w` has 31 entries. There is no closed-form
-    answer, so comparisons report variance and SNR but no bias.
+    answer, so comparisons report variance and SNR but no bias. Runs on both TFP
+    substrates (`--backend jax`).
 
     Args:
       num_examples: Python `int` or `None` (all 569). Default value: `None`.
@@ -27,6 +28,8 @@ class BayesianLogisticRegression(Problem):
       dtype: float dtype, a `tf.DType` or its name. Default value: `"float32"`.
       seed: numpy seed for the surrogate's initial mean. Default value: `0`.
     """
+
+    substrates = ("tensorflow", "jax")
 
     def __init__(self, num_examples=None, initial_scale=0.1, dtype="float32", seed=0):
         from sklearn.datasets import load_breast_cancer
@@ -51,3 +54,26 @@ class BayesianLogisticRegression(Problem):
         logits = tf.einsum("nf,...f->...n", self.x, w)
         likelihood = tfd.Bernoulli(logits=logits, dtype=w.dtype).log_prob(self.y)
         return prior + tf.reduce_sum(likelihood, axis=-1)
+
+    def parameter_variables(self):
+        return {"loc": self.loc, "scale": self.scale.pretransformed_input}
+
+    def build_surrogate(self, parameters, tfp):
+        scale = tfp.bijectors.Softplus()(parameters["scale"])
+        return tfp.distributions.MultivariateNormalDiag(parameters["loc"], scale)
+
+    def target_log_prob_fn(self, substrate="tensorflow"):
+        self.check_substrate(substrate)
+        if substrate == "tensorflow":
+            return self.target_log_prob
+        import jax.numpy as jnp
+
+        tfd = tfp_module(substrate).distributions
+
+        def target_log_prob(w):
+            prior = tfd.Normal(jnp.zeros([], w.dtype), 1.0).log_prob(w)
+            logits = jnp.einsum("nf,...f->...n", self.x, w)
+            likelihood = tfd.Bernoulli(logits=logits, dtype=w.dtype).log_prob(self.y)
+            return jnp.sum(prior, -1) + jnp.sum(likelihood, -1)
+
+        return target_log_prob

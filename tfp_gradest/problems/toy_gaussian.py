@@ -4,7 +4,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfp_gradest.problems.base import Problem, register
+from tfp_gradest.problems.base import Problem, register, tfp_module
 
 tfd = tfp.distributions
 
@@ -25,7 +25,8 @@ class ToyGaussian(Problem):
 
     Variables: `a`, `b` (the surrogate's, `variables`) and `mu` (the model's,
     `model_variables`; it makes the target trainable, for testing that model
-    parameters get the right gradient).
+    parameters get the right gradient). Runs on both TFP substrates (`--backend jax`;
+    there `μ` is a constant).
 
     Args:
       dim: Python `int`, `D`. Default value: `20`.
@@ -38,12 +39,14 @@ class ToyGaussian(Problem):
     """
 
     default_estimators = ("iwae", "iwae_stl", "iwae_dreg")
+    substrates = ("tensorflow", "jax")
 
     def __init__(self, dim=20, perturbation=0.01, q_scale=None, dtype="float32", seed=0):
         q_scale = np.sqrt(2.0 / 3.0) if q_scale is None else q_scale
         rng = np.random.default_rng(seed)
         np_dtype = tf.as_dtype(dtype).as_numpy_dtype
         self.dtype, self.dim = tf.as_dtype(dtype), dim
+        self._np_dtype, self.q_scale = np_dtype, q_scale
         mu = rng.normal(size=dim)
         self.x = (mu + np.sqrt(2.0) * rng.normal(size=dim)).astype(np_dtype)
         self.mu = tf.Variable(mu.astype(np_dtype), name="mu")
@@ -67,6 +70,39 @@ class ToyGaussian(Problem):
         prior = tfd.Normal(self.mu, tf.cast(1.0, self.dtype)).log_prob(z)
         likelihood = tfd.Normal(z, tf.cast(1.0, self.dtype)).log_prob(self.x)
         return tf.reduce_sum(prior + likelihood, axis=-1)
+
+    def parameter_variables(self):
+        return {"a": self.a, "b": self.b}
+
+    def build_surrogate(self, parameters, tfp):
+        loc = parameters["a"] * self.x + parameters["b"]
+        scale = np.full([self.dim], self.q_scale, self._np_dtype)
+        return tfp.distributions.MultivariateNormalDiag(loc, scale)
+
+    def _normal(self, tfp, loc, scale):
+        return tfp.distributions.Independent(
+            tfp.distributions.Normal(loc, self._np_dtype(scale)), reinterpreted_batch_ndims=1
+        )
+
+    def target_log_prob_fn(self, substrate="tensorflow"):
+        self.check_substrate(substrate)
+        if substrate == "tensorflow":
+            return self.target_log_prob
+        tfp, mu = tfp_module(substrate), self.mu.numpy()
+        return lambda z: (
+            self._normal(tfp, mu, 1.0).log_prob(z) + self._normal(tfp, z, 1.0).log_prob(self.x)
+        )
+
+    def exact_objective_fn(self, substrate="tensorflow"):
+        self.check_substrate(substrate)
+        tfp, mu = tfp_module(substrate), self.mu.numpy()
+        log_marginal = self._normal(tfp, mu, np.sqrt(2.0)).log_prob(self.x)
+        posterior = tfp.distributions.MultivariateNormalDiag(
+            (mu + self.x) / 2, np.full([self.dim], np.sqrt(0.5), self._np_dtype)
+        )
+        return lambda p: (
+            log_marginal - tfp.distributions.kl_divergence(self.build_surrogate(p, tfp), posterior)
+        )
 
     def posterior(self):
         """`p(z | x) = N((μ + x)/2, I/2)`."""
