@@ -156,3 +156,75 @@ def test_bnn_layers_starts_where_it_did_in_0_2():
     for index, layer in enumerate(problem.model.layers):
         expected = keras.initializers.GlorotUniform(3 + index)(layer.kernel_loc.shape)
         np.testing.assert_array_equal(layer.kernel_loc.numpy(), np.asarray(expected))
+
+
+def test_the_jax_capable_problems_are_every_surrogate_problem():
+    on_jax = sorted(cls.name for cls in tge.problems.classes() if "jax" in cls.substrates)
+    assert on_jax == [
+        "bnn_digits", "gaussian", "gaussian_mixture", "linear_regression",
+        "logistic_regression", "toy_gaussian",
+    ]  # fmt: skip
+    with pytest.raises(ValueError, match="'bnn_layers' runs on tensorflow only.*backend='jax'"):
+        tge.problems.get("bnn_layers", hidden=4, num_examples=8).check_substrate("jax")
+    with pytest.raises(ValueError, match="`backend` must be one of.*backend='torch'"):
+        tge.problems.get("gaussian").check_substrate("torch")
+
+
+@pytest.mark.parametrize(
+    "name,kwargs",
+    [
+        ("gaussian", {}),
+        ("toy_gaussian", {"dim": 4}),
+        ("linear_regression", {}),
+        ("logistic_regression", {"num_examples": 40}),
+        ("gaussian_mixture", {"num_batches": 2}),
+        ("bnn_digits", {"hidden": 4, "num_examples": 16}),
+    ],
+)
+def test_a_problem_on_jax_is_the_same_problem_as_on_tensorflow(name, kwargs):
+    # The surrogate built from parameters() on TFP-JAX, the JAX target and the closed-form
+    # ELBO equal the TensorFlow problem's at the same point (the maths is written once
+    # where it can be; the JAX targets are their own code and checked here).
+    jax = pytest.importorskip("jax")
+    problem = tge.problems.get(name, **kwargs)
+    problem.assign_parameters(
+        {
+            k: v + 0.1 * np.cos(np.arange(v.size)).reshape(v.shape).astype(v.dtype)
+            for k, v in problem.parameters().items()
+        }
+    )  # fmt: skip  (off the initialisation: a point where nothing is special)
+    tfp_jax = base.tfp_module("jax")
+    surrogate = problem.build_surrogate(problem.parameters(), tfp_jax)
+    z = problem.surrogate.sample(3, seed=[4, 5]).numpy()
+    np.testing.assert_allclose(
+        surrogate.log_prob(z), problem.surrogate.log_prob(z).numpy(), rtol=1e-5, atol=1e-4
+    )
+    np.testing.assert_allclose(
+        problem.target_log_prob_fn("jax")(jax.numpy.asarray(z)),
+        problem.target_log_prob(z).numpy(),
+        rtol=1e-5,
+        atol=1e-3,
+    )
+    exact = problem.exact_objective_fn("jax")
+    assert (exact is None) == (problem.exact_objective() is None)
+    if exact is not None:
+        np.testing.assert_allclose(
+            exact(problem.parameters()), problem.exact_objective().numpy(), rtol=1e-5
+        )
+    # Power: another point gives another surrogate density.
+    moved = {k: v + 0.5 for k, v in problem.parameters().items()}
+    assert not np.allclose(
+        problem.build_surrogate(moved, tfp_jax).log_prob(z), surrogate.log_prob(z), rtol=1e-3
+    )
+
+
+def test_fit_on_jax_moves_the_surrogate_to_the_posterior_and_writes_it_back():
+    pytest.importorskip("jax")
+    problem = tge.problems.get("linear_regression")
+    start = float(problem.kl_to_posterior())
+    losses = problem.fit(100, substrate="jax")
+    assert losses.shape == (100,) and np.all(np.isfinite(losses))
+    # The TensorFlow surrogate reads the fitted values (KL measured 0.064 after 100 steps,
+    # from 39; 0.11 after 100 steps on TensorFlow); a fit that did not write back leaves
+    # the KL where it was.
+    assert float(problem.kl_to_posterior()) < 0.1 * start
