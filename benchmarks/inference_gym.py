@@ -76,10 +76,17 @@ interpolated in each seed between its reads), `inference_gym.png` (mean error
 against training seconds, one panel per target and surrogate) and their
 `.meta.json` (command, versions, machine load, the run's cost).
 
-Cost (measured on the 2-core development machine, idle): XLA compilation dominates
-on the many-part targets. A reduced run (BrownianMotion..., both surrogates, 10
-arms, 1 seed, 300 steps) took about T_REDUCED; the full run (7 targets, 2
-surrogates, 10 arms, 5 seeds, 3,000 steps) is estimated at about T_FULL.
+Cost of the full run (the defaults: 7 targets, 2 surrogates, 10 arms, 5 seeds,
+3,000 steps), estimated from timed reduced runs (1 seed, reads at 0, 100 and 300
+steps, some arms) on the 2-core development machine, and extrapolated: about 80
+minutes on an otherwise idle machine, 8 GB or more of memory at its peak. XLA
+compilation is most of it (each arm compiles once per target and surrogate):
+per arm about 30 s on the 30-part targets (BrownianMotion..., ConvectionLorenzBridge)
+with a mean-field surrogate and 90-140 s with a full-rank one (TFP's
+block-lower-triangular scale over 30+ parts), 1-5 s on the others; then about 12
+minutes of ConvectionLorenzBridge full-rank training (4.7 ms a step), and a few
+minutes for everything else. `--surrogates mean_field` alone takes about a
+fifth of that; on a loaded machine, wall time grows with the load.
 """
 
 import argparse
