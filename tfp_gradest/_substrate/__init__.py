@@ -11,28 +11,32 @@ Every substrate module (`tensorflow.py`, `jax.py`) provides:
 
 * `NAME` (`"tensorflow"`, `"jax"`) and `tfp`, the TFP module of that substrate
   (`tensorflow_probability`, `tensorflow_probability.substrates.jax`);
-* structures: `flatten`, `pack_sequence_as`, `is_nested`, `map_structure`,
-  `stop_gradient` (of every array of a structure), `stop_distribution` (a
-  distribution whose parameters carry no gradient; its samples still do through `ε`
-  only when drawn from the live one);
-* seeds: `sanitize_seed(seed)` (int, `None` or the substrate's own seed ->
-  its stateless seed; the other substrate's seed is a `TypeError` naming `seed`),
-  `split_seed(seed, n)` as TFP splits it;
+* structures: `flatten`, `pack_sequence_as`, `is_nested`, `map_structure`
+  (`tf.nest`; `jax.tree_util`), `stop_gradient` (of every array of a structure);
+* seeds: `sanitize_seed(seed)` (TensorFlow: `tfp_gradest._util.seeds`; JAX: an int
+  as `jax.random.PRNGKey(seed)` or a key, `None` refused) and `split_seed(seed, n)`,
+  TFP's split, as `tfp.vi.monte_carlo_variational_loss` splits its seed on that
+  substrate; the other substrate's seed is a `TypeError` naming `seed`;
 * `name_scope(name)`, `is_array(x)`;
 * array operations with TensorFlow's names and semantics (`where` broadcasts):
-  `where`, `zeros_like`, `ones_like`, `fill`, `constant`, `cast`, `equal`, `is_inf`,
-  `is_finite`, `is_nan`, `exp`, `log`, `square`, `softmax`, `reduce_logsumexp`,
-  `reduce_sum`, `reduce_mean`, `reduce_max`, `reduce_all`, `reduce_any`, `stack`,
-  `squeeze`, `argmax`, `one_hot`, `divide_no_nan`, `axis_size` (`tf.shape(x)[axis]`),
-  `reshape_leading` (`[S * K] + rest -> [S, K] + rest`), `reduce_event`,
-  `fusion_barrier`;
+  `where`, `zeros_like`, `ones_like`, `fill(like, value)`, `constant`, `cast`,
+  `equal`, `is_inf`, `is_finite`, `is_nan`, `exp`, `log`, `square`, `softmax`,
+  `reduce_logsumexp`, `reduce_sum`, `reduce_mean`, `reduce_max`, `reduce_all`,
+  `reduce_any`, `add_n`, `stack`, `squeeze`, `argmax`, `one_hot`, `divide_no_nan`,
+  `axis_size` (`tf.shape(x)[axis]`), `reshape_leading` (`[S * K] + rest -> [S, K] +
+  rest`), `reduce_event`, `zero_where` (zero the gradients of zero-weight samples),
+  `fusion_barrier` (XLA computes a tensor once; the identity on JAX);
 * the estimator-specific pieces: `surrogate_objective(value, surrogate)`,
-  `check_target_log_prob(target_lp, surrogate_lp, num_samples)`,
-  `path_derivative(log_weights_fn, stopped_samples)` (the inner gradient of
-  `Σ log w` at stopped samples, for `log_weight_terms`) and
-  `path_weighted_vjp(...)` (the one-backward-pass weighted surrogate of
-  `path_weighted_surrogate`: `tf.custom_gradient` on TensorFlow, a `jax.custom_vjp`
-  over the closure-converted target on JAX).
+  `check_target_log_prob(target_lp, surrogate_lp, num_samples)` (dtype, shape, and
+  an array of the other substrate refused), `path_derivative(log_weights_fn,
+  stopped, with_path)` (the inner gradient of `Σ log w` at stopped samples, for
+  `log_weight_terms`: a `tf.GradientTape`; `jax.vjp`) and `path_weighted_vjp(...)`
+  (the one-backward-pass weighted surrogate of `path_weighted_surrogate`:
+  `tf.custom_gradient`; a `jax.custom_vjp` over the closure-converted target, so
+  parameters the target closes over get their gradient from `jax.grad`).
+
+`of(x)`, `name_of(x)`, `get(name)` and `is_kl_reverse(fn)` (either substrate's
+`tfp.vi.kl_reverse`) read types only and import nothing.
 """
 
 import importlib

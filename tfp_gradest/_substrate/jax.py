@@ -41,12 +41,6 @@ def stop_gradient(structure):
     return _tree.tree_map(jax.lax.stop_gradient, structure)
 
 
-def stop_distribution(distribution):
-    """`distribution` with every parameter's gradient stopped (TFP-JAX distributions are
-    pytrees)."""
-    return _tree.tree_map(jax.lax.stop_gradient, distribution)
-
-
 def is_array(x):
     return isinstance(x, jax.Array)
 

@@ -136,13 +136,6 @@ def fusion_barrier(tensors, like):
     )
 
 
-def stop_distribution(distribution):
-    raise NotImplementedError(
-        "On TensorFlow the estimators never stop a distribution's parameters: the "
-        "gradient tapes of `path_weighted_vjp` select what they differentiate."
-    )
-
-
 def surrogate_objective(value, surrogate):
     """`stop(value) + (surrogate - stop(surrogate))`, an infinite `surrogate` entry as 0.
 

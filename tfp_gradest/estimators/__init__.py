@@ -6,6 +6,24 @@ loss = est.loss(target_log_prob_fn, surrogate_posterior,
                 sample_size=4, importance_sample_size=16, seed=0)
 config = tge.estimators.serialize(est)  # {"class_name": ..., "config": {...}}; get(config)
 ```
+
+Every estimator runs on TensorFlow and on TensorFlow Probability's JAX substrate with
+the same call, chosen from the surrogate's type. On JAX, build the surrogate inside the
+function `jax.grad` differentiates (the STL/DReG family stop its parameters themselves),
+and pass a JAX PRNG key (or an int):
+
+```python
+from tensorflow_probability.substrates import jax as tfp  # tfd = tfp.distributions
+
+def loss_fn(params):
+    q = tfd.MultivariateNormalDiag(params["loc"], jnp.exp(params["log_scale"]))
+    return est.loss(target_log_prob_fn, q, sample_size=4, importance_sample_size=16, seed=key)
+
+grads = jax.jit(jax.grad(loss_fn))(params)  # the estimator's gradient
+```
+
+Importing this package imports neither TensorFlow nor JAX: the substrate
+(`tfp_gradest._substrate`) is imported on the first `loss` or `validate`.
 """
 
 from tfp_gradest.estimators.base import (

@@ -2,6 +2,7 @@
 
 import importlib.util
 
+from tfp_gradest import _substrate
 from tfp_gradest._util import arguments, structure
 from tfp_gradest._util import log_weights as lw
 from tfp_gradest.estimators.base import GradientEstimator, register
@@ -141,12 +142,12 @@ class ScoreFunction(GradientEstimator):
         if self.data_path == "pathwise_log_weights":
             pathwise = lw.pathwise_log_weights(inputs)
             log_weights = pathwise.log_weights[:, 0]
-            score_lp = self._score_log_prob(ops, inputs.surrogate_posterior, pathwise.samples)
+            score_lp = self._score_log_prob(inputs.surrogate_posterior, pathwise.samples)
         else:
             terms = lw.log_weight_terms(inputs, with_path=False)
             log_weights, score_lp = terms.log_weights[:, 0], terms.surrogate_log_prob[:, 0]
         f = -inputs.discrepancy_fn(log_weights)
-        advantage = ops.stop_gradient(f - self._baseline_value(ops, f))
+        advantage = ops.stop_gradient(f - self._baseline_value(f))
         # An infinite advantage (a sample, or a baseline, of zero target density)
         # has no finite score term: the objective is then -inf and the loss
         # +inf, and the term is dropped so the gradient stays finite. So is that of a
@@ -156,8 +157,9 @@ class ScoreFunction(GradientEstimator):
         advantage = ops.where(dropped, ops.zeros_like(advantage), advantage)
         return f, advantage * score_lp + f
 
-    def _score_log_prob(self, ops, surrogate_posterior, samples):
+    def _score_log_prob(self, surrogate_posterior, samples):
         """`Σ_j log q(z_j | parents)` over the non-reparameterised parts only."""
+        ops = _substrate.of(surrogate_posterior)
         if not ops.is_nested(surrogate_posterior.reparameterization_type):
             if structure.is_fully_reparameterized(surrogate_posterior):
                 return ops.zeros_like(surrogate_posterior.log_prob(samples))
@@ -168,7 +170,8 @@ class ScoreFunction(GradientEstimator):
         chosen = [lp for lp, t in zip(parts, types) if t != fully]
         return ops.add_n(chosen) if chosen else ops.zeros_like(parts[0])
 
-    def _baseline_value(self, ops, f):
+    def _baseline_value(self, f):
+        ops = _substrate.of(f)
         if self._baseline is None:
             return ops.zeros_like(f)
         if self._baseline == "leave_one_out":
