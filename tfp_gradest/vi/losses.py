@@ -1,45 +1,63 @@
 """`monte_carlo_variational_loss` with a choice of gradient estimator."""
 
+import enum
 import numbers
+import sys
 
-import keras
 import numpy as np
-import tensorflow as tf
-import tensorflow_probability as tfp
 
-from tfp_gradest import _backend, estimators
+from tfp_gradest import _backend, _substrate, estimators
 
-__all__ = ["check_keras_backend", "monte_carlo_variational_loss", "resolve_estimator"]
+__all__ = [
+    "check_discrepancy_fn",
+    "check_keras_backend",
+    "monte_carlo_variational_loss",
+    "resolve_estimator",
+    "substrate_name",
+]
 
-_GradientEstimators = tfp.vi.GradientEstimators
-
-# `tfp.vi.GradientEstimators` -> our estimator; `None`: the `tfp.vi` default for K.
+# `tfp.vi.GradientEstimators` member name -> our estimator; `None`: the `tfp.vi` default for
+# K. By name, so the enum of either substrate (TensorFlow's, `tfp.substrates.jax`'s) maps.
 TFP_GRADIENT_ESTIMATORS = {
-    _GradientEstimators.SCORE_FUNCTION: "score_function",
-    _GradientEstimators.REPARAMETERIZATION: None,
-    _GradientEstimators.DOUBLY_REPARAMETERIZED: "iwae_dreg",
-    _GradientEstimators.VIMCO: "vimco",
+    "SCORE_FUNCTION": "score_function",
+    "REPARAMETERIZATION": None,
+    "DOUBLY_REPARAMETERIZED": "iwae_dreg",
+    "VIMCO": "vimco",
 }
+
+# What a JAX user writes instead of the TensorFlow entry points (their errors say so).
+STATELESS_FIT_HINT = (
+    "On JAX, use tge.vi.fit_surrogate_posterior_stateless (a TFP-JAX surrogate built from a "
+    "parameter pytree, an optax optimizer) or tge.vi.monte_carlo_variational_loss with a "
+    "`tfp.substrates.jax` surrogate inside your own jax.grad (docs/guides/jax.md)."
+)
 
 
 def static_importance_sample_size(importance_sample_size):
-    """`importance_sample_size` as a Python int where it is static (a NumPy int, a constant Tensor).
+    """`importance_sample_size` as a Python int where it is static (a NumPy int, a constant
+    TensorFlow Tensor, a concrete JAX array).
 
     Anything else that is not a tensor is returned unchanged, for the
-    estimator's own check to name. A tensor with no static value is refused:
-    the default estimator depends on `K` (IWAE for `K > 1`), and XLA needs
-    static sample shapes.
+    estimator's own check to name. A tensor with no static value (a TensorFlow
+    placeholder, a JAX tracer) is refused: the default estimator depends on `K`
+    (IWAE for `K > 1`), and XLA needs static sample shapes.
     """
     value = importance_sample_size
-    if tf.is_tensor(value):
+    tf = sys.modules.get("tensorflow")  # consulted only for its own tensors: no import
+    jax = sys.modules.get("jax")
+    if tf is not None and tf.is_tensor(value):
         value = tf.get_static_value(value)
-        if value is None:
-            raise TypeError(
-                "`importance_sample_size` must have a static value (a Python or NumPy int, or "
-                "a constant Tensor): the estimator depends on it (IWAE for K > 1, as in "
-                "tfp.vi) and XLA needs static sample shapes. Received: "
-                f"importance_sample_size={importance_sample_size!r}"
-            )
+    elif jax is not None and isinstance(value, jax.core.Tracer):
+        value = None
+    elif jax is not None and isinstance(value, jax.Array):
+        value = np.asarray(value)
+    if value is None:
+        raise TypeError(
+            "`importance_sample_size` must have a static value (a Python or NumPy int, or "
+            "a constant Tensor): the estimator depends on it (IWAE for K > 1, as in "
+            "tfp.vi) and XLA needs static sample shapes. Received: "
+            f"importance_sample_size={importance_sample_size!r}"
+        )
     if isinstance(value, np.ndarray) and value.ndim == 0:
         value = value.item()
     if isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)):
@@ -47,25 +65,73 @@ def static_importance_sample_size(importance_sample_size):
     return importance_sample_size
 
 
+def substrate_name(distribution):
+    """`"tensorflow"` or `"jax"`: the TFP substrate `distribution` is built on (from its
+    type; nothing is imported)."""
+    return _substrate.name_of(distribution)
+
+
+def _function_substrate(fn):
+    """The TFP substrate a TFP function belongs to (`"tensorflow"`, `"jax"`, `"numpy"`), or
+    `None` for anything else (the user's own function, which is not judged)."""
+    module = getattr(fn, "__module__", None) or ""
+    if module.startswith("tensorflow_probability.substrates."):
+        return module.split(".")[2]
+    if module.startswith("tensorflow_probability.python."):
+        return "tensorflow"
+    return None
+
+
+def check_discrepancy_fn(entry_point_name, discrepancy_fn, substrate):
+    """Raises a `TypeError` naming `discrepancy_fn` when it is a TFP function of another
+    substrate than the surrogate's (`tfp.vi.kl_reverse` of TensorFlow on a JAX surrogate):
+    it would run TensorFlow on JAX arrays (or the reverse) and fail deep inside.
+
+    Returns `discrepancy_fn`, or `None` for that substrate's own `kl_reverse` (which the
+    estimators read as the reverse KL whatever its substrate).
+    """
+    if discrepancy_fn is None:
+        return None
+    owner = _function_substrate(discrepancy_fn)
+    if owner is not None and owner != substrate:
+        spelled = (
+            "tfp.vi" if substrate == "tensorflow" else "tfp.substrates.jax.vi"
+        ) + f".{getattr(discrepancy_fn, '__name__', 'kl_reverse')}"
+        raise TypeError(
+            f"{entry_point_name}: `discrepancy_fn` is a TensorFlow Probability function of "
+            f"the {owner!r} substrate, but the surrogate posterior is built on the "
+            f"{substrate!r} substrate. Pass the same substrate's function (e.g. {spelled}) "
+            f"or None (the reverse KL). Received: discrepancy_fn={discrepancy_fn!r}"
+        )
+    if discrepancy_fn is _substrate.get(substrate).tfp.vi.kl_reverse:
+        return None
+    return discrepancy_fn
+
+
 def check_keras_backend(entry_point_name, *objects):
     """Refuses Keras objects of a backend other than TensorFlow, before anything is traced.
 
-    `tge.vi` is written with TensorFlow and TFP: it runs whatever the Keras
-    backend is, as long as what it is given is TensorFlow's. Under
-    `KERAS_BACKEND=jax` a Keras optimizer or a `keras.Variable` (in the
-    surrogate's parameters, or in `trainable_variables`) is JAX's, and would
-    fail deep inside `tfp.math.minimize` (or silently get no gradient); so if
-    any of `objects` (searched through lists, dicts and distributions'
-    parameters) is one, this raises `_backend.require_tensorflow_backend`'s
-    error, naming the backend and what to do.
+    For the TensorFlow entry points (`tge.vi.fit_surrogate_posterior`, and
+    `monte_carlo_variational_loss` with a TensorFlow surrogate, `tge.reuse.fit`):
+    they run whatever the Keras backend is, as long as what they are given is
+    TensorFlow's. Under `KERAS_BACKEND=jax` a Keras optimizer or a
+    `keras.Variable` (in the surrogate's parameters, or in `trainable_variables`)
+    is JAX's, and would fail deep inside `tfp.math.minimize` (or silently get no
+    gradient); so if any of `objects` (searched through lists, dicts and
+    distributions' parameters) is one, this raises a `RuntimeError` naming the
+    backend, what to set, and the JAX entry points to use instead.
     """
-    if keras.backend.backend() == "tensorflow":
+    keras = sys.modules.get("keras")  # not imported: no Keras object can have been made
+    if keras is None or keras.backend.backend() == "tensorflow":
         return
     for obj in _flatten(objects):
         if isinstance(obj, (keras.Variable, keras.optimizers.Optimizer)):
-            _backend.require_tensorflow_backend(
-                f"{entry_point_name} with a Keras {type(obj).__name__}"
-            )
+            try:
+                _backend.require_tensorflow_backend(
+                    f"{entry_point_name} with a Keras {type(obj).__name__}"
+                )
+            except RuntimeError as error:
+                raise RuntimeError(f"{error} {STATELESS_FIT_HINT}") from None
 
 
 def _flatten(objects, depth=0):
@@ -74,8 +140,9 @@ def _flatten(objects, depth=0):
         yield obj
         if depth > 8:  # parameters of parameters: deep enough for any real surrogate
             continue
-        if isinstance(obj, tfp.distributions.Distribution):
-            yield from _flatten(obj.parameters.values(), depth + 1)
+        parameters = getattr(obj, "parameters", None)
+        if isinstance(parameters, dict) and hasattr(obj, "log_prob"):  # a distribution
+            yield from _flatten(parameters.values(), depth + 1)
         elif isinstance(obj, dict):
             yield from _flatten(obj.values(), depth + 1)
         elif isinstance(obj, (list, tuple)):
@@ -89,7 +156,8 @@ def resolve_estimator(gradient_estimator, importance_sample_size=1):
     `"reparameterization"` (the ELBO) for `importance_sample_size == 1`, and
     `"iwae"` (the importance-weighted bound, reparameterised) above that.
 
-    A `tfp.vi.GradientEstimators` value maps to the estimator computing the same
+    A `tfp.vi.GradientEstimators` value (of TensorFlow's TFP or of
+    `tfp.substrates.jax`) maps to the estimator computing the same
     gradient (`TFP_GRADIENT_ESTIMATORS`): `SCORE_FUNCTION` -> `"score_function"`,
     `REPARAMETERIZATION` -> the default above, `DOUBLY_REPARAMETERIZED` ->
     `"iwae_dreg"` (STL at `K = 1`), `VIMCO` -> `"vimco"`. The one difference is
@@ -98,8 +166,8 @@ def resolve_estimator(gradient_estimator, importance_sample_size=1):
     `"iwae_dreg"` gives them the IWAE gradient `Σ_k w̃_k ∇θ log p(x, z_k)`
     (Tucker et al. 2019). For the surrogate's parameters the two agree.
     """
-    if isinstance(gradient_estimator, _GradientEstimators):
-        gradient_estimator = TFP_GRADIENT_ESTIMATORS[gradient_estimator]
+    if _is_tfp_gradient_estimators(gradient_estimator):
+        gradient_estimator = TFP_GRADIENT_ESTIMATORS[gradient_estimator.name]
     if gradient_estimator is None:
         k = static_importance_sample_size(importance_sample_size)
         multi_sample = isinstance(k, int) and k > 1
@@ -107,12 +175,22 @@ def resolve_estimator(gradient_estimator, importance_sample_size=1):
     return estimators.get(gradient_estimator)
 
 
+def _is_tfp_gradient_estimators(value):
+    """Whether `value` is a member of `tfp.vi.GradientEstimators`, of any TFP substrate."""
+    return (
+        isinstance(value, enum.Enum)
+        and type(value).__name__ == "GradientEstimators"
+        and type(value).__module__.startswith("tensorflow_probability.")
+        and value.name in TFP_GRADIENT_ESTIMATORS
+    )
+
+
 def monte_carlo_variational_loss(
     target_log_prob_fn,
     surrogate_posterior,
     sample_size=1,
     importance_sample_size=1,
-    discrepancy_fn=tfp.vi.kl_reverse,
+    discrepancy_fn=None,
     seed=None,
     name=None,
     *,
@@ -130,24 +208,33 @@ def monte_carlo_variational_loss(
     `stopped_surrogate_posterior` passed by keyword, as is usual (`tfp.vi`'s
     sixth positional argument is the deprecated `use_reparameterization`).
 
+    TensorFlow or JAX, from the surrogate's type: a TensorFlow Probability
+    surrogate gives a TensorFlow loss (differentiate it with a
+    `tf.GradientTape`); a `tfp.substrates.jax` surrogate, built from parameters
+    inside the function you differentiate, gives a JAX scalar, and `jax.grad`
+    of it is the estimator's gradient (then `seed` is a JAX PRNG key or an int).
+    A `discrepancy_fn` of the other substrate is refused with a `TypeError`.
+
     Args:
       target_log_prob_fn: Python callable, the unnormalised target log density.
         Samples arrive with one leading axis of size
         `sample_size * importance_sample_size`, unpacked as in `tfp.vi`.
-      surrogate_posterior: `tfd.Distribution`, the surrogate `q`.
+      surrogate_posterior: `tfd.Distribution`, the surrogate `q`, of TensorFlow's
+        TFP or of `tfp.substrates.jax`.
       sample_size: Python `int`, independent objectives averaged.
         Default value: `1`.
       importance_sample_size: Python `int`, samples per objective.
         Default value: `1`.
-      discrepancy_fn: Csiszar function, as in `tfp.vi`. Only estimators valid
-        for it accept one other than `tfp.vi.kl_reverse`.
-        Default value: `tfp.vi.kl_reverse`.
+      discrepancy_fn: Csiszar function, as in `tfp.vi`, of the surrogate's
+        substrate. Only estimators valid for it accept one other than
+        `tfp.vi.kl_reverse`.
+        Default value: `None` (`tfp.vi.kl_reverse`, the negative ELBO).
       seed: PRNG seed; see `tfp.random.sanitize_seed`. Default value: `None`.
       name: Python `str` name scope. Default value: the estimator's name.
       gradient_estimator: registered name (see `tge.estimators.names()`), a
         `tge.estimators.GradientEstimator`, or a `tfp.vi.GradientEstimators`
-        value (mapped as `resolve_estimator` says). Default value: `None`, see
-        `resolve_estimator`.
+        value of either substrate (mapped as `resolve_estimator` says).
+        Default value: `None`, see `resolve_estimator`.
       stopped_surrogate_posterior: accepted for `tfp.vi` compatibility and not
         used: `tfp.vi`'s `DOUBLY_REPARAMETERIZED` needs a copy of the surrogate
         with stopped parameters, while `"iwae_dreg"` stops the gradient itself
@@ -155,7 +242,7 @@ def monte_carlo_variational_loss(
         Default value: `None`.
 
     Returns:
-      loss: Tensor of shape `surrogate_posterior.batch_shape`.
+      loss: Tensor (or JAX array) of shape `surrogate_posterior.batch_shape`.
 
     #### Examples
 
@@ -163,7 +250,21 @@ def monte_carlo_variational_loss(
     loss = tge.vi.monte_carlo_variational_loss(
         target_log_prob_fn, q, sample_size=8, gradient_estimator="stl", seed=1)
     ```
+
+    On JAX:
+
+    ```python
+    from tensorflow_probability.substrates import jax as tfp
+
+    def loss_fn(params, key):
+        q = tfp.distributions.Normal(params["loc"], jax.nn.softplus(params["raw_scale"]))
+        return tge.vi.monte_carlo_variational_loss(
+            target_log_prob_fn, q, sample_size=8, gradient_estimator="stl", seed=key)
+
+    grads = jax.grad(loss_fn)(params, jax.random.PRNGKey(0))
+    ```
     """
+    entry_point = "tge.vi.monte_carlo_variational_loss"
     if stopped_surrogate_posterior is not None and not hasattr(
         stopped_surrogate_posterior, "log_prob"
     ):
@@ -172,7 +273,10 @@ def monte_carlo_variational_loss(
             "needed here: every estimator stops its own gradients). "
             f"Received: stopped_surrogate_posterior={stopped_surrogate_posterior!r}"
         )
-    check_keras_backend("tge.vi.monte_carlo_variational_loss", surrogate_posterior)
+    substrate = substrate_name(surrogate_posterior)
+    if substrate == "tensorflow":
+        check_keras_backend(entry_point, surrogate_posterior)
+    discrepancy_fn = check_discrepancy_fn(entry_point, discrepancy_fn, substrate)
     importance_sample_size = static_importance_sample_size(importance_sample_size)
     estimator = resolve_estimator(gradient_estimator, importance_sample_size)
     return estimator.loss(
