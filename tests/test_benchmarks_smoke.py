@@ -137,7 +137,7 @@ def _inference_gym_benchmark():
     return module
 
 
-def test_inference_gym_small_run_writes_rows_summary_figure_and_meta(tmp_path):
+def test_inference_gym_small_run_writes_rows_summary_figure_and_meta(tmp_path, monkeypatch):
     benchmark = _inference_gym_benchmark()
     rows, summary = benchmark.main(["--small", "--output-dir", str(tmp_path)])
     arms, reads = benchmark.SMALL_ARMS, benchmark.SMALL_READ_STEPS
@@ -159,6 +159,25 @@ def test_inference_gym_small_run_writes_rows_summary_figure_and_meta(tmp_path):
     with open(tmp_path / "inference_gym_small.meta.json") as f:
         meta = json.load(f)
     assert meta["note"].startswith("small smoke test") and meta["cost"]["wall_seconds"] > 0
+    # The Results page leaves the smoke test's files out, and shows a full run's section.
+    sys.path.insert(0, str(ROOT / "docs"))
+    try:
+        import _generate_results as generator
+    finally:
+        sys.path.pop(0)
+    full = tmp_path / "full"
+    full.mkdir()
+    for file in tmp_path.glob("inference_gym_small*"):
+        (full / file.name.replace("_small", "")).write_bytes(file.read_bytes())
+    pages = {}
+    for name, results in (("small", tmp_path), ("full", full)):
+        monkeypatch.setattr(generator, "RESULTS", str(results))
+        docs = tmp_path / f"docs_{name}"
+        docs.mkdir()
+        pages[name] = open(generator.generate(str(docs))).read()
+    assert "results-inference-gym" not in pages["small"] and "gym_small" not in pages["small"]
+    assert "(results-inference-gym)=" in pages["full"] and "### Banana" in pages["full"]
+    assert "| mean-field | `stl` | 1 × 8 |" in pages["full"]
 
 
 def _read(step, elbo, loss=None, sd_ratio_max=1.0, finite=True, spread=(0.0, 0.0)):
