@@ -5,7 +5,9 @@
 loads `DIR/from_parent.keras` and writes its weights and posterior-mean predictions on
 `DIR/x.npy` to `DIR/parent_loaded.npz`; then builds the same kind of model on its own
 backend (other seeds), saves it to `DIR/from_child.keras` and its weights and
-predictions to `DIR/child_saved.npz`.
+predictions to `DIR/child_saved.npz`. The same for each of `MODELS` (`tge.models`, data
+`DIR/x_models.npy`, files prefixed with the model's key), where the loaded VAE also
+takes a training step on this backend.
 """
 
 import json
@@ -75,10 +77,51 @@ def snapshot(model, x):
     return result
 
 
+MODELS = ("vae", "hvae")
+
+
+def build_models_model(name, seed):
+    """`tge.models`' VAE (IWAE-DReG by name) or hierarchical VAE (DReG as an object with its
+    options, R2-G2 decoder links), built, with seed-dependent weights."""
+    import keras
+
+    import tfp_gradest as tge
+
+    keras.utils.set_random_seed(seed)
+    if name == "vae":
+        encoder = keras.Sequential([keras.layers.Dense(8, "tanh"), keras.layers.Dense(4)])
+        decoder = keras.Sequential([keras.layers.Dense(8, "tanh"), keras.layers.Dense(64)])
+        model = tge.models.VariationalAutoencoder(
+            encoder, decoder, 2, "iwae_dreg", importance_sample_size=3, seed=seed
+        )
+    else:
+        model = tge.models.HierarchicalVAE(
+            64, latent_dims=(6, 4), hidden_units=3, seed=seed,
+            gradient_estimator=tge.estimators.DReG(alpha=0.3), decoder_link_gradient="r2g2",
+        )  # fmt: skip
+    model.build((None, 64))
+    return model
+
+
+def models_snapshot(model, x, train=False):
+    """`{weight: value, estimator: config, "predictions": posterior means of x}` as numpy for
+    a `tge.models` model (weights by position: both backends create them in one order);
+    with `train`, also `"train_loss"`, one `train_on_batch` step under XLA."""
+    result = {f"weight:{i}:{w.name}": np.asarray(w.numpy()) for i, w in enumerate(model.weights)}
+    config = json.dumps(model.get_config()["gradient_estimator"], sort_keys=True)
+    result["estimator:model"] = np.asarray(config)
+    result["predictions"] = np.asarray(model.predict(x, verbose=0))
+    if train:
+        model.compile(optimizer="adam", jit_compile=True)
+        result["train_loss"] = np.asarray(model.train_on_batch(x))
+    return result
+
+
 def main(directory):
     import keras
 
     import tfp_gradest.layers  # noqa: F401  (registers the layers for loading)
+    import tfp_gradest.models  # noqa: F401  (and the models)
 
     x = np.load(os.path.join(directory, "x.npy"))
     loaded = keras.saving.load_model(os.path.join(directory, "from_parent.keras"))
@@ -86,6 +129,15 @@ def main(directory):
     model = build_model(seed=100)
     model.save(os.path.join(directory, "from_child.keras"))
     np.savez(os.path.join(directory, "child_saved.npz"), **snapshot(model, x))
+
+    x = np.load(os.path.join(directory, "x_models.npy"))
+    for name in MODELS:
+        path = os.path.join(directory, f"{name}_")
+        loaded = keras.saving.load_model(path + "from_parent.keras")
+        np.savez(path + "parent_loaded.npz", **models_snapshot(loaded, x, train=name == "vae"))
+        model = build_models_model(name, seed=100)
+        model.save(path + "from_child.keras")
+        np.savez(path + "child_saved.npz", **models_snapshot(model, x))
 
 
 if __name__ == "__main__":

@@ -584,6 +584,7 @@ def test_a_large_bound_is_chunked_by_default(binary_digits):
 
 
 def test_other_keras_backends_are_refused_at_construction(monkeypatch):
-    monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
-    with pytest.raises(RuntimeError, match=r"HierarchicalVAE runs only on .*'tensorflow'.*'jax'"):
+    # TensorFlow and JAX are supported (tests/test_models_jax.py); PyTorch is not.
+    monkeypatch.setattr(keras.backend, "backend", lambda: "torch")
+    with pytest.raises(RuntimeError, match=r"HierarchicalVAE runs on the Keras backends.*'torch'"):
         tge.models.HierarchicalVAE(64)

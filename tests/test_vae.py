@@ -189,8 +189,9 @@ def test_numpy_integers_are_integers():
 
 
 def test_other_keras_backends_are_refused_at_construction(monkeypatch):
-    monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
+    # TensorFlow and JAX are supported (tests/test_models_jax.py); PyTorch is not.
+    monkeypatch.setattr(keras.backend, "backend", lambda: "torch")
     with pytest.raises(
-        RuntimeError, match=r"VariationalAutoencoder runs only on .*'tensorflow'.*'jax'"
+        RuntimeError, match=r"VariationalAutoencoder runs on the Keras backends.*'torch'"
     ):
         tge.models.VariationalAutoencoder(keras.layers.Dense(8), keras.layers.Dense(64), 4)

@@ -7,16 +7,18 @@ given to `fit`/`evaluate`/`train_on_batch`/`test_on_batch` (and `fit`'s
 `validation_data`), so the compiled step is unchanged: one pass over the data per
 call, no per-step synchronisation.
 
-A `tf.data.Dataset`, a generator or a `keras.utils.PyDataset` is not checked:
+In-memory data are NumPy arrays, lists of numbers, and eager backend arrays (an eager
+TensorFlow Tensor, a concrete JAX array), whichever the Keras backend. A
+`tf.data.Dataset`, a generator or a `keras.utils.PyDataset` is not checked:
 reading it here would mean running its pipeline once more (or a check inside the
 compiled step, synchronising every step). Check such data where it is made.
 """
 
 import inspect
+import sys
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 __all__ = ["BernoulliDataChecks", "check_bernoulli_data"]
 
@@ -28,19 +30,33 @@ def _host_extrema(x):
         array = x
     elif isinstance(x, (list, tuple)) and x and all(isinstance(v, (int, float)) for v in x):
         array = np.asarray(x)
-    elif tf.is_tensor(x) and not isinstance(x, tf.SparseTensor) and tf.executing_eagerly():
-        if not hasattr(x, "numpy"):  # symbolic
-            return None
-        if x.dtype.is_bool:
-            return None
-        return float(tf.reduce_min(x)), float(tf.reduce_max(x)), x.dtype.name
     else:
-        return None
+        # Either framework's arrays, whichever the Keras backend, without importing either:
+        # a user's arrays come from a framework already imported.
+        return _tensorflow_extrema(x) or _jax_extrema(x)
     if array.dtype.kind == "b" or array.size == 0:
         return None
     if array.dtype.kind not in "iuf":
         return None  # Keras will refuse it with its own message
     return float(np.min(array)), float(np.max(array)), array.dtype.name
+
+
+def _tensorflow_extrema(x):
+    tf = sys.modules.get("tensorflow")
+    if tf is None or not tf.is_tensor(x) or isinstance(x, tf.SparseTensor):
+        return None
+    if not (tf.executing_eagerly() and hasattr(x, "numpy")) or x.dtype.is_bool:
+        return None  # symbolic (or boolean: always in [0, 1])
+    return float(tf.reduce_min(x)), float(tf.reduce_max(x)), x.dtype.name
+
+
+def _jax_extrema(x):
+    jax = sys.modules.get("jax")
+    if jax is None or not isinstance(x, jax.Array) or isinstance(x, jax.core.Tracer):
+        return None
+    if x.dtype.kind not in "iuf" or x.size == 0:
+        return None  # boolean, empty, or a dtype Keras refuses with its own message
+    return float(x.min()), float(x.max()), x.dtype.name
 
 
 def check_bernoulli_data(x, name="x"):

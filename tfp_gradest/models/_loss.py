@@ -1,7 +1,13 @@
 """The models' training loss: the estimator's per-example loss, reduced to the scalar `fit`
 minimises."""
 
-import tensorflow as tf
+import functools
+import operator
+
+import keras
+from keras import ops
+
+from tfp_gradest.models import _tfp
 
 
 def mean_training_loss(per_example, sample_weight, extra_losses):
@@ -13,11 +19,21 @@ def mean_training_loss(per_example, sample_weight, extra_losses):
       extra_losses: the model's `self.losses` (e.g. layers' KL terms), added once.
     """
     if sample_weight is not None:
-        per_example = per_example * tf.cast(sample_weight, per_example.dtype)
-    loss = tf.reduce_mean(per_example)
+        per_example = per_example * ops.cast(sample_weight, per_example.dtype)
+    loss = ops.mean(per_example)
     if extra_losses:
-        loss += tf.add_n(extra_losses)
+        loss += functools.reduce(operator.add, extra_losses)
     return loss
+
+
+def step_seed(seed_generator):
+    """The estimator's seed for one step: the `SeedGenerator`'s next state, as the backend's
+    TFP substrate takes it (an int32 pair on TensorFlow; on JAX the state already is a raw
+    `uint32[2]` PRNG key)."""
+    seed = seed_generator.next()
+    if keras.backend.backend() == "tensorflow":
+        seed = ops.cast(seed, "int32")
+    return seed
 
 
 def estimator_training_loss(model, x, sample_weight):
@@ -26,16 +42,18 @@ def estimator_training_loss(model, x, sample_weight):
 
     Reads the model's `estimator`, `target_log_prob_fn(x)`, `surrogate_posterior(x)`,
     `sample_size`, `importance_sample_size`, `seed_generator` (one seed per step) and
-    `losses`. The per-example loss is in the log-weights' own dtype (float64 per step would
-    be slow on GPUs and is not XLA's on TPUs).
+    `losses`. The surrogate must be of the Keras backend's TFP substrate (a `TypeError`
+    says so otherwise). The per-example loss is in the log-weights' own dtype (float64 per
+    step would be slow on GPUs and is not XLA's on TPUs).
     """
-    x = tf.convert_to_tensor(x)
-    seed = tf.cast(model.seed_generator.next(), tf.int32)
+    x = ops.convert_to_tensor(x)
+    surrogate_posterior = model.surrogate_posterior(x)
+    _tfp.check_surrogate(surrogate_posterior, type(model).__name__)
     per_example = model.estimator.loss(
         model.target_log_prob_fn(x),
-        model.surrogate_posterior(x),
+        surrogate_posterior,
         model.sample_size,
         model.importance_sample_size,
-        seed=seed,
+        seed=step_seed(model.seed_generator),
     )
     return mean_training_loss(per_example, sample_weight, model.losses)

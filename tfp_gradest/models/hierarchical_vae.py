@@ -48,16 +48,12 @@ import warnings
 
 import keras
 import numpy as np
-import tensorflow as tf
-import tensorflow_probability as tfp
+from keras import ops
 
 from tfp_gradest import _backend, r2g2
 from tfp_gradest._util import arguments
-from tfp_gradest.estimators.base import surrogate_objective
-from tfp_gradest.models import _data, _estimator
+from tfp_gradest.models import _bound, _data, _estimator, _tfp
 from tfp_gradest.models._loss import estimator_training_loss
-
-tfd = tfp.distributions
 
 __all__ = ["HierarchicalVAE"]
 
@@ -69,9 +65,6 @@ LATENT_GRADIENTS = DECODER_LINK_GRADIENTS
 # rows (`chunk × batch`) at a time: memory bounded whatever `K`, rows enough to keep
 # the matmuls efficient.
 BOUND_ROWS_PER_CHUNK = 4096
-
-# Importance samples drawn one by one (unrolled) up to this many; beyond, in a loop.
-_MAX_UNROLLED_DRAWS = 8
 
 
 @keras.saving.register_keras_serializable(package="tfp_gradest")
@@ -96,8 +89,10 @@ class HierarchicalVAE(_data.BernoulliDataChecks, keras.Model):
     generator is not checked). The networks run in the model's compute dtype
     (`float16` under `mixed_float16`); the log-densities and bounds are computed
     in its variable dtype (`float32` under the mixed policies, `float64` for a
-    float64 model). Runs on the Keras backend TensorFlow only; on another
-    backend the constructor raises a `RuntimeError` naming it.
+    float64 model). Runs on the Keras backends TensorFlow and JAX (`keras.ops` and
+    the backend's TFP substrate), with every estimator and both
+    `decoder_link_gradient` choices; a `.keras` file saved on one loads on the
+    other. On another backend the constructor raises a `RuntimeError` naming it.
 
     Args:
       num_pixels: Python `int`, size of the flat binary input.
@@ -175,7 +170,7 @@ class HierarchicalVAE(_data.BernoulliDataChecks, keras.Model):
         sample_size=1,
         **kwargs,
     ):
-        _backend.require_tensorflow_backend(type(self).__name__)
+        tfd = _tfp.tfd(type(self).__name__)
         super().__init__(**kwargs)
         if latent_gradient is not None:
             decoder_link_gradient = _deprecated_latent_gradient(
@@ -303,13 +298,13 @@ class HierarchicalVAE(_data.BernoulliDataChecks, keras.Model):
         return self.variable_dtype
 
     def _gaussian(self, params):
-        loc, raw_scale = tf.split(tf.cast(params, self._density_dtype), 2, axis=-1)
-        return loc, tf.nn.softplus(raw_scale) + 1e-5
+        loc, raw_scale = ops.split(ops.cast(params, self._density_dtype), 2, axis=-1)
+        return loc, ops.softplus(raw_scale) + 1e-5
 
     def _density_input(self, x):
         """`x` of any real or bool dtype as a Tensor of the density dtype (a cast, not a
         conversion: uint8 0/1 pixels are data too)."""
-        return tf.cast(tf.convert_to_tensor(x), self._density_dtype)
+        return ops.cast(ops.convert_to_tensor(x), self._density_dtype)
 
     def encoder_conditional(self, level, below):
         """`(loc, scale)` of `q(z_{level+1} | below)`, `below` being `x` (level 0) or `z_level`,
@@ -326,7 +321,7 @@ class HierarchicalVAE(_data.BernoulliDataChecks, keras.Model):
             # A one-argument function: the joint distribution passes the level below.
             return lambda below: self._encoder_distribution(level, below)
 
-        return tfd.JointDistributionSequential(
+        return _tfp.tfd(type(self).__name__).JointDistributionSequential(
             [
                 self._encoder_distribution(0, x),
                 *(conditional(level) for level in range(1, len(self.latent_dims))),
@@ -335,6 +330,7 @@ class HierarchicalVAE(_data.BernoulliDataChecks, keras.Model):
 
     def _encoder_distribution(self, level, below):
         """`q(z_{level+1} | below)` as a factorised Normal (`Independent` over the last axis)."""
+        tfd = _tfp.tfd(type(self).__name__)
         return tfd.Independent(tfd.Normal(*self.encoder_conditional(level, below)), 1)
 
     def target_log_prob_fn(self, x):
@@ -344,17 +340,18 @@ class HierarchicalVAE(_data.BernoulliDataChecks, keras.Model):
 
     def _target(self, x, decoder_link_gradient):
         self._ensure_built()
+        tfd = _tfp.tfd(type(self).__name__)
 
         def target_log_prob(*latents):
             top = latents[-1]
-            standard_normal = tfd.Normal(tf.zeros([], top.dtype), tf.ones([], top.dtype))
-            log_p = tf.reduce_sum(standard_normal.log_prob(top), axis=-1)
+            standard_normal = tfd.Normal(ops.zeros((), top.dtype), ops.ones((), top.dtype))
+            log_p = ops.sum(standard_normal.log_prob(top), axis=-1)
             for level, latent in enumerate(latents):
                 below = x if level == 0 else latents[level - 1]
                 link = self.decoder_input(level, latent, below, decoder_link_gradient)
-                params = _apply(self.decoders[level], tf.tanh(link))
+                params = _apply(self.decoders[level], ops.tanh(link))
                 if level == 0:
-                    likelihood = tfd.Bernoulli(logits=tf.cast(params, x.dtype), dtype=x.dtype)
+                    likelihood = tfd.Bernoulli(logits=ops.cast(params, x.dtype), dtype=x.dtype)
                     log_p += tfd.Independent(likelihood, 1).log_prob(x)
                 else:
                     log_p += tfd.Independent(tfd.Normal(*self._gaussian(params)), 1).log_prob(below)
@@ -391,59 +388,35 @@ class HierarchicalVAE(_data.BernoulliDataChecks, keras.Model):
         loc, scale = self.encoder_conditional(level, below)
         dim = self.latent_dims[level]
         # `q(z_1 | x)` has no sample axes: broadcast it to the latent's `[N..., B, d]`.
-        loc, scale = (tf.broadcast_to(t, tf.shape(latent)) for t in (loc, scale))
-        flat_loc, flat_scale, flat_latent = (tf.reshape(t, [-1, dim]) for t in (loc, scale, latent))
-        flat_loc = tf.stop_gradient(flat_loc)
-        noise = tf.stop_gradient((flat_latent - flat_loc) / flat_scale)
-        kernel = tf.stop_gradient(tf.cast(link.kernel, flat_scale.dtype))
+        loc, scale = (ops.broadcast_to(t, ops.shape(latent)) for t in (loc, scale))
+        flat_loc, flat_scale, flat_latent = (
+            ops.reshape(t, [-1, dim]) for t in (loc, scale, latent)
+        )
+        flat_loc = ops.stop_gradient(flat_loc)
+        noise = ops.stop_gradient((flat_latent - flat_loc) / flat_scale)
+        kernel = ops.stop_gradient(ops.cast(link.kernel, flat_scale.dtype))
         iterations = self.hidden_units if self.cg_iterations is None else self.cg_iterations
         rao_blackwellised = r2g2.gaussian_latent_dense(
             flat_loc, flat_scale, noise, kernel, cg_iterations=iterations
         )
-        reparameterized = tf.matmul(flat_loc + flat_scale * noise, kernel)
-        correction = tf.reshape(
-            (rao_blackwellised - tf.stop_gradient(rao_blackwellised))
-            - (reparameterized - tf.stop_gradient(reparameterized)),
-            tf.shape(h),
+        reparameterized = ops.matmul(flat_loc + flat_scale * noise, kernel)
+        correction = ops.reshape(
+            (rao_blackwellised - ops.stop_gradient(rao_blackwellised))
+            - (reparameterized - ops.stop_gradient(reparameterized)),
+            ops.shape(h),
         )
-        return surrogate_objective(h, h + tf.cast(correction, h.dtype))
+        substrate = _tfp.substrate(type(self).__name__)
+        return substrate.surrogate_objective(h, h + ops.cast(correction, h.dtype))
 
     def _noise(self, seed, first, count, batch, dtype):
         """The standard Normal draws of importance samples `first, ..., first + count - 1`:
-        one `[count * batch, d_l]` Tensor per level, sample-major.
+        one `[count * batch, d_l]` array per level, sample-major.
 
-        Sample `k` of level `l` is `stateless_normal([batch, d_l], fold_in(seed_l, k))`, so a
-        sample does not depend on how the `K` samples are grouped: the chunked bound uses
-        exactly the samples of the unchunked one.
+        Sample `k` of level `l` is drawn from `(seed, l, k)` alone (`tfp_gradest.models.
+        _bound`), so a sample does not depend on how the `K` samples are grouped: the
+        chunked bound uses exactly the samples of the unchunked one.
         """
-        # Philox, as the layers' noise (`_backend.tensorflow`). (TensorFlow's XLA kernel turns
-        # the same Philox bits into other Normal numbers: XLA and non-XLA runs differ.)
-        level_seeds = tf.random.experimental.stateless_split(
-            seed, len(self.latent_dims), alg="philox"
-        )
-
-        def draw(k):
-            return [
-                tf.random.stateless_normal(
-                    [batch, dim],
-                    tf.random.experimental.stateless_fold_in(level_seeds[level], k, alg="philox"),
-                    dtype=dtype,
-                    alg="philox",
-                )
-                for level, dim in enumerate(self.latent_dims)
-            ]
-
-        if count <= _MAX_UNROLLED_DRAWS:
-            draws = [draw(first + i) for i in range(count)]
-            return [tf.concat([d[level] for d in draws], 0) for level in range(len(draws[0]))]
-        static_batch = batch if isinstance(batch, int) else None
-        stacked = tf.map_fn(
-            draw,
-            first + tf.range(count),
-            fn_output_signature=[tf.TensorSpec([static_batch, d], dtype) for d in self.latent_dims],
-        )
-        rows = -1 if static_batch is None else count * int(static_batch)
-        return [tf.reshape(s, [rows, d]) for s, d in zip(stacked, self.latent_dims)]
+        return _bound.noise(seed, first, count, batch, self.latent_dims, dtype)
 
     def _log_weights(self, x, first, count, seed):
         """`[count, B]` log-weights `target(z) - log q(z)` of importance samples `first, ...`
@@ -451,13 +424,13 @@ class HierarchicalVAE(_data.BernoulliDataChecks, keras.Model):
         values; the same operations whatever the model's options, so every chunking of the
         bound gives the same numbers)."""
         self._ensure_built()
-        batch = x.shape[0] if x.shape[0] is not None else tf.shape(x)[0]
+        batch = x.shape[0] if x.shape[0] is not None else ops.shape(x)[0]
         noises = self._noise(seed, first, count, batch, x.dtype)
         log_q, below, latents = 0.0, x, []
         for level, noise in enumerate(noises):
             conditional = self._encoder_distribution(level, below)
             # Sample-major rows -> [count, B, d]; `x` broadcasts against the sample axis.
-            noise = tf.reshape(noise, [count, -1, self.latent_dims[level]])
+            noise = ops.reshape(noise, [count, -1, self.latent_dims[level]])
             latent = conditional.distribution.loc + conditional.distribution.scale * noise
             log_q += conditional.log_prob(latent)
             latents.append(latent)
@@ -475,7 +448,7 @@ class HierarchicalVAE(_data.BernoulliDataChecks, keras.Model):
 
         The `K` samples are evaluated `chunk_size` at a time, with a streaming
         log-mean-exp over the chunks (a running maximum and a float64 sum, in one
-        `tf.while_loop`), so memory does not grow with `K`: a `K = 5000` bound over
+        `keras.ops.while_loop`), so memory does not grow with `K`: a `K = 5000` bound over
         a test set fits. Sample `k` is drawn from `(seed, k)` alone, the same whatever
         the chunking, so the value is too (exactly without XLA, as tested; within
         float32 rounding under XLA, which also draws other Normal numbers from the same
@@ -498,17 +471,16 @@ class HierarchicalVAE(_data.BernoulliDataChecks, keras.Model):
         if chunk_size is not None:
             chunk_size = arguments.check_positive_integer("chunk_size", chunk_size)
         _data.check_bernoulli_data(x, "x")
-        if tf.is_tensor(seed) or isinstance(seed, (np.ndarray, list, tuple)):
-            seed = tf.convert_to_tensor(seed)
-        else:
-            seed = tf.constant([0, arguments.check_seed("seed", seed, allow_none=False)], tf.int64)
+        if not (ops.is_tensor(seed) or isinstance(seed, (np.ndarray, list, tuple))):
+            seed = arguments.check_seed("seed", seed, allow_none=False)
+        seed = _bound.seed(seed)
         x = self._density_input(x)
         batch = x.shape[0]
         if chunk_size is None:
             chunk_size = k if batch is None else max(1, BOUND_ROWS_PER_CHUNK // max(batch, 1))
         if not self.built:
             self.build((None, self.num_pixels))
-        if not tf.executing_eagerly():
+        if _backend.in_traced_function():
             return self._bound(x, k, chunk_size, seed)
         # Eagerly, through one compiled function, chunked or not (the same graph rewrites).
         # One function per (K, chunk) rather than one retraced for each: no retracing warnings.
@@ -516,8 +488,8 @@ class HierarchicalVAE(_data.BernoulliDataChecks, keras.Model):
             object.__setattr__(self, "_bound_functions", {})
         key = (k, min(chunk_size, k))
         if key not in self._bound_functions:
-            self._bound_functions[key] = tf.function(
-                functools.partial(self._bound, k=k, chunk=key[1])
+            self._bound_functions[key] = _bound.compiled(
+                functools.partial(self._bound, k=k, chunk=key[1]), self.variables
             )
         return self._bound_functions[key](x, seed=seed)
 
@@ -525,35 +497,36 @@ class HierarchicalVAE(_data.BernoulliDataChecks, keras.Model):
         if chunk >= k:
             return _log_mean_exp(self._log_weights(x, 0, k, seed))
         num_chunks = -(-k // chunk)
-        batch = tf.shape(x)[0]
+        batch = ops.shape(x)[0]
+        wide = _bound.wide_dtype()
 
         def body(j, running_max, total):
             first = j * chunk
-            log_w = tf.cast(self._log_weights(x, first, chunk, seed), tf.float64)
+            log_w = ops.cast(self._log_weights(x, first, chunk, seed), wide)
             # The last chunk's samples beyond K are drawn and ignored (a static chunk shape).
-            valid = (first + tf.range(chunk) < k)[:, tf.newaxis]
-            log_w = tf.where(valid, log_w, tf.constant(-np.inf, tf.float64))
-            new_max = tf.maximum(running_max, tf.reduce_max(log_w, axis=0))
-            total = total * tf.exp(running_max - new_max) + tf.reduce_sum(
-                tf.exp(log_w - new_max), axis=0
+            valid = ops.expand_dims(first + ops.arange(chunk) < k, 1)
+            log_w = ops.where(valid, log_w, ops.full((), -np.inf, wide))
+            new_max = ops.maximum(running_max, ops.max(log_w, axis=0))
+            total = total * ops.exp(running_max - new_max) + ops.sum(
+                ops.exp(log_w - new_max), axis=0
             )
             return j + 1, new_max, total
 
-        _, log_max, total = tf.while_loop(
+        _, log_max, total = ops.while_loop(
             lambda j, *_: j < num_chunks,
             body,
             (
-                tf.constant(0),
-                tf.fill([batch], tf.constant(-np.inf, tf.float64)),
-                tf.zeros([batch], tf.float64),
+                ops.convert_to_tensor(0, "int32"),
+                ops.full((batch,), -np.inf, wide),
+                ops.zeros((batch,), wide),
             ),
             maximum_iterations=num_chunks,
         )
-        return tf.cast(log_max + tf.math.log(total) - math.log(k), x.dtype)
+        return ops.cast(log_max + ops.log(total) - math.log(k), x.dtype)
 
     def call(self, x, training=False):
         """The posterior means of the bottom latents, `E_q[z_1 | x]`."""
-        return self._gaussian(self.encoders[0](tf.cast(x, self.compute_dtype)))[0]
+        return self._gaussian(self.encoders[0](ops.cast(x, self.compute_dtype)))[0]
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         del y, y_pred  # unsupervised: the loss is the negative bound on log p(x)
@@ -576,19 +549,19 @@ class HierarchicalVAE(_data.BernoulliDataChecks, keras.Model):
 
 def _log_mean_exp(log_w):
     """`log (1/K) Σ_k exp(log_w[k])` over axis 0, combined in float64 (as the chunked bound)."""
-    wide = tf.cast(log_w, tf.float64)
-    log_max = tf.stop_gradient(tf.reduce_max(wide, axis=0))
-    total = tf.reduce_sum(tf.exp(wide - log_max), axis=0)
-    return tf.cast(log_max + tf.math.log(total) - math.log(log_w.shape[0]), log_w.dtype)
+    wide = ops.cast(log_w, _bound.wide_dtype())
+    log_max = ops.stop_gradient(ops.max(wide, axis=0))
+    total = ops.sum(ops.exp(wide - log_max), axis=0)
+    return ops.cast(log_max + ops.log(total) - math.log(log_w.shape[0]), log_w.dtype)
 
 
 def _apply(network, inputs):
     """`network` on the last axis of `inputs`, any leading axes (flattened to the `[N, d]`
     batch the network was built for, and restored)."""
-    if inputs.shape.rank == 2:
+    if len(inputs.shape) == 2:
         return network(inputs)
-    outputs = network(tf.reshape(inputs, [-1, inputs.shape[-1]]))
-    return tf.reshape(outputs, tf.concat([tf.shape(inputs)[:-1], [outputs.shape[-1]]], 0))
+    outputs = network(ops.reshape(inputs, [-1, inputs.shape[-1]]))
+    return ops.reshape(outputs, (*ops.shape(inputs)[:-1], outputs.shape[-1]))
 
 
 def _deprecated_latent_gradient(latent_gradient, decoder_link_gradient, importance_sample_size):

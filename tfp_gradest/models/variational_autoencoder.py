@@ -1,15 +1,11 @@
 """A VAE / IWAE as a Keras 3 model whose training gradient is any `tge` estimator."""
 
 import keras
-import tensorflow as tf
-import tensorflow_probability as tfp
+from keras import ops
 
-from tfp_gradest import _backend
 from tfp_gradest._util import arguments
-from tfp_gradest.models import _data, _estimator
+from tfp_gradest.models import _data, _estimator, _tfp
 from tfp_gradest.models._loss import estimator_training_loss
-
-tfd = tfp.distributions
 
 __all__ = ["VariationalAutoencoder"]
 
@@ -21,7 +17,9 @@ class VariationalAutoencoder(_data.BernoulliDataChecks, keras.Model):
     """A variational autoencoder trained with `model.fit` and any gradient estimator.
 
     The pattern, for any amortised model: the encoder returns the surrogate
-    `q_φ(z | x)` as a TFP distribution with batch shape `[B]`; the decoder defines
+    `q_φ(z | x)` as a TFP distribution with batch shape `[B]` (of TFP's substrate
+    for the Keras backend: `tensorflow_probability` on TensorFlow,
+    `tensorflow_probability.substrates.jax` on JAX); the decoder defines
     `log p_θ(x | z)`; `compute_loss` hands both to an estimator:
 
     ```none
@@ -63,8 +61,11 @@ class VariationalAutoencoder(_data.BernoulliDataChecks, keras.Model):
         `"bernoulli"`.
       seed: Python `int` seed for the noise. Default value: `None`.
 
-    Runs on the Keras backend TensorFlow only (it is written with TFP); on another
-    backend the constructor raises a `RuntimeError` naming it.
+    Runs on the Keras backends TensorFlow and JAX (`keras.ops` and the backend's
+    TFP substrate; on JAX, Keras differentiates the estimator's loss inside its
+    stateless train step, and the seed is the `SeedGenerator`'s JAX key). A
+    `.keras` file saved on one loads on the other. On another backend the
+    constructor raises a `RuntimeError` naming it.
 
     #### Examples
 
@@ -93,7 +94,7 @@ class VariationalAutoencoder(_data.BernoulliDataChecks, keras.Model):
         seed=None,
         **kwargs,
     ):
-        _backend.require_tensorflow_backend(type(self).__name__)
+        tfd = _tfp.tfd(type(self).__name__)
         super().__init__(**kwargs)
         if likelihood not in _LIKELIHOODS:
             raise ValueError(
@@ -123,22 +124,23 @@ class VariationalAutoencoder(_data.BernoulliDataChecks, keras.Model):
         """`q_φ(z | x)`: a diagonal Normal with batch shape `[B]`."""
         params = self.encoder(x)
         loc, raw_scale = params[..., : self.latent_dim], params[..., self.latent_dim :]
-        return tfd.MultivariateNormalDiag(loc, tf.nn.softplus(raw_scale) + 1e-5)
+        tfd = _tfp.tfd(type(self).__name__)
+        return tfd.MultivariateNormalDiag(loc, ops.softplus(raw_scale) + 1e-5)
 
     def target_log_prob_fn(self, x):
         """`z ↦ log p(z) + log p_θ(x | z)`, vectorised over leading sample axes."""
 
+        tfd = _tfp.tfd(type(self).__name__)
+
         def target_log_prob(z):
-            prior = tfd.MultivariateNormalDiag(tf.zeros(self.latent_dim, z.dtype))
+            prior = tfd.MultivariateNormalDiag(ops.zeros(self.latent_dim, z.dtype))
             # The decoder sees a flat batch [S*K*B, latent_dim], as it was built for.
-            flat_output = self.decoder(tf.reshape(z, [-1, self.latent_dim]))
-            output = tf.reshape(
-                flat_output, tf.concat([tf.shape(z)[:-1], tf.shape(flat_output)[1:]], 0)
-            )
+            flat_output = self.decoder(ops.reshape(z, [-1, self.latent_dim]))
+            output = ops.reshape(flat_output, (*ops.shape(z)[:-1], *ops.shape(flat_output)[1:]))
             if self.likelihood == "bernoulli":
                 likelihood = tfd.Bernoulli(logits=output, dtype=output.dtype)
             else:
-                likelihood = tfd.Normal(output, tf.ones([], output.dtype))
+                likelihood = tfd.Normal(output, ops.ones((), output.dtype))
             return prior.log_prob(z) + tfd.Independent(likelihood, 1).log_prob(x)
 
         return target_log_prob
