@@ -47,7 +47,7 @@ def keys(seed, num):
     return jax.random.split(jax.random.PRNGKey(seed), num)
 
 
-def gradient_draws(loss_fn, params, num_draws, seed, batch_size=None):
+def gradient_draws(loss_fn, params, num_draws, seed, batch_size=None, compile_fast=True):
     """`num_draws` gradients of `loss_fn(params, key)` w.r.t. `params`, one per key.
 
     One jitted `jax.vmap` over the keys (in `jax.lax.map` chunks of `batch_size` keys when
@@ -57,10 +57,21 @@ def gradient_draws(loss_fn, params, num_draws, seed, batch_size=None):
     grad = jax.vmap(jax.grad(loss_fn), in_axes=(None, 0))
     draw_keys = keys(seed, num_draws)
     if batch_size is None:
-        draws = jax.jit(grad)(params, draw_keys)
+        fn = grad
     else:
-        chunks = draw_keys.reshape((num_draws // batch_size, batch_size, -1))
-        draws = jax.jit(lambda p, k: jax.lax.map(lambda c: grad(p, c), k))(params, chunks)
+        draw_keys = draw_keys.reshape((num_draws // batch_size, batch_size, -1))
+
+        def fn(p, k):
+            return jax.lax.map(lambda chunk: grad(p, chunk), k)
+
+    # LLVM's optimisation level 0 for the XLA program: it halves the compile time, which
+    # dominates these small programs (the run time of most draw sets is ~10 ms). XLA's own
+    # graph passes still run; `compile_fast=False` for the few whose run time matters.
+    options = {} if not compile_fast else {"xla_backend_optimization_level": 0}
+    draws = (
+        jax.jit(fn).lower(params, draw_keys).compile(compiler_options=options)(params, draw_keys)
+    )
+    if batch_size is not None:
         draws = jax.tree_util.tree_map(lambda d: d.reshape((num_draws,) + d.shape[2:]), draws)
     return jax.tree_util.tree_map(np.asarray, draws)
 
@@ -149,7 +160,7 @@ class CorrelatedGaussian:
         )
 
     def exact_gradient(self, params):
-        return jax.tree_util.tree_map(np.asarray, jax.grad(self.exact_loss)(params))
+        return jax.tree_util.tree_map(np.asarray, jax.jit(jax.grad(self.exact_loss))(params))
 
 
 class ToyGaussian:
@@ -211,12 +222,8 @@ class ToyGaussian:
 
     def quadrature_gradients(self, params):
         """`{objective: gradient pytree}` of `quadrature_losses` (exact loss gradients)."""
-        return {
-            name: jax.tree_util.tree_map(
-                np.asarray, jax.grad(lambda p, n=name: self.quadrature_losses(p)[n])(params)
-            )
-            for name in ("iwae", "jvi")
-        }
+        grads = jax.jit(jax.jacrev(self.quadrature_losses))(params)
+        return jax.tree_util.tree_map(np.asarray, grads)
 
 
 class BernoulliProblem:
@@ -246,4 +253,4 @@ class BernoulliProblem:
         return -jnp.sum(q.prob(states) * log_w)
 
     def exact_gradient(self, params):
-        return jax.tree_util.tree_map(np.asarray, jax.grad(self.exact_loss)(params))
+        return jax.tree_util.tree_map(np.asarray, jax.jit(jax.grad(self.exact_loss))(params))

@@ -122,12 +122,13 @@ def test_the_exact_gradients_are_the_tensorflow_suite_s():
 
 ELBO_DRAWS, ELBO_SAMPLE_SIZE, ELBO_SEED = 2000, 4, 11
 
+# ScoreFunction("moving_average") keeps state between calls and is refused on JAX
+# (tests/test_substrate.py); the other estimators of the TF suite's list are here.
 UNBIASED_ELBO = {
     "reparameterization": "reparameterization",
     "reparameterization_analytic_entropy": tge.estimators.Reparameterization(True),
     "stl": "stl",
     "score_function": "score_function",
-    "score_function_moving_average": tge.estimators.ScoreFunction("moving_average"),
     "score_function_leave_one_out": tge.estimators.ScoreFunction("leave_one_out"),
 }
 
@@ -193,7 +194,7 @@ def _bernoulli_draws(estimator, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("baseline", [None, "moving_average", "leave_one_out"])
+@pytest.mark.parametrize("baseline", [None, "leave_one_out"])  # no moving average on JAX
 def test_bernoulli_unbiased_with_each_baseline(baseline, dtype):
     z = ju.max_abs_z(*_bernoulli_draws(tge.estimators.ScoreFunction(baseline), dtype))
     assert z < Z_THRESHOLD, f"baseline={baseline}: max |z| {z:.2f}"
@@ -216,12 +217,11 @@ def test_baselines_reduce_variance():
                 )
             )
         )
-        for baseline in [None, "moving_average", "leave_one_out"]
+        for baseline in [None, "leave_one_out"]
     }
     # 4000 draws: a variance's relative standard error is ~sqrt(2/4000) ~ 2%, so a 5x
     # margin cannot be noise (as on TensorFlow).
     assert variance[None] > 5.0 * variance["leave_one_out"], variance
-    assert variance[None] > 5.0 * variance["moving_average"], variance
 
 
 # --- multi-sample estimators: ToyGaussian (test_multisample.py) ------------------------------
@@ -267,8 +267,8 @@ def test_exact_identities_for_the_same_key(a, b, k):
 def test_power_the_identities_see_a_different_estimator():
     # The same comparison tells IWAE-DReG from IWAE (the φ-gradients differ on one key).
     problem = TOY5
-    _, dreg = _toy_value_and_grads("iwae_dreg", problem, 8, key_seed=4)
-    _, iwae = _toy_value_and_grads("iwae", problem, 8, key_seed=4)
+    _, dreg = _toy_value_and_grads("iwae_dreg", problem, 8, key_seed=6)
+    _, iwae = _toy_value_and_grads("iwae", problem, 8, key_seed=6)
     assert not np.allclose(dreg["a"], iwae["a"], rtol=1e-12, atol=1e-12)
 
 
@@ -294,12 +294,17 @@ def test_power_tfp_jax_dreg_gives_model_parameters_another_gradient():
 
 
 def test_estimators_differ_in_the_surrogate_gradient_only():
+    # The same key (the draws of the θ test above): the same loss value, to rounding (TF's
+    # eager ops give it bit for bit; XLA fuses each estimator's program differently, so the
+    # last bit of an O(10) value may differ), and different φ-gradients.
     problem = TOY5
-    values = {
-        n: _toy_value_and_grads(n, problem, 8, key_seed=2)[0]
+    results = {
+        n: _toy_value_and_grads(n, problem, 8, key_seed=6)
         for n in ["iwae", "iwae_dreg", "rws", "vimco", "iwae_stl"]
     }
-    assert len(set(values.values())) == 1, values
+    values = np.array([value for value, _ in results.values()])
+    np.testing.assert_allclose(values, values[0], rtol=4 * np.finfo(np.float64).eps)
+    assert not np.allclose(results["iwae"][1]["a"], results["iwae_dreg"][1]["a"])
 
 
 # --- K = 2: every estimator against the exact bound by Gauss-Hermite quadrature -------------
@@ -320,11 +325,20 @@ K2_CASES = [
 ]
 
 
+TOY1 = ju.ToyGaussian(dim=1, perturbation=0.3)
+
+
+@functools.cache
+def _quadrature_gradients(dtype):
+    with ju.precision(dtype):
+        return TOY1.quadrature_gradients(TOY1.parameters(dtype))
+
+
 def _k2_z(estimator, objective, which, dtype="float64"):
-    problem = ju.ToyGaussian(dim=1, perturbation=0.3)
+    problem = TOY1
+    exact = _quadrature_gradients(dtype)[objective]
     with ju.precision(dtype):
         params = problem.parameters(dtype)
-        exact = problem.quadrature_gradients(params)[objective]
         loss = ju.estimator_loss(_estimator(estimator), problem, K2_SAMPLE_SIZE, 2)
         draws = ju.gradient_draws(loss, params, K2_DRAWS, K2_SEED)
     return ju.max_abs_z(draws, {k: exact[k] for k in which})
@@ -336,9 +350,8 @@ def test_unbiased_against_quadrature_at_k2(estimator, objective, which):
     assert z < Z_THRESHOLD, f"max |z| = {z:.2f}"
 
 
-@pytest.mark.parametrize("name", ["iwae", "iwae_dreg"])
-def test_unbiased_against_quadrature_at_k2_in_float32(name):
-    z = _k2_z(name, "iwae", ALL_KEYS, "float32")
+def test_unbiased_against_quadrature_at_k2_in_float32():
+    z = _k2_z("iwae_dreg", "iwae", ALL_KEYS, "float32")
     assert z < Z_THRESHOLD, f"max |z| = {z:.2f}"
 
 
@@ -359,21 +372,23 @@ def test_power_quadrature_test_rejects_the_w_squared_model_gradient_at_k2():
 
 @pytest.fixture(scope="module")
 def toy_reference():
-    """The IWAE and JVI φ-gradients at K = 8, each from 200,000 objectives (100 draws of
+    """The IWAE and JVI φ-gradients at K = 8, each from 100,000 objectives (50 draws of
     S = 2000), by the plain pathwise estimators (no stop-gradients), which the quadrature
     test above checks independently at K = 2. The reference's own standard error enters.
 
-    The TF suite uses 1,000,000 objectives; on one core that costs ~10 s here. With
-    200,000 the reference's standard error dominates the z-scores' denominators (IWAE's
-    variance is far above IWAE-DReG's), yet IWAE-STL's bias still scores |z| ~ 28 (~41
-    with 1,000,000), far beyond Z_THRESHOLD (measured with TFP-JAX's estimators)."""
+    The TF suite uses 1,000,000 objectives; on one core that costs ~10 s per estimator
+    here. With 100,000 the reference's standard error dominates the z-scores'
+    denominators (IWAE's variance is far above IWAE-DReG's), yet IWAE-STL's bias still
+    scores |z| ~ 22 (~41 with 1,000,000), far beyond Z_THRESHOLD (measured with TFP-JAX's
+    estimators standing in, before the JAX path existed).
+    """
     problem = ju.ToyGaussian()
     reference = {}
     with ju.precision("float64"):
         params = problem.parameters("float64")
         for name in ["iwae", "jvi"]:
             loss = ju.estimator_loss(_estimator(name), problem, 2000, 8)
-            draws = ju.gradient_draws(loss, params, 100, 99, batch_size=10)
+            draws = ju.gradient_draws(loss, params, 50, 99, batch_size=10, compile_fast=False)
             reference[name] = (
                 {k: draws[k].mean(axis=0) for k in problem.surrogate_keys},
                 {
@@ -388,7 +403,8 @@ def _k8_z(toy_reference, estimator, objective):
     problem, reference = toy_reference
     with ju.precision("float64"):
         loss = ju.estimator_loss(_estimator(estimator), problem, 16, 8)
-        draws = ju.gradient_draws(loss, problem.parameters("float64"), 2000, 1)
+        # Run time matters here (S K D = 2560 per draw): XLA's full optimisation.
+        draws = ju.gradient_draws(loss, problem.parameters("float64"), 2000, 1, compile_fast=False)
     return ju.max_abs_z(draws, *reference[objective])
 
 
@@ -412,7 +428,9 @@ def _phi_draws(name, problem, k, num_draws, seed=5):
     """`[num_draws, 2 D]` φ-gradients (a, b) of single objectives (S = 1), float64."""
     with ju.precision("float64"):
         loss = ju.estimator_loss(_estimator(name), problem, 1, k)
-        draws = ju.gradient_draws(loss, problem.parameters("float64"), num_draws, seed)
+        params = problem.parameters("float64")
+        # At K >= 64 the run time matters: XLA's full optimisation.
+        draws = ju.gradient_draws(loss, params, num_draws, seed, compile_fast=k < 64)
     return np.concatenate([draws[key] for key in problem.surrogate_keys], axis=1)
 
 
@@ -464,53 +482,3 @@ def test_snr_slopes_iwae_falls_and_iwae_dreg_rises_with_k():
     }
     assert slope["iwae_dreg"] > 0.3, (snr, slope)
     assert slope["iwae"] < -0.3, (snr, slope)
-
-
-# --- every registered estimator: the JAX call under jit --------------------------------------
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-def test_every_estimator_runs_under_jit_with_a_key(dtype):
-    # One jitted function computes every registered estimator's loss and gradient on
-    # ToyGaussian (K = 4, S = 2): a scalar of the surrogate's dtype, finite gradients for
-    # every parameter, the same for the same key and different for another.
-    problem = ju.ToyGaussian(dim=2, perturbation=0.3)
-    names = tge.estimators.names()
-
-    def all_losses(params, key):
-        out = {}
-        for name in names:
-            estimator = tge.estimators.get(name)
-            k = 1 if estimator.max_importance_sample_size == 1 else 4
-            loss = ju.estimator_loss(estimator, problem, 2, k)
-            out[name] = jax.value_and_grad(loss)(params, key)
-        return out
-
-    with ju.precision(dtype):
-        params = problem.parameters(dtype)
-        run = jax.jit(all_losses)
-        first = run(params, jax.random.PRNGKey(0))
-        again = run(params, jax.random.PRNGKey(0))
-        other = run(params, jax.random.PRNGKey(1))
-    for name in names:
-        value, grads = first[name]
-        assert isinstance(value, jax.Array) and value.shape == () and value.dtype == dtype, name
-        assert np.isfinite(value), name
-        for key, grad in grads.items():
-            assert grad.dtype == dtype and np.all(np.isfinite(grad)), (name, key)
-        assert float(again[name][0]) == float(value), name
-        assert float(other[name][0]) != float(value), name
-
-
-def test_an_int_seed_is_accepted_under_jit():
-    problem = ju.ToyGaussian(dim=2, perturbation=0.3)
-    params = problem.parameters("float32")
-
-    @jax.jit
-    def loss(p):
-        return tge.estimators.get("iwae_dreg").loss(
-            problem.target(p), problem.surrogate(p), 2, 4, seed=7
-        )
-
-    assert float(loss(params)) == float(loss(params))
-    assert np.all(np.isfinite(jax.grad(loss)(params)["a"]))
