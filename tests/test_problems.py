@@ -158,13 +158,12 @@ def test_bnn_layers_starts_where_it_did_in_0_2():
         np.testing.assert_array_equal(layer.kernel_loc.numpy(), np.asarray(expected))
 
 
-def test_the_jax_capable_problems_are_every_surrogate_problem():
-    on_jax = sorted(cls.name for cls in tge.problems.classes() if "jax" in cls.substrates)
-    assert on_jax == [
-        "bnn_digits", "gaussian", "gaussian_mixture", "linear_regression",
-        "logistic_regression", "toy_gaussian",
-    ]  # fmt: skip
-    with pytest.raises(ValueError, match="'bnn_layers' runs on tensorflow only.*backend='jax'"):
+def test_every_problem_runs_on_jax_and_the_keras_one_on_the_active_keras_backend():
+    assert all(cls.substrates == ("tensorflow", "jax") for cls in tge.problems.classes())
+    # bnn_layers is a Keras model: JAX only under KERAS_BACKEND=jax (these tests: TensorFlow).
+    with pytest.raises(
+        ValueError, match="'bnn_layers' is a Keras model.*'tensorflow'.*KERAS_BACKEND=jax"
+    ):
         tge.problems.get("bnn_layers", hidden=4, num_examples=8).check_substrate("jax")
     with pytest.raises(ValueError, match="`backend` must be one of.*backend='torch'"):
         tge.problems.get("gaussian").check_substrate("torch")

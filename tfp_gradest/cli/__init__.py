@@ -17,8 +17,9 @@ files; running the same command again replaces its own, and says so.
 
 `--backend jax` draws the gradients on TFP's JAX substrate (one jitted `jax.lax.map`
 of `jax.grad` per estimator) and prints the same tables; the default is the active
-Keras backend (`KERAS_BACKEND`). A problem that cannot run there is refused (the
-showcase skips it, saying so).
+Keras backend (`KERAS_BACKEND`), and `--backend` sets `KERAS_BACKEND` for the Keras
+problem (`bnn_layers`) unless Keras is already imported. A problem that cannot run
+there is refused (the showcase skips it, saying so).
 
 Arguments and `--output-dir` are checked before TensorFlow is imported, so
 `--help` and mistakes answer at once with one `error:` line (exit status 2);
@@ -32,6 +33,7 @@ stops with one line (exit status 130).
 # printed tables), `_files` (the run's file names, the `--output-dir` check, CSV/JSON/PNG).
 # This module ties them together: `compare`, and `main` for the console script.
 
+import os
 import sys
 
 from tfp_gradest.cli import _arguments, _files, _quiet, _running, _tables
@@ -61,6 +63,8 @@ def compare(argv=None, prog=PROG):
         _files.check_output_dir(args.output_dir)
     except ValueError as error:  # bad names, sizes or folder: a message, not a traceback
         raise SystemExit(f"error: {error}") from None
+    if "keras" not in sys.modules:  # Keras problems (bnn_layers) run on the chosen backend
+        os.environ["KERAS_BACKEND"] = args.backend
     try:
         with _quiet.quiet_tensorflow(args.verbose):
             try:

@@ -42,13 +42,10 @@ def prepare(case, backend="tensorflow"):
     """Builds the case's problem and checks the backend, every estimator and size before
     anything runs."""
     problem = problems.get(case.problem)
-    if backend not in problem.substrates:
-        raise ValueError(
-            f"--backend {backend}: problem {case.problem!r} runs on "
-            f"{' and '.join(problem.substrates)} only{problem.substrate_note(backend)}. "
-            f"Pass --backend {' or '.join(problem.substrates)}, or another --problem. "
-            f"Received: --backend {backend}"
-        )
+    try:
+        problem.check_substrate(backend)
+    except ValueError as error:
+        raise ValueError(f"--backend {backend}: {error}") from None
     case = case._replace(estimators=case.estimators or tuple(problem.default_estimators))
     for name in case.estimators:
         problem.validate_estimator(name, case.sample_size, case.importance_sample_size)

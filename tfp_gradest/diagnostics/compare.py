@@ -290,6 +290,8 @@ def _sampler(problem, estimator, sample_size, importance_sample_size, backend):
     """The compiled draw loop of `estimator` on `problem`: `seeds -> [gradient draws]`, one
     array per variable (leading axis: draws)."""
     if backend == "jax":
+        if problem.state_variables_for(estimator) is not None:
+            return _jax_model_sampler(problem, estimator, sample_size, importance_sample_size)
         return _jax_sampler(problem, estimator, sample_size, importance_sample_size)
     return draws.gradient_sampler(
         problem.loss_fn(estimator, sample_size, importance_sample_size),
@@ -314,6 +316,38 @@ def _jax_sampler(problem, estimator, sample_size, importance_sample_size):
     gradient = jax.grad(loss)
     run = jax.jit(lambda parameters, keys: jax.lax.map(lambda k: gradient(parameters, k), keys))
     return lambda keys: jax.tree_util.tree_leaves(run(parameters, keys))
+
+
+def _jax_model_sampler(problem, estimator, sample_size, importance_sample_size):
+    """The draws of a Keras model's loss on Keras's JAX backend: one jitted `lax.scan` over the
+    keys (one draw each) carrying the model's `SeedGenerator` states, as
+    `model_gradient_draws` draws them; the states are written back after each call."""
+    import jax
+
+    from tfp_gradest._backend import stateless
+
+    loss = problem.loss_fn(estimator, sample_size, importance_sample_size)
+    variables = list(problem.variables_for(estimator))
+    differentiated = {id(v) for v in variables}
+    state = [v for v in problem.state_variables_for(estimator) if id(v) not in differentiated]
+    gradient = jax.grad(stateless(lambda: loss(None), variables, state), has_aux=True)
+
+    def draw(values, state_values, keys):
+        def body(state_values, _):
+            gradients, state_values = gradient(values, state_values)
+            return state_values, gradients
+
+        return jax.lax.scan(body, state_values, keys)
+
+    run = jax.jit(draw)
+
+    def sampler(keys):
+        new_state, gradients = run([v.value for v in variables], [v.value for v in state], keys)
+        for variable, value in zip(state, new_state):
+            variable.assign(value)
+        return gradients
+
+    return sampler
 
 
 def _exact_gradients(problem, backend):

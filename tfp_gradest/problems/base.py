@@ -153,13 +153,9 @@ class Problem(Configurable):
             )
         if substrate not in self.substrates:
             raise ValueError(
-                f"Problem {self.name!r} runs on {' and '.join(self.substrates)} only"
-                f"{self.substrate_note(substrate)}. Received: backend={substrate!r}"
+                f"Problem {self.name!r} runs on {' and '.join(self.substrates)} only. "
+                f"Received: backend={substrate!r}"
             )
-
-    def substrate_note(self, substrate):
-        """Why the problem does not run on `substrate` (appended to `check_substrate`'s error)."""
-        return ""
 
     # --- the estimators that apply -----------------------------------------------------
 
@@ -201,6 +197,12 @@ class Problem(Configurable):
         """The variables `loss_fn(estimator, ...)` is differentiated by (`variables`, by default;
         a problem that builds one model per estimator returns that model's)."""
         return self.variables
+
+    def state_variables_for(self, estimator):
+        """The Keras variables `loss_fn(estimator, ...)` advances (the `SeedGenerator` states of
+        a Keras model whose layers draw the noise, as `model_gradient_draws` takes them), or
+        `None` for a loss whose noise comes from its seed (the default)."""
+        return None
 
     def reference_estimator_for(self, importance_sample_size):
         """The unbiased, low-variance estimator of the same gradient used as a Monte Carlo

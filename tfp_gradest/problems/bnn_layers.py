@@ -3,7 +3,6 @@ estimators."""
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from tfp_gradest.problems.base import Problem, register
 
@@ -29,6 +28,11 @@ class BayesianNeuralNetworkLayers(Problem):
 
     `sample_size` and `importance_sample_size` must be 1: the layers draw one
     weight sample (or one per example) per call.
+
+    It runs on the active Keras backend, TensorFlow or JAX (its layers are Keras
+    layers; `--backend jax` sets `KERAS_BACKEND` when Keras is not imported yet): on
+    JAX its gradients are drawn as `tge.diagnostics.model_gradient_draws` draws them,
+    the layers' `SeedGenerator` states carried through a jitted `lax.scan`.
 
     Args:
       hidden: Python `int`, hidden units. Default value: `32`.
@@ -87,11 +91,20 @@ class BayesianNeuralNetworkLayers(Problem):
     def target_log_prob(self, z):
         raise NotImplementedError("bnn_layers is a Keras model; use `loss_fn`.")
 
-    def substrate_note(self, substrate):
-        return (
-            ": its comparison draws the layers' gradients with TensorFlow's tape; the layers "
-            "themselves run on Keras's JAX backend (see `tge.diagnostics.model_gradient_draws`)"
-        )
+    substrates = ("tensorflow", "jax")
+
+    def check_substrate(self, substrate):
+        super().check_substrate(substrate)
+        if keras.backend.backend() != substrate:
+            raise ValueError(
+                f"Problem {self.name!r} is a Keras model: it runs on the active Keras backend, "
+                f"{keras.backend.backend()!r}. Set KERAS_BACKEND={substrate} before Keras is "
+                f"imported (the command line does for --backend, unless Keras was imported "
+                f"first). Received: backend={substrate!r}"
+            )
+
+    def state_variables_for(self, estimator):
+        return list(self.model_for(estimator).non_trainable_variables)
 
     def estimator_names(self):
         from tfp_gradest import layers
@@ -114,22 +127,24 @@ class BayesianNeuralNetworkLayers(Problem):
     def loss_fn(self, estimator, sample_size=1, importance_sample_size=1):
         self.validate_estimator(estimator, sample_size, importance_sample_size)
         model = self.model_for(estimator)
-        x, y = tf.constant(self.x), tf.constant(self.y)
+        ops = keras.ops
+        x, y = ops.convert_to_tensor(self.x), ops.convert_to_tensor(self.y)
 
         def loss(seed=None):  # the noise comes from the layers' seed generators
             del seed
             logits = model(x, training=True)
             nll = keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
-            return tf.reduce_mean(nll) + tf.add_n(model.losses)
+            return ops.mean(nll) + ops.sum(ops.stack(model.losses))
 
         return loss
 
     def variables_for(self, estimator):
         return _scale_variables(self.model_for(estimator))
 
-    def fit(self, num_steps, seed=0):
+    def fit(self, num_steps, seed=0, substrate="tensorflow"):
         if num_steps < 1:
             raise ValueError(f"`num_steps` must be at least 1. Received: num_steps={num_steps}")
+        self.check_substrate(substrate)
         self.model.compile(
             keras.optimizers.Adam(self.fit_learning_rate),
             keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -145,8 +160,10 @@ class BayesianNeuralNetworkLayers(Problem):
 
 
 def _scale_variables(model):
+    # TensorFlow differentiates the tf.Variable behind each; JAX the Keras variables' values.
+    unwrap = keras.backend.backend() == "tensorflow"
     return [
-        v.value if hasattr(v, "value") else v
+        v.value if unwrap and hasattr(v, "value") else v
         for v in model.trainable_variables
         if "scale" in v.path.rsplit("/", 1)[-1]
     ]
