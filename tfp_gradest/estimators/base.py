@@ -57,6 +57,7 @@ def surrogate_objective(value, surrogate):
 
     #### Examples
 
+    >>> import tensorflow as tf
     >>> x = tf.Variable(2.0)
     >>> with tf.GradientTape() as tape:
     ...     out = surrogate_objective(tf.constant(5.0), 3.0 * x)
