@@ -98,6 +98,12 @@ class GradientEstimator(Configurable, abc.ABC):
     small file: flags, `_objective`, `@register`; a check that depends on its
     own options goes in `_validate_options`, never in a copy of `validate`.
 
+    Substrates. `_objective` is written once, against `inputs.ops` (the module of
+    `tfp_gradest._substrate` chosen from the surrogate's type: TensorFlow or TFP's
+    JAX substrate) and the helpers of `importance_weights`, which dispatch on their
+    arrays' type; so every estimator runs on both with the same call. An option
+    that one substrate cannot serve is refused in `_validate_substrate`.
+
     Flags are attributes read once, before any tracing (class attributes; an
     instance may set its own in `__init__` when its arguments decide them):
 
