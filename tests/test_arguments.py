@@ -1,10 +1,10 @@
 """The one argument-checking module (`tfp_gradest._util.arguments`) and its users that run on
 every Keras backend: the layers, the gradient-variance monitor, R2-G2's solver options.
 
-The models (TensorFlow only) are checked in test_vae.py / test_hvae.py, ISAG in test_reuse.py.
+The models are checked in test_vae.py / test_hvae.py / test_models_jax.py, ISAG in
+test_reuse.py.
 """
 
-import keras
 import numpy as np
 import pytest
 
@@ -212,15 +212,3 @@ def test_solver_options():
         solvers.validate_solver_options(5.5, 1e-6)
     with pytest.raises(ValueError, match=r"cg_tolerance=0\.0"):
         solvers.validate_solver_options(5, 0.0)
-
-
-# --- the TensorFlow-only entry points on another backend ------------------------------------
-
-
-@pytest.mark.skipif(keras.backend.backend() == "tensorflow", reason="checks other backends")
-def test_tensorflow_only_models_name_the_backend_at_construction():
-    backend = keras.backend.backend()
-    with pytest.raises(RuntimeError, match=rf"HierarchicalVAE runs only on .*'{backend}'"):
-        tge.models.HierarchicalVAE(64)
-    with pytest.raises(RuntimeError, match=rf"VariationalAutoencoder runs only on .*'{backend}'"):
-        tge.models.VariationalAutoencoder(keras.layers.Dense(8), keras.layers.Dense(64), 4)

@@ -1,4 +1,4 @@
-"""A `.keras` file of `tge.layers` (and, on TensorFlow, `tge.models`) loads in a fresh process
+"""A `.keras` file of `tge.layers` (and of `tge.models`) loads in a fresh process
 whichever is imported first, Keras or tfp_gradest (`import tfp_gradest` alone does not import
 Keras, yet must leave Keras able to find the package's classes)."""
 
@@ -40,17 +40,16 @@ def saved_files(tmp_path_factory):
     dense(x)
     paths = {"Sequential": tmp_path / "dense.keras"}
     dense.save(paths["Sequential"])
-    if keras.backend.backend() == "tensorflow":
-        vae = tge.models.VariationalAutoencoder(
-            keras.Sequential([keras.layers.Dense(4)]),
-            keras.Sequential([keras.layers.Dense(3)]),
-            latent_dim=2,
-            seed=0,
-        )
-        vae.compile("adam")
-        vae.fit(x, epochs=1, verbose=0)
-        paths["VariationalAutoencoder"] = tmp_path / "vae.keras"
-        vae.save(paths["VariationalAutoencoder"])
+    vae = tge.models.VariationalAutoencoder(
+        keras.Sequential([keras.layers.Dense(4)]),
+        keras.Sequential([keras.layers.Dense(3)]),
+        latent_dim=2,
+        seed=0,
+    )
+    vae.compile("adam")
+    vae.fit(x, epochs=1, verbose=0)
+    paths["VariationalAutoencoder"] = tmp_path / "vae.keras"
+    vae.save(paths["VariationalAutoencoder"])
     return paths
 
 

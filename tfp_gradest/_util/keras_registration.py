@@ -3,7 +3,7 @@
 Keras finds the classes of a `.keras` file in its registry of custom objects
 (`keras.saving.register_keras_serializable`), which is filled when the module defining
 a class is imported: `tfp_gradest.layers`, and `tfp_gradest.models` where it can run
-(TensorFlow backend, TensorFlow Probability installed). `import tfp_gradest` does not
+(TensorFlow or JAX backend, TensorFlow Probability installed). `import tfp_gradest` does not
 import Keras (the command line's `--help` would pay for TensorFlow), so
 
 * if Keras is already imported, `register_when_keras_is_imported()` registers now;
@@ -39,7 +39,7 @@ def register():
     keras = sys.modules["keras"]
     modules = [f"{_PACKAGE}.layers"]
     if (
-        keras.backend.backend() == "tensorflow"
+        keras.backend.backend() in ("tensorflow", "jax")
         and importlib.util.find_spec("tensorflow_probability") is not None
     ):
         modules.append(f"{_PACKAGE}.models")
