@@ -16,6 +16,15 @@ def _about(field):
 
 URL = _about("url")  # the one repository address: every link below is derived from it
 
+# The two substrates: `pip install "tfp_gradest[tf]"` or `pip install "tfp_gradest[jax]"`.
+# Neither is in install_requires, so a JAX user installs no TensorFlow (as TFP and Keras
+# leave the backend to the user); the `extras`, `test` and `docs` extras include TensorFlow.
+TENSORFLOW = ["tensorflow>=2.16", "tensorflow-probability[tf]>=0.24"]
+# TFP 0.25's JAX substrate imports and fits with jax 0.4.35 to 0.6.2 and fails to import
+# with jax 0.7 and later (`jax.interpreters.xla.pytype_aval_mappings` is gone), so jax is
+# pinned below 0.7 until a TFP release supports it: docs/guides/jax.md has the measurements.
+JAX = ["jax>=0.4.35,<0.7", "tensorflow-probability>=0.25", "optax"]
+
 
 setuptools.setup(
     name="tfp_gradest",
@@ -62,18 +71,22 @@ setuptools.setup(
     packages=setuptools.find_packages(include=["tfp_gradest", "tfp_gradest.*"]),
     python_requires=">=3.11",  # what CI runs and ruff targets (pyproject.toml: py311)
     install_requires=[
-        "tensorflow>=2.16",
-        "tensorflow-probability[tf]>=0.24",
+        "tensorflow-probability>=0.24",
         "keras>=3",
         "numpy",
     ],
     extras_require={
+        "tf": TENSORFLOW,
+        "jax": JAX,
         # What the comparison command, the benchmarks and the notebooks need beyond the core.
         # inference-gym: benchmarks/vi_structured.py's targets (never imported by the package).
-        "extras": ["scikit-learn", "matplotlib", "inference-gym"],
-        # The documentation site: sphinx-build -W docs docs/_build/html
-        "docs": ["sphinx", "furo", "myst-parser"],
+        "extras": [*TENSORFLOW, "scikit-learn", "matplotlib", "inference-gym"],
+        # The documentation site: sphinx-build -W docs docs/_build/html (autodoc imports
+        # the TensorFlow and the JAX modules).
+        "docs": [*TENSORFLOW, *JAX, "sphinx", "furo", "myst-parser"],
         "test": [
+            *TENSORFLOW,
+            *JAX,
             "pytest",
             "pytest-xdist",  # -n 2: the test command runs over both cores
             "scikit-learn",
@@ -84,7 +97,7 @@ setuptools.setup(
             "nbclient",  # the notebooks run in CI
             "nbformat",
             "ipykernel",
-            "jax[cpu]",  # the second test run, KERAS_BACKEND=jax (README: Tests)
+            "jax[cpu]>=0.4.35,<0.7",  # the second test run, KERAS_BACKEND=jax (README: Tests)
             "sphinx",  # the docs build and the README/guide examples (the docs extra)
             "furo",
             "myst-parser",

@@ -46,8 +46,8 @@ _INSTALL_TENSORFLOW = (
     '"tensorflow-probability[tf]>=0.24")'
 )
 _JAX = "JAX, optax and TensorFlow Probability's JAX substrate"
-# The upper bound: TFP 0.25's JAX substrate does not import with jax 0.5 or later.
-_INSTALL_JAX = 'pip install "tfp_gradest[jax]" (or: pip install "jax>=0.4.35,<0.5" optax)'
+# The upper bound: TFP 0.25's JAX substrate does not import with jax 0.7 or later.
+_INSTALL_JAX = 'pip install "tfp_gradest[jax]" (or: pip install "jax>=0.4.35,<0.7" optax)'
 _DEPENDENCIES = {
     "tensorflow": (_TENSORFLOW, _INSTALL_TENSORFLOW),
     "tensorflow_probability": (_TENSORFLOW, _INSTALL_TENSORFLOW),
