@@ -209,6 +209,9 @@ def test_inference_gym_flags_the_degenerate_runs_it_is_meant_to_catch():
     # -4e6 (seen with IWAE-DReG on a full-rank BrownianMotion surrogate) is.
     early = [_read(0, -300.0), _read(100, -70.0, 120.0, spread=(60.0, 180.0))]
     assert degeneracy(early) == ""
+    # Nor is a first step far above the rest (1,687 nats against a median of 17.5: the
+    # quartic target's first chunk from its initial surrogate).
+    assert degeneracy([_read(0, -900.0), _read(100, -20.0, 17.5, spread=(10.3, 1669.0))]) == ""
     spiked = [_read(0, -300.0), _read(100, -240.0, 60.0, spread=(4e6, 100.0))]
     assert degeneracy(spiked).startswith("loss_spike before step 100")
 
