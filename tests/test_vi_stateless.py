@@ -76,16 +76,16 @@ def test_signature_is_tfp_jax_plus_the_estimator_choice():
 
 
 @pytest.mark.parametrize(
-    "gradient_estimator,importance_sample_size",
+    "gradient_estimator,importance_sample_size,jit_compile",
     [
-        (None, 1),
-        ("reparameterization", 1),
-        (tfpj.vi.GradientEstimators.REPARAMETERIZATION, 1),
-        (None, 3),  # TFP's default at K > 1 is the IWAE gradient: ours is "iwae"
-        ("iwae", 3),
+        (None, 1, True),
+        (None, 1, False),
+        ("reparameterization", 1, True),
+        (tfpj.vi.GradientEstimators.REPARAMETERIZATION, 1, True),
+        (None, 3, True),  # TFP's default at K > 1 is the IWAE gradient: ours is "iwae"
+        ("iwae", 3, False),
     ],
 )
-@pytest.mark.parametrize("jit_compile", [True, False])
 def test_the_default_fit_is_tfp_jax_fit_step_for_step(
     gradient_estimator, importance_sample_size, jit_compile
 ):
