@@ -158,13 +158,6 @@ def check_target_log_prob(target_lp, surrogate_lp, num_samples):
     """Raises naming `target_log_prob_fn` unless its output matches `log q(z)` in dtype and
     shape; see `tfp_gradest._util.log_weights.check_target_log_prob`."""
     if not tf.is_tensor(target_lp):
-        if _is_jax_object(target_lp):
-            raise TypeError(
-                "`target_log_prob_fn` returned a JAX array, but `surrogate_posterior` is a "
-                "TensorFlow distribution: write the target with `tf` / `tfp` ops, or build "
-                "the surrogate with `tensorflow_probability.substrates.jax`. "
-                f"Received: output of type {type(target_lp).__name__}"
-            )
         if not isinstance(target_lp, (numbers.Number, np.ndarray, np.generic, list, tuple)):
             import keras
 
@@ -173,9 +166,10 @@ def check_target_log_prob(target_lp, surrogate_lp, num_samples):
             raise TypeError(
                 "`target_log_prob_fn` must return a TensorFlow tensor (write it with `tf` / "
                 "`tfp` ops: the samples it receives are TensorFlow tensors), so that gradients "
-                f"reach the surrogate and the model. The current Keras backend is "
-                f"{keras.backend.backend()!r}; under KERAS_BACKEND=jax, `keras.ops` returns "
-                "JAX arrays, so set KERAS_BACKEND=tensorflow to write the target with "
+                "reach the surrogate and the model; or build `surrogate_posterior` with "
+                "`tensorflow_probability.substrates.jax` to run on JAX. The current Keras "
+                f"backend is {keras.backend.backend()!r}; under KERAS_BACKEND=jax, `keras.ops` "
+                "returns JAX arrays, so set KERAS_BACKEND=tensorflow to write the target with "
                 f"`keras.ops`. Received: output of type {type(target_lp).__name__}"
             )
         # A Python number (a constant target) takes the surrogate's dtype.
