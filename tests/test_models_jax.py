@@ -79,8 +79,14 @@ def _fit_losses(model, x):
     return model.fit(x, epochs=2, batch_size=40, verbose=0).history["loss"]
 
 
+# test_vae.py fits these under XLA on TensorFlow already (larger, 3 epochs).
+FITTED_BY_TEST_VAE = ("iwae", "iwae_dreg", "rws_dreg", "jvi_dreg", "stl")
+
+
 @pytest.mark.parametrize("name", ESTIMATORS, ids=NAMES)
 def test_the_vae_trains_with_every_estimator_under_xla(binary_digits, name):
+    if bu.backend() == "tensorflow" and name in FITTED_BY_TEST_VAE:
+        pytest.skip("fitted on TensorFlow by tests/test_vae.py")
     losses = _fit_losses(_vae(name), binary_digits[:160])
     assert np.all(np.isfinite(losses)), losses
     # 64 binary pixels start near 64 log 2 ~ 44 nats; the second epoch's mean is lower.

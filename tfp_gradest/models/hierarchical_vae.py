@@ -447,12 +447,13 @@ class HierarchicalVAE(_data.BernoulliDataChecks, keras.Model):
         """Per-example IWAE bound `log (1/K) Σ_k w_k ≤ log p(x)`: `[B]`.
 
         The `K` samples are evaluated `chunk_size` at a time, with a streaming
-        log-mean-exp over the chunks (a running maximum and a float64 sum, in one
-        `keras.ops.while_loop`), so memory does not grow with `K`: a `K = 5000` bound over
-        a test set fits. Sample `k` is drawn from `(seed, k)` alone, the same whatever
-        the chunking, so the value is too (exactly without XLA, as tested; within
-        float32 rounding under XLA, which also draws other Normal numbers from the same
-        seed than TensorFlow's own kernels). Differentiable when unchunked
+        log-mean-exp over the chunks (a running maximum and a float64 sum, float32 on
+        JAX without `jax_enable_x64`, in one `keras.ops.while_loop`), so memory does not
+        grow with `K`: a `K = 5000` bound over a test set fits. Sample `k` is drawn from
+        `(seed, k)` alone, the same whatever the chunking, so the value is too (exactly
+        without XLA, as tested; within float32 rounding under XLA, which also draws
+        other Normal numbers from the same seed than TensorFlow's own kernels; JAX,
+        always compiled, draws its own numbers from `jax.random`). Differentiable when unchunked
         (`chunk_size >= K`): the plain reparameterisation gradient of the bound
         (an evaluation: `decoder_link_gradient` and `gradient_estimator` act on
         the training loss only).
@@ -461,8 +462,8 @@ class HierarchicalVAE(_data.BernoulliDataChecks, keras.Model):
           x: `[B, num_pixels]` data in [0, 1] (any real or bool dtype); in-memory data
             outside [0, 1] is a `ValueError`.
           importance_sample_size: Python `int` `K` ≥ 1. Default value: `64`.
-          seed: Python or NumPy `int`, or a stateless seed (a `[2]` integer Tensor).
-            Default value: `0`.
+          seed: Python or NumPy `int`, or a stateless seed (a `[2]` integer Tensor; on
+            JAX a raw `uint32[2]` PRNG key). Default value: `0`.
           chunk_size: Python `int`, importance samples per chunk, or `None`: about
             `BOUND_ROWS_PER_CHUNK / B` (all `K` at once when `B` is not static).
             Default value: `None`.
