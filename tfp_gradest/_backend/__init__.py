@@ -47,7 +47,7 @@ reading any variable when they run (TensorFlow).
 `check_supported(owner)` raises a clear error on a backend without such a module
 (PyTorch, NumPy, OpenVINO), naming the backend and the supported ones;
 `require_tensorflow_backend(entry_point_name)` does the same for the TensorFlow-only
-entry points (`tge.models`, `tge.vi`).
+entry points (`tge.vi.fit_surrogate_posterior`, `tge.reuse`).
 """
 
 import importlib
@@ -106,7 +106,7 @@ def require_tensorflow_backend(entry_point_name):
     """Raises `RuntimeError` unless the Keras backend is TensorFlow, naming `entry_point_name`.
 
     For the entry points written with TensorFlow / TFP rather than `keras.ops`
-    (`tge.models`, `tge.vi`): on another backend they would construct and then fail
+    (`tge.vi.fit_surrogate_posterior`, `tge.reuse`): on another backend they would construct and then fail
     deep inside with a misleading error, so they call this first.
     """
     backend = keras.backend.backend()

@@ -14,6 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 from tensorflow_probability.substrates import jax as tfp
 
+from tfp_gradest._substrate import _messages
+
 NAME = "jax"
 
 _tree = jax.tree_util
@@ -221,34 +223,14 @@ def check_target_log_prob(target_lp, surrogate_lp, num_samples):
         # A Python number (a constant target) takes the surrogate's dtype.
         target_lp = jnp.asarray(target_lp, dtype=surrogate_lp.dtype)
     if target_lp.dtype != surrogate_lp.dtype:
-        raise TypeError(_dtype_message(target_lp.dtype.name, surrogate_lp.dtype.name))
+        raise TypeError(_messages.dtype_message(target_lp.dtype.name, surrogate_lp.dtype.name))
     expected, received = tuple(surrogate_lp.shape), tuple(target_lp.shape)
     if num_samples == 1 and expected == (1,) and received == ():
         # One sample and a scalar batch shape: as `tfp.vi` accepts it.
         return jnp.reshape(target_lp, (1,))
     if expected != received:
-        raise ValueError(_shape_message(list(expected), list(received), num_samples))
+        raise ValueError(_messages.shape_message(list(expected), list(received), num_samples))
     return target_lp
-
-
-def _dtype_message(target, surrogate):
-    return (
-        f"`target_log_prob_fn` returned {target} log densities, but "
-        f"`surrogate_posterior` gives {surrogate} ones: both must use the "
-        "same float dtype. Build the surrogate's parameters in the target's dtype, or cast "
-        f"inside the target. Received: target dtype={target}, "
-        f"surrogate dtype={surrogate}"
-    )
-
-
-def _shape_message(expected, received, num_samples):
-    return (
-        f"`target_log_prob_fn` must return one log density per sample, of shape "
-        f"[sample_size * importance_sample_size] + batch_shape = {expected} (the samples' "
-        f"leading axis of size {num_samples}, then `surrogate_posterior`'s batch shape). Did "
-        "the target sum over the sample axis, or forget to sum over the event axes? "
-        f"Received: output of shape {received}"
-    )
 
 
 def _expand_to(mask, like):

@@ -10,6 +10,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from tfp_gradest._substrate import _messages
 from tfp_gradest._util import seeds as _seeds
 
 NAME = "tensorflow"
@@ -175,9 +176,9 @@ def check_target_log_prob(target_lp, surrogate_lp, num_samples):
         # A Python number (a constant target) takes the surrogate's dtype.
         target_lp = tf.convert_to_tensor(target_lp, dtype_hint=surrogate_lp.dtype)
     if target_lp.dtype != surrogate_lp.dtype:
-        raise TypeError(_dtype_message(target_lp.dtype.name, surrogate_lp.dtype.name))
+        raise TypeError(_messages.dtype_message(target_lp.dtype.name, surrogate_lp.dtype.name))
     expected, received = surrogate_lp.shape, target_lp.shape
-    message = _shape_message(expected, received, num_samples)
+    message = _messages.shape_message(expected, received, num_samples)
     if num_samples == 1 and expected == [1] and received == []:
         # One sample and a scalar batch shape: a scalar can only be that sample's log
         # density, and `tfp.vi` accepts it (its own tests' targets return `0.`).
@@ -192,26 +193,6 @@ def check_target_log_prob(target_lp, surrogate_lp, num_samples):
         [tf.debugging.assert_equal(tf.shape(target_lp), tf.shape(surrogate_lp), message=message)]
     ):
         return tf.identity(target_lp)
-
-
-def _dtype_message(target, surrogate):
-    return (
-        f"`target_log_prob_fn` returned {target} log densities, but "
-        f"`surrogate_posterior` gives {surrogate} ones: both must use the "
-        "same float dtype. Build the surrogate's parameters in the target's dtype, or cast "
-        f"inside the target. Received: target dtype={target}, "
-        f"surrogate dtype={surrogate}"
-    )
-
-
-def _shape_message(expected, received, num_samples):
-    return (
-        f"`target_log_prob_fn` must return one log density per sample, of shape "
-        f"[sample_size * importance_sample_size] + batch_shape = {expected} (the samples' "
-        f"leading axis of size {num_samples}, then `surrogate_posterior`'s batch shape). Did "
-        "the target sum over the sample axis, or forget to sum over the event axes? "
-        f"Received: output of shape {received}"
-    )
 
 
 def zero_where(zero_weight, gradient):
