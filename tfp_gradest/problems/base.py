@@ -275,6 +275,24 @@ class Problem(Configurable):
         return None
 
 
+class DiagonalNormalSurrogate:
+    """Mixin of the problems whose surrogate is a `MultivariateNormalDiag(loc, scale)`.
+
+    The problem sets `self.loc` (a `tf.Variable`) and `self.scale` (a
+    `tfp.util.TransformedVariable` through the bijector `scale_bijector` names);
+    this gives the parameter pytree and builds the same surrogate on either substrate.
+    """
+
+    scale_bijector: ClassVar[str] = "Softplus"  # a class of `tfp.bijectors`
+
+    def parameter_variables(self):
+        return {"loc": self.loc, "scale": self.scale.pretransformed_input}
+
+    def build_surrogate(self, parameters, tfp):
+        scale = getattr(tfp.bijectors, self.scale_bijector)()(parameters["scale"])
+        return tfp.distributions.MultivariateNormalDiag(parameters["loc"], scale)
+
+
 def tfp_module(substrate):
     """The TFP module of `substrate`: `tensorflow_probability` or its JAX substrate."""
     if substrate == "jax":

@@ -4,7 +4,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfp_gradest.problems.base import Problem, register, tfp_module
+from tfp_gradest.problems.base import DiagonalNormalSurrogate, Problem, register, tfp_module
 
 tfd = tfp.distributions
 tfb = tfp.bijectors
@@ -13,7 +13,7 @@ __all__ = ["BayesianNeuralNetworkDigits"]
 
 
 @register("bnn_digits")
-class BayesianNeuralNetworkDigits(Problem):
+class BayesianNeuralNetworkDigits(DiagonalNormalSurrogate, Problem):
     """A 64-`hidden`-10 tanh MLP with `w ~ N(0, I)` and a mean-field Normal surrogate over all
     weights.
 
@@ -73,13 +73,6 @@ class BayesianNeuralNetworkDigits(Problem):
         prior = tf.reduce_sum(tfd.Normal(tf.zeros([], w.dtype), 1.0).log_prob(w), axis=-1)
         likelihood = tfd.Categorical(logits=logits).log_prob(self.y)
         return prior + tf.reduce_sum(likelihood, axis=-1)
-
-    def parameter_variables(self):
-        return {"loc": self.loc, "scale": self.scale.pretransformed_input}
-
-    def build_surrogate(self, parameters, tfp):
-        scale = tfp.bijectors.Softplus()(parameters["scale"])
-        return tfp.distributions.MultivariateNormalDiag(parameters["loc"], scale)
 
     def target_log_prob_fn(self, substrate="tensorflow"):
         self.check_substrate(substrate)

@@ -4,7 +4,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfp_gradest.problems.base import Problem, register, tfp_module
+from tfp_gradest.problems.base import DiagonalNormalSurrogate, Problem, register, tfp_module
 
 tfd = tfp.distributions
 tfb = tfp.bijectors
@@ -13,7 +13,7 @@ __all__ = ["CorrelatedGaussian"]
 
 
 @register("gaussian")
-class CorrelatedGaussian(Problem):
+class CorrelatedGaussian(DiagonalNormalSurrogate, Problem):
     """Target `p(z) = N(m, Σ)` (normalised) and surrogate `q(z) = N(μ, diag(σ²))`.
 
     ```none
@@ -34,6 +34,8 @@ class CorrelatedGaussian(Problem):
       offset: how far the surrogate starts from the optimum, in units of the
         target's scale. Default value: `0.5`.
     """
+
+    scale_bijector = "Exp"
 
     substrates = ("tensorflow", "jax")
 
@@ -59,13 +61,6 @@ class CorrelatedGaussian(Problem):
 
     def target_log_prob(self, z):
         return self.target.log_prob(z)
-
-    def parameter_variables(self):
-        return {"loc": self.loc, "scale": self.scale.pretransformed_input}
-
-    def build_surrogate(self, parameters, tfp):
-        scale = tfp.bijectors.Exp()(parameters["scale"])
-        return tfp.distributions.MultivariateNormalDiag(parameters["loc"], scale)
 
     def target_log_prob_fn(self, substrate="tensorflow"):
         self.check_substrate(substrate)

@@ -5,7 +5,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfp_gradest.problems.base import Problem, register, tfp_module
+from tfp_gradest.problems.base import DiagonalNormalSurrogate, Problem, register, tfp_module
 
 tfd = tfp.distributions
 tfb = tfp.bijectors
@@ -14,7 +14,7 @@ __all__ = ["GaussianMixture"]
 
 
 @register("gaussian_mixture")
-class GaussianMixture(Problem):
+class GaussianMixture(DiagonalNormalSurrogate, Problem):
     """`C` unit-variance components with equal weights and unknown means, assignments summed out.
 
     ```none
@@ -94,13 +94,6 @@ class GaussianMixture(Problem):
         """Batch `batch_index`'s share `log p_b(θ)`; the shares sum to `target_log_prob`."""
         batch = tf.gather(self.batches, batch_index)
         return self.log_prior(theta) / self.num_batches + self.log_likelihood(batch, theta)
-
-    def parameter_variables(self):
-        return {"loc": self.loc, "scale": self.scale.pretransformed_input}
-
-    def build_surrogate(self, parameters, tfp):
-        scale = tfp.bijectors.Softplus()(parameters["scale"])
-        return tfp.distributions.MultivariateNormalDiag(parameters["loc"], scale)
 
     def target_log_prob_fn(self, substrate="tensorflow"):
         self.check_substrate(substrate)

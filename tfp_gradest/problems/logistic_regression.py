@@ -4,7 +4,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfp_gradest.problems.base import Problem, register, tfp_module
+from tfp_gradest.problems.base import DiagonalNormalSurrogate, Problem, register, tfp_module
 
 tfd = tfp.distributions
 tfb = tfp.bijectors
@@ -13,7 +13,7 @@ __all__ = ["BayesianLogisticRegression"]
 
 
 @register("logistic_regression")
-class BayesianLogisticRegression(Problem):
+class BayesianLogisticRegression(DiagonalNormalSurrogate, Problem):
     """`w ~ N(0, I)`, `y_n | x_n, w ~ Bernoulli(σ(x_nᵀ w))`, with a mean-field Normal surrogate.
 
     The data are scikit-learn's Wisconsin breast-cancer set (569 examples, 30
@@ -54,13 +54,6 @@ class BayesianLogisticRegression(Problem):
         logits = tf.einsum("nf,...f->...n", self.x, w)
         likelihood = tfd.Bernoulli(logits=logits, dtype=w.dtype).log_prob(self.y)
         return prior + tf.reduce_sum(likelihood, axis=-1)
-
-    def parameter_variables(self):
-        return {"loc": self.loc, "scale": self.scale.pretransformed_input}
-
-    def build_surrogate(self, parameters, tfp):
-        scale = tfp.bijectors.Softplus()(parameters["scale"])
-        return tfp.distributions.MultivariateNormalDiag(parameters["loc"], scale)
 
     def target_log_prob_fn(self, substrate="tensorflow"):
         self.check_substrate(substrate)
