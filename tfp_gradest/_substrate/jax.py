@@ -193,11 +193,14 @@ def fusion_barrier(tensors, like):
     return list(tensors)
 
 
-def surrogate_objective(value, surrogate):
+def surrogate_objective(value, surrogate, surrogate_is_finite=False):
     """`stop(value) + (surrogate - stop(surrogate))`, an infinite `surrogate` entry as 0.
 
-    See `tfp_gradest.estimators.surrogate_objective` for the proof.
+    See `tfp_gradest.estimators.surrogate_objective` for the proof; with
+    `surrogate_is_finite=True` no mask is built.
     """
+    if surrogate_is_finite:
+        return jax.lax.stop_gradient(value) + (surrogate - jax.lax.stop_gradient(surrogate))
     infinite = jnp.isinf(jax.lax.stop_gradient(surrogate))
     surrogate = jnp.where(infinite, jnp.zeros_like(surrogate), surrogate)
     return jax.lax.stop_gradient(value) + (surrogate - jax.lax.stop_gradient(surrogate))

@@ -137,11 +137,15 @@ def fusion_barrier(tensors, like):
     )
 
 
-def surrogate_objective(value, surrogate):
+def surrogate_objective(value, surrogate, surrogate_is_finite=False):
     """`stop(value) + (surrogate - stop(surrogate))`, an infinite `surrogate` entry as 0.
 
-    See `tfp_gradest.estimators.surrogate_objective` for the proof.
+    See `tfp_gradest.estimators.surrogate_objective` for the proof. With
+    `surrogate_is_finite=True` (the path-weighted estimators, whose surrogate's value is
+    exactly 0) no mask is built: it would cost a conditional per call for nothing.
     """
+    if surrogate_is_finite:
+        return tf.stop_gradient(value) + (surrogate - tf.stop_gradient(surrogate))
     infinite = tf.math.is_inf(tf.stop_gradient(surrogate))
     # In a conditional, taken only when some entry is infinite: the gradient is the same,
     # but a plain `tf.where` has every backward pass read a mask of the whole forward pass,
@@ -257,8 +261,10 @@ def path_weighted_vjp(surrogate_posterior, target_lp_fn, samples, split, coeffic
         log_w = tf.stop_gradient(split(target_lp - surrogate_lp))
         c, a = coefficients_fn(log_w)
         zero_weight = tf.equal(merge(log_w), -float("inf"))
-        # Read by every part's backward pass: computed once under XLA (see fusion_barrier).
-        c, a, zero_weight = fusion_barrier([c, a, zero_weight], log_w)
+        if num_parts > 1:
+            # Read by every part's backward pass: computed once under XLA (see
+            # fusion_barrier); with one part there is nothing to recompute.
+            c, a, zero_weight = fusion_barrier([c, a, zero_weight], log_w)
 
         def grad_fn(upstream, unused_log_w_upstream, variables=None):
             # The log-weights output is returned stopped, so its upstream is ignored.

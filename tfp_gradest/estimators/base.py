@@ -296,7 +296,10 @@ class GradientEstimator(Configurable, abc.ABC):
                 substrate=ops,
             )
             value, surrogate = self._objective(inputs)
-            return -ops.reduce_mean(ops.surrogate_objective(value, surrogate), axis=0)
+            # The path-weighted surrogate's value is exactly 0: nothing infinite to mask.
+            finite = self.data_path == "path_weighted_surrogate"
+            objective = ops.surrogate_objective(value, surrogate, surrogate_is_finite=finite)
+            return -ops.reduce_mean(objective, axis=0)
 
     @abc.abstractmethod
     def _objective(self, inputs):
