@@ -71,9 +71,10 @@ def test_a_keras_file_loads_whatever_the_import_order(order, saved_files):
 )
 def test_an_unimportable_tfp_leaves_the_layers_registered(imports, saved_files, tmp_path):
     if keras.backend.backend() != "tensorflow":
-        pytest.skip("tge.models is registered on the TensorFlow backend only")
+        pytest.skip("the fake TFP stands in for TensorFlow's; the JAX pass has its own")
     # A TensorFlow Probability that is installed but fails to import (as one that does not
-    # match TensorFlow's version does): tge.models cannot register, tge.layers still can.
+    # match TensorFlow's version does): the layers and the models (which import TFP only when
+    # they compute a loss) still register, so the saved file loads.
     fake = tmp_path / "tensorflow_probability"
     fake.mkdir()
     (fake / "__init__.py").write_text("raise ImportError('TFP needs another TensorFlow')\n")
@@ -90,5 +91,4 @@ def test_an_unimportable_tfp_leaves_the_layers_registered(imports, saved_files, 
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.split() == ["Sequential"], result.stdout
-    assert "could not register the Keras classes of tfp_gradest.models" in result.stderr
-    assert "classes of tfp_gradest.layers" not in result.stderr
+    assert "could not register" not in result.stderr

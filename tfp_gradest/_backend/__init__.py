@@ -106,8 +106,8 @@ def require_tensorflow_backend(entry_point_name):
     """Raises `RuntimeError` unless the Keras backend is TensorFlow, naming `entry_point_name`.
 
     For the entry points written with TensorFlow / TFP rather than `keras.ops`
-    (`tge.vi.fit_surrogate_posterior`, `tge.reuse`): on another backend they would construct and then fail
-    deep inside with a misleading error, so they call this first.
+    (`tge.vi.fit_surrogate_posterior`, `tge.reuse`): on another backend they would
+    construct and then fail deep inside with a misleading error, so they call this first.
     """
     backend = keras.backend.backend()
     if backend != "tensorflow":
