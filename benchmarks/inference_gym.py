@@ -76,7 +76,11 @@ read), `inference_gym_summary.csv` (mean ± standard error over seeds per read, 
 an `equal_time` reading: every arm at the fastest arm's mean training time,
 interpolated in each seed between its reads), `inference_gym.png` (mean error
 against training seconds, one panel per target and surrogate) and their
-`.meta.json` (command, versions, machine load, the run's cost).
+`.meta.json` (command, versions, machine load, the run's cost). A run split in
+parts (e.g. `--surrogates mean_field --output-dir A`, then `--surrogates full_rank
+--output-dir B`) is put together by `--merge A/inference_gym.csv B/inference_gym.csv`,
+which writes the same outputs from the union of the rows (and keeps each part's
+metadata).
 
 Cost of the full run (the defaults: 7 targets, 2 surrogates, 10 arms, 5 seeds,
 3,000 steps), estimated from timed reduced runs (1 seed, reads at 0, 100 and 300
@@ -656,6 +660,49 @@ def write_outputs(rows, output_dir, suffix, extra):
     return summary
 
 
+def read_rows(paths):
+    """The rows of long-format CSVs this script wrote, typed back (numbers, booleans, None)."""
+    import csv
+
+    def value(text):
+        if text == "":
+            return None
+        if text in ("True", "False"):
+            return text == "True"
+        try:
+            number = float(text)
+        except ValueError:
+            return text
+        return int(number) if number.is_integer() and "." not in text and "e" not in text else number
+
+    rows = []
+    for path in paths:
+        with open(path, newline="") as f:
+            rows += [{k: value(v) for k, v in row.items()} for row in csv.DictReader(f)]
+    return rows
+
+
+def merge(paths, output_dir):
+    """Writes the outputs of the union of several runs' long CSVs (e.g. one per surrogate).
+
+    The runs' `.meta.json` files are kept under `runs`, so each run's command and cost stay
+    on record.
+    """
+    import json
+
+    runs = []
+    for path in paths:
+        with open(os.path.splitext(path)[0] + ".meta.json") as f:
+            runs.append({"csv": os.path.basename(path), **json.load(f)})
+    extra = {
+        "note": "merged from the runs listed under `runs` ("
+        + "; ".join(r.get("note", "") for r in runs)
+        + ")",
+        "runs": runs,
+    }
+    return write_outputs(read_rows(paths), output_dir, "", extra)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__,
@@ -677,7 +724,18 @@ def main(argv=None):
     parser.add_argument("--eval-samples", type=int, default=None, help="default 4096 (1024 small)")
     parser.add_argument("--no-jit", dest="jit", action="store_false", help="graph mode, not XLA")
     parser.add_argument("--output-dir", default=os.path.join(os.path.dirname(__file__), "results"))
+    parser.add_argument(
+        "--merge",
+        nargs="+",
+        metavar="CSV",
+        help="write the outputs from these runs' inference_gym.csv files (e.g. one run per "
+        "surrogate family), training nothing",
+    )
     args = parser.parse_args(argv)
+    if args.merge:
+        summary = merge(args.merge, args.output_dir)
+        report(summary)
+        return None, summary
     targets = args.targets or (SMALL_TARGETS if args.small else TARGETS)
     families = args.surrogates or (("mean_field",) if args.small else _gym.SURROGATE_FAMILIES)
     arm_specs = args.arms or (SMALL_ARMS if args.small else ARMS)

@@ -156,6 +156,16 @@ def test_inference_gym_small_run_writes_rows_summary_figure_and_meta(tmp_path, m
     for arm in arms:
         assert (arm, "equal_time") in readings and (arm, "step") in readings
     assert (tmp_path / "inference_gym_small.png").stat().st_size > 0
+    # A run split in parts is put back together from its CSVs: the same summary.
+    merged = tmp_path / "merged"
+    _, merged_summary = benchmark.main(
+        ["--merge", str(tmp_path / "inference_gym_small.csv"), "--output-dir", str(merged)]
+    )
+    assert [{k: str(v) for k, v in r.items()} for r in merged_summary] == [
+        {k: str(v) for k, v in r.items()} for r in summary
+    ]
+    with open(merged / "inference_gym.meta.json") as f:
+        assert json.load(f)["runs"][0]["csv"] == "inference_gym_small.csv"
     with open(tmp_path / "inference_gym_small.meta.json") as f:
         meta = json.load(f)
     assert meta["note"].startswith("small smoke test") and meta["cost"]["wall_seconds"] > 0
