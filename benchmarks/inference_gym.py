@@ -673,7 +673,8 @@ def read_rows(paths):
             number = float(text)
         except ValueError:
             return text
-        return int(number) if number.is_integer() and "." not in text and "e" not in text else number
+        integer = number.is_integer() and not any(c in text for c in ".en")
+        return int(number) if integer else number
 
     rows = []
     for path in paths:
