@@ -246,6 +246,16 @@ def zero_where(zero_weight, gradient):
     return jnp.where(_expand_to(zero_weight, gradient), jnp.zeros_like(gradient), gradient)
 
 
+def concat(values, axis):
+    """`tf.concat`: `jnp.concatenate`."""
+    return jnp.concatenate(values, axis)
+
+
+def vjp(fn, *primals):
+    """`jax.vjp`: `(fn(*primals), pullback)`, `pullback(cotangents)` one product per primal."""
+    return jax.vjp(fn, *primals)
+
+
 def path_derivative(log_weights_fn, stopped, with_path):
     """`(log_weights, target_lp, surrogate_lp, grads)` of `log_weights_fn(stopped)`.
 

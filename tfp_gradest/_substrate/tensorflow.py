@@ -214,6 +214,30 @@ def zero_where(zero_weight, gradient):
     return tf.where(mask, tf.zeros_like(gradient), gradient)
 
 
+def concat(values, axis):
+    """`tf.concat`."""
+    return tf.concat(values, axis)
+
+
+def vjp(fn, *primals):
+    """`(fn(*primals), pullback)`, like `jax.vjp`: the outputs keep every gradient, and
+    `pullback(cotangents)` (the outputs' structure) returns one vector-Jacobian product
+    per primal (zeros where unconnected)."""
+    with tf.GradientTape(watch_accessed_variables=False) as tape:
+        tape.watch(primals)
+        outputs = fn(*primals)
+
+    def pullback(cotangents):
+        return tape.gradient(
+            tf.nest.flatten(outputs),
+            list(primals),
+            output_gradients=tf.nest.flatten(cotangents),
+            unconnected_gradients=tf.UnconnectedGradients.ZERO,
+        )
+
+    return outputs, pullback
+
+
 def path_derivative(log_weights_fn, stopped, with_path):
     """`(log_weights, target_lp, surrogate_lp, grads)` of `log_weights_fn(stopped)`.
 

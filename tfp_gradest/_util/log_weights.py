@@ -32,7 +32,7 @@ it reaches the loss and the gradient, so training fails loudly.
 from typing import Any, NamedTuple
 
 from tfp_gradest import _substrate
-from tfp_gradest._util import structure
+from tfp_gradest._util import flow_path, structure
 
 __all__ = [
     "DATA_PATHS",
@@ -246,10 +246,23 @@ def path_weighted_surrogate(inputs, coefficients_fn):
       log_weights: `[S, K] + batch`, no gradient.
       surrogate: `[S] + batch`, all zeros.
     """
+    surrogate, samples = inputs.surrogate_posterior, None
+    # A normalising flow's score at its samples, computed alongside the forward pass
+    # instead of by the inverse pass `log_prob(z)` costs (see `flow_path`): with
+    # TFP's own (iid) sampling only.
+    if getattr(inputs, "noise", "iid") == "iid":
+        route = flow_path.flow_route(
+            inputs.ops,
+            surrogate,
+            inputs.sample_size * inputs.importance_sample_size,
+            inputs.sample_seed,
+        )
+        if route is not None:
+            samples, surrogate = route
     return inputs.ops.path_weighted_vjp(
-        inputs.surrogate_posterior,
+        surrogate,
         lambda z, surrogate_lp: _target_log_prob(inputs, z, surrogate_lp),
-        _sample(inputs),
+        _sample(inputs) if samples is None else samples,
         inputs.split,
         coefficients_fn,
     )
