@@ -433,6 +433,7 @@ VARIANTS = {
     "jvi": [{"order": 1}],  # the only order implemented
     "jvi_dreg": [{"order": 1}],
     "vimco": [{}],
+    "vargrad": [{}],
 }
 
 

@@ -47,6 +47,7 @@ from tfp_gradest.estimators.multisample import (
     RWSDReG,
 )
 from tfp_gradest.estimators.score_function import ScoreFunction
+from tfp_gradest.estimators.vargrad import VarGrad
 from tfp_gradest.estimators.vimco import VIMCO
 
 __all__ = [
@@ -64,6 +65,7 @@ __all__ = [
     "STL",
     "ScoreFunction",
     "VIMCO",
+    "VarGrad",
     "deserialize",
     "get",
     "names",
