@@ -36,9 +36,11 @@ from tfp_gradest._util import flow_path, structure
 
 __all__ = [
     "DATA_PATHS",
+    "ConditionalPathTerms",
     "LogWeightTerms",
     "ObjectiveInputs",
     "PathwiseLogWeights",
+    "conditional_path_terms",
     "log_weight_terms",
     "path_weighted_surrogate",
     "pathwise_log_weights",
@@ -46,7 +48,12 @@ __all__ = [
 
 
 # The values of an estimator's `data_path` flag: the functions below, one per need.
-DATA_PATHS = ("pathwise_log_weights", "log_weight_terms", "path_weighted_surrogate")
+DATA_PATHS = (
+    "pathwise_log_weights",
+    "log_weight_terms",
+    "path_weighted_surrogate",
+    "conditional_path_terms",
+)
 
 
 class ObjectiveInputs(NamedTuple):
@@ -265,4 +272,233 @@ def path_weighted_surrogate(inputs, coefficients_fn):
         _sample(inputs) if samples is None else samples,
         inputs.split,
         coefficients_fn,
+    )
+
+
+class ConditionalPathTerms(NamedTuple):
+    """Log-weights at stopped samples `z̄` and the path terms of Generalized DReG.
+
+    For a surrogate `q(z) = Π_l q_l(z_l | ψ_l)` whose conditionals' parameters
+    `ψ_l = ψ_l(z_pa(l), φ)` may depend on earlier latents, and a target whose latent
+    conditionals `p_a(z_a | z_pa(a))` (declared by `target_log_prob_fn.latent_distributions`)
+    may carry model parameters `θ`. Every field has shape `[S, K] + batch_shape`; the
+    four `*path*` fields have value exactly `0` and only a gradient, with `∂_z` the
+    partial derivative of the density functions at `z̄` (no path through sampling):
+
+    * `log_weights`: `log w = log p(x, z̄) - log q(z̄)`, gradient to parameters directly.
+    * `direct_target_log_prob`: `log p(x, z̄) - Σ_a log p_a(z̄_a)`: gradient to `θ`
+      where it enters the target outside the declared latent conditionals.
+    * `path_log_weights`: gradient `(∂_z log p - Σ_l ∂_{z_l} log q_l(z_l; ψ_l fixed)) · dz/dφ`:
+      the path derivative of `log w` with every conditional's parameters held fixed.
+    * `score_path_log_weights`: gradient `Σ_l (∂_{z_l} log w) · u_l`, where `u_l` is
+      `dz_l/dφ` plus, for each parent `m` of `l`, `(∂z_l/∂ψ_l)(∂ψ_l/∂z_m) u_m`: every
+      path from `φ` to `z_l` counted once per latent it crosses.
+    * `full_path_log_weights`: gradient `∂_z log w · dz/dφ` (the conditionals' parameters
+      move with their parents: IWAE-DReG's path term).
+    * `prior_path_rest`: gradient `Σ_a ∂_{z_a}(log p - log p_a) · v_a`, with
+      `v_a = ∂z_a/∂θ` the reparameterisation of `p_a` at `z̄_a` (parents fixed).
+    * `prior_path_log_weights`: gradient `Σ_a (∂_{z_a} log w) · v_a`.
+    """
+
+    log_weights: Any
+    direct_target_log_prob: Any
+    path_log_weights: Any
+    score_path_log_weights: Any
+    full_path_log_weights: Any
+    prior_path_rest: Any
+    prior_path_log_weights: Any
+
+
+def conditional_path_terms(inputs, with_crossing_paths=True):
+    """The `ConditionalPathTerms` of one call: ONE inner gradient at the stopped samples.
+
+    The inner gradient is taken of `log p(z¹) + log q(z²) + Σ_l log q_l(z³_l; ψ̄_l) +
+    Σ_a log p_a(z⁴_a; θ, z̄_pa)` at four stopped copies `z¹…z⁴` of the samples, so one
+    backward pass gives the four partial derivatives separately (each term reads one
+    copy). The conditionals `q_l` come from `surrogate_posterior.sample_distributions`
+    (a `JointDistribution`; any other surrogate is one block with no parents), the
+    reparameterisation paths from `implicit_path`. With `with_crossing_paths=False`,
+    `score_path_log_weights` is zeros and the conditionals are not rebuilt for it.
+    """
+    ops = inputs.ops
+    q = inputs.surrogate_posterior
+    samples = _sample(inputs)
+    flat_z = ops.flatten(samples)
+    num_parts = len(flat_z)
+
+    def copy():
+        return ops.stop_gradient(samples)
+
+    flat_bar = ops.flatten(copy())
+    target_dists = _latent_distributions(inputs, copy(), num_parts)
+    surrogate_dists = _surrogate_conditionals(inputs, copy(), num_parts)
+
+    def log_weights_fn(copies):
+        z_p, z_q, z_fixed, z_a = copies
+        surrogate_lp = q.log_prob(z_q)
+        target_lp = _target_log_prob(inputs, z_p, surrogate_lp)
+        fixed, flat_a = ops.flatten(z_fixed), ops.flatten(z_a)
+        # One scalar: each sample's terms depend on its own copies only, so the gradient of
+        # the sum is every sample's partial derivatives.
+        terms = [target_lp, surrogate_lp]
+        terms += [d.log_prob(z) for d, z in zip(surrogate_dists, fixed) if d is not None]
+        terms += [d.log_prob(flat_a[a]) for a, d in target_dists]
+        return ops.add_n([ops.reduce_sum(t) for t in terms]), target_lp, surrogate_lp
+
+    _, target_lp, surrogate_lp, grads = ops.path_derivative(
+        log_weights_fn, (copy(), copy(), copy(), copy()), True
+    )
+    log_weights = target_lp - surrogate_lp
+    zero_weight = ops.equal(ops.stop_gradient(log_weights), -float("inf"))
+    grads = [ops.zero_where(zero_weight, ops.stop_gradient(g)) for g in grads]
+    g_p, g_q, g_fixed, g_a = (grads[i * num_parts : (i + 1) * num_parts] for i in range(4))
+    g_w = [p - q_ for p, q_ in zip(g_p, g_q)]
+    # Parts without a conditional of their own (a plain surrogate) keep `∂ log q`.
+    g_path = [
+        p - (q_ if d is None else f) for p, q_, f, d in zip(g_p, g_q, g_fixed, surrogate_dists)
+    ]
+    rank = len(log_weights.shape)
+
+    def dot(pairs):
+        terms = [ops.reduce_event(g * (live - bar), rank) for g, live, bar in pairs]
+        return ops.add_n(terms) if terms else ops.zeros_like(log_weights)
+
+    if with_crossing_paths:
+        flat_tilde = _crossing_paths(inputs, samples, flat_bar, surrogate_dists)
+        score_path = dot(zip(g_w, flat_tilde, flat_bar))
+    else:
+        score_path = ops.zeros_like(log_weights)
+    prior_paths = [(a, implicit_path(ops, d, flat_bar[a])) for a, d in target_dists]
+    direct = target_lp
+    for a, d in target_dists:
+        direct = direct - d.log_prob(flat_bar[a])
+    return ConditionalPathTerms(
+        log_weights=inputs.split(log_weights),
+        direct_target_log_prob=inputs.split(direct),
+        path_log_weights=inputs.split(dot(zip(g_path, flat_z, flat_bar))),
+        score_path_log_weights=inputs.split(score_path),
+        full_path_log_weights=inputs.split(dot(zip(g_w, flat_z, flat_bar))),
+        prior_path_rest=inputs.split(
+            dot((g_p[a] - g_a[a], path, flat_bar[a]) for a, path in prior_paths)
+        ),
+        prior_path_log_weights=inputs.split(
+            dot((g_w[a], path, flat_bar[a]) for a, path in prior_paths)
+        ),
+    )
+
+
+def _latent_distributions(inputs, stopped, num_parts):
+    """`[(flat part index, p_a)]` from `target_log_prob_fn.latent_distributions`, if defined.
+
+    Built at stopped samples: `p_a`'s parameters keep their gradient to `θ` only.
+    """
+    fn = getattr(inputs.target_log_prob_fn, "latent_distributions", None)
+    if fn is None:
+        return []
+    dists = structure.call_target(fn, stopped)
+    if not isinstance(dists, dict) or not all(
+        isinstance(a, int) and 0 <= a < num_parts and hasattr(d, "log_prob")
+        for a, d in dists.items()
+    ):
+        raise TypeError(
+            "`target_log_prob_fn.latent_distributions(*z)` must return a dict mapping the "
+            f"flat index (0 to {num_parts - 1}) of a latent part to the distribution of that "
+            "part in the target, `p(z_a | its parents)`, built from the given latents. "
+            f"Received: {dists!r}"
+        )
+    return sorted(dists.items())
+
+
+def _surrogate_conditionals(inputs, stopped, num_parts):
+    """Each flat part's conditional `q_l(· | z̄_pa(l))` of a `JointDistribution` surrogate.
+
+    `None` for every part of any other surrogate (one block: no parents).
+    """
+    q = inputs.surrogate_posterior
+    joint = inputs.ops.tfp.distributions.JointDistribution
+    if not isinstance(q, joint):
+        return [None] * num_parts
+    dists, _ = q.sample_distributions(value=stopped, seed=inputs.sample_seed)
+    flat = _flat_distributions(dists)
+    if len(flat) != num_parts or not all(hasattr(d, "log_prob") for d in flat):
+        raise ValueError(
+            "A `JointDistribution` surrogate must have one distribution per sample part "
+            "(nested joint distributions are not supported): flatten it. "
+            f"Received: surrogate_posterior={q!r}"
+        )
+    return flat
+
+
+def _flat_distributions(dists):
+    """A joint distribution's `sample_distributions` in the order of its flattened samples."""
+    if isinstance(dists, dict):
+        return [dists[k] for k in sorted(dists)]
+    return list(dists)
+
+
+def _crossing_paths(inputs, samples, flat_bar, surrogate_dists):
+    """`z̃`: equal to the samples, with the gradient `u` of `ConditionalPathTerms`.
+
+    In sampling order, `z̃_l = z_l + ẑ_l(ψ_l(z̃_pa)) - ẑ_l(ψ_l(z̄_pa))`, `ẑ_l` the implicit
+    path of `q_l` at `z̄_l`: the difference is 0 in value and has gradient
+    `(∂z_l/∂ψ_l)(∂ψ_l/∂z_pa) u_pa` (the parameters' direct part cancels).
+    """
+    ops = inputs.ops
+    q = inputs.surrogate_posterior
+    flat_z = ops.flatten(samples)
+    flat_tilde = list(flat_z)
+    for level in range(1, len(flat_z)):
+        fixed = surrogate_dists[level]
+        if fixed is None:
+            continue
+        value = ops.pack_sequence_as(samples, flat_tilde[:level] + flat_bar[level:])
+        live = _flat_distributions(q.sample_distributions(value=value, seed=inputs.sample_seed)[0])
+        flat_tilde[level] = (
+            flat_z[level]
+            + implicit_path(ops, live[level], flat_bar[level])
+            - implicit_path(ops, fixed, flat_bar[level])
+        )
+    return flat_tilde
+
+
+def implicit_path(ops, distribution, value):
+    """`ẑ`: equal to `value`, with gradient `∂z/∂(parameters)` of `z = h(ε; parameters)` at
+    the noise `ε` that gives `value` (the reparameterisation, read at a given sample).
+
+    `Normal`: `loc + scale · stop((z - loc) / scale)`. `Independent` and `Sample` (of a
+    scalar-batch distribution): the inner distribution's. `TransformedDistribution`:
+    `f(ẑ_base)` at `stop(f⁻¹(z))`. Any other distribution with scalar events: the implicit
+    reparameterisation gradient `-∂F(z)/p(z)` (Figurnov et al., 2018), from the CDF `F`
+    below the median and the survival function above it.
+    """
+    tfd = ops.tfp.distributions
+    if isinstance(distribution, tfd.Normal):
+        loc, scale = distribution.loc, distribution.scale
+        return loc + scale * ops.stop_gradient((value - loc) / scale)
+    if isinstance(distribution, tfd.Independent):
+        return implicit_path(ops, distribution.distribution, value)
+    if isinstance(distribution, tfd.Sample) and distribution.distribution.batch_shape.rank == 0:
+        return implicit_path(ops, distribution.distribution, value)
+    if isinstance(distribution, tfd.TransformedDistribution):
+        bijector = distribution.bijector
+        base = ops.stop_gradient(bijector.inverse(value))
+        return bijector.forward(implicit_path(ops, distribution.distribution, base))
+    if distribution.event_shape.rank == 0 and hasattr(distribution, "log_cdf"):
+        log_cdf = distribution.log_cdf(value)
+        log_sf = distribution.log_survival_function(value)
+        log_p = ops.stop_gradient(distribution.log_prob(value))
+        lower = ops.stop_gradient(log_cdf) < ops.log(ops.constant(0.5, log_cdf.dtype))
+        zero = ops.zeros_like(log_cdf)
+        # -∂F/p = -(F/p) ∂log F below the median, (S/p) ∂log S above (no 1 - F cancelling).
+        from_cdf = ops.where(lower, -ops.exp(ops.stop_gradient(log_cdf) - log_p), zero)
+        from_sf = ops.where(lower, zero, ops.exp(ops.stop_gradient(log_sf) - log_p))
+        return (
+            value
+            + from_cdf * (log_cdf - ops.stop_gradient(log_cdf))
+            + from_sf * (log_sf - ops.stop_gradient(log_sf))
+        )
+    raise TypeError(
+        "Generalized DReG needs the reparameterisation of every conditional at a given "
+        "sample: a Normal, an Independent, Sample or TransformedDistribution of one, or a "
+        f"distribution with scalar events and a CDF. Received: {distribution!r}"
     )

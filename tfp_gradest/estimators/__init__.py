@@ -36,6 +36,7 @@ from tfp_gradest.estimators.base import (
     surrogate_objective,
 )
 from tfp_gradest.estimators.elbo import STL, Reparameterization
+from tfp_gradest.estimators.gdreg import GDReG
 from tfp_gradest.estimators.jackknife import JVI, JVIDReG
 from tfp_gradest.estimators.multisample import (
     IWAE,
@@ -52,6 +53,7 @@ from tfp_gradest.estimators.vimco import VIMCO
 
 __all__ = [
     "DReG",
+    "GDReG",
     "GradientEstimator",
     "IWAE",
     "IWAEDReG",
