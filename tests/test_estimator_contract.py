@@ -148,7 +148,12 @@ def test_unknown_name_lists_the_valid_ones():
 
 # --- the contract's flags say what each estimator needs ------------------------------
 
-DATA_PATHS = ["pathwise_log_weights", "log_weight_terms", "path_weighted_surrogate"]
+DATA_PATHS = [
+    "pathwise_log_weights",
+    "log_weight_terms",
+    "path_weighted_surrogate",
+    "conditional_path_terms",
+]
 assert DATA_PATHS == list(lw.DATA_PATHS)
 
 # Every registered estimator plus the instances whose arguments change a flag.
