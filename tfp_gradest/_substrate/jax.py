@@ -11,6 +11,7 @@ import numbers
 
 import jax
 import jax.numpy as jnp
+import jax.scipy.special
 import numpy as np
 from tensorflow_probability.substrates import jax as tfp
 
@@ -170,6 +171,28 @@ def constant(value, dtype):
 def fill(like, value):
     """An array of `like`'s shape filled with `value` (of `like`'s dtype)."""
     return jnp.full(jnp.shape(like), value, like.dtype)
+
+
+# For `noise="rqmc"` (`tfp_gradest._util.quasi_random`).
+bitwise_xor = jnp.bitwise_xor
+ndtri = jax.scipy.special.ndtri
+
+
+def reshape(x, shape):
+    return jnp.reshape(x, tuple(shape))
+
+
+def transpose(x, perm):
+    return jnp.transpose(x, tuple(perm))
+
+
+def right_shift(x, bits):
+    return jnp.right_shift(x, jnp.asarray(bits, x.dtype))
+
+
+def uniform_bits(shape, seed):
+    """Uniformly random `uint32`s of `shape` from a PRNG key (every bit a fair coin)."""
+    return jax.random.bits(seed, tuple(shape), jnp.uint32)
 
 
 def axis_size(x, axis):

@@ -98,6 +98,22 @@ def fill(like, value):
     return tf.fill(tf.shape(like), tf.constant(value, like.dtype))
 
 
+# For `noise="rqmc"` (`tfp_gradest._util.quasi_random`).
+reshape = tf.reshape
+transpose = tf.transpose
+bitwise_xor = tf.bitwise.bitwise_xor
+ndtri = tf.math.ndtri
+
+
+def right_shift(x, bits):
+    return tf.bitwise.right_shift(x, tf.constant(bits, x.dtype))
+
+
+def uniform_bits(shape, seed):
+    """Uniformly random `uint32`s of `shape` from a stateless seed (every bit a fair coin)."""
+    return tf.random.stateless_uniform(shape, seed, minval=None, maxval=None, dtype=tf.uint32)
+
+
 def axis_size(x, axis):
     """`x`'s size along `axis` (a scalar int Tensor)."""
     return tf.shape(x)[axis]

@@ -32,7 +32,7 @@ it reaches the loss and the gradient, so training fails loudly.
 from typing import Any, NamedTuple
 
 from tfp_gradest import _substrate
-from tfp_gradest._util import flow_path, structure
+from tfp_gradest._util import flow_path, quasi_random, structure
 
 __all__ = [
     "DATA_PATHS",
@@ -62,7 +62,8 @@ class ObjectiveInputs(NamedTuple):
     `sample_seed` and `target_seed` are the two halves of the call's stateless
     seed, split as `tfp.vi` splits it. `substrate` is the module of
     `tfp_gradest._substrate` the call runs on (`None`: the surrogate's); `ops`
-    returns it.
+    returns it. `noise` is how the samples' base noise is drawn: `"iid"` (TFP's own
+    sampling) or `"rqmc"` (`tfp_gradest._util.quasi_random`).
     """
 
     target_log_prob_fn: Any
@@ -73,6 +74,7 @@ class ObjectiveInputs(NamedTuple):
     sample_seed: Any
     target_seed: Any
     substrate: Any = None
+    noise: str = "iid"
 
     @property
     def ops(self):
@@ -121,7 +123,19 @@ class LogWeightTerms(NamedTuple):
 
 
 def _sample(inputs):
-    """`S * K` samples (flat leading axis); gradients flow through reparameterised parts."""
+    """`S * K` samples (flat leading axis); gradients flow through reparameterised parts.
+
+    From `inputs.sample_seed`: TFP's own sampling for `noise="iid"` (the samples of
+    `tfp.vi`), RQMC normals pushed through the surrogate for `noise="rqmc"`
+    (`tfp_gradest._util.quasi_random.sample`: the `S` objectives are the points).
+    """
+    if inputs.noise == "rqmc":
+        return quasi_random.sample(
+            inputs.surrogate_posterior,
+            inputs.sample_size,
+            inputs.importance_sample_size,
+            inputs.sample_seed,
+        )
     return inputs.surrogate_posterior.sample(
         [inputs.sample_size * inputs.importance_sample_size], seed=inputs.sample_seed
     )
@@ -158,14 +172,20 @@ def pathwise_log_weights(inputs):
     """`log w(z)` with every gradient live (parameters directly and through `z`).
 
     Uses `experimental_sample_and_log_prob`, as `tfp.vi` does, so a surrogate
-    built from bijectors never has to invert them.
+    built from bijectors never has to invert them. With `noise="rqmc"`, `log q` is
+    the surrogate's `log_prob` at the quasi-random samples (TFP's bijector cache
+    spares the inverse where the surrogate's own bijector drew them).
 
     Returns:
       A `PathwiseLogWeights`.
     """
-    samples, surrogate_lp = inputs.surrogate_posterior.experimental_sample_and_log_prob(
-        [inputs.sample_size * inputs.importance_sample_size], seed=inputs.sample_seed
-    )
+    if inputs.noise == "rqmc":
+        samples = _sample(inputs)
+        surrogate_lp = inputs.surrogate_posterior.log_prob(samples)
+    else:
+        samples, surrogate_lp = inputs.surrogate_posterior.experimental_sample_and_log_prob(
+            [inputs.sample_size * inputs.importance_sample_size], seed=inputs.sample_seed
+        )
     target_lp = _target_log_prob(inputs, samples, surrogate_lp)
     return PathwiseLogWeights(
         samples=samples,

@@ -13,7 +13,7 @@ import abc
 from typing import ClassVar
 
 from tfp_gradest import _substrate
-from tfp_gradest._util import arguments, structure
+from tfp_gradest._util import arguments, quasi_random, structure
 from tfp_gradest._util import log_weights as lw
 from tfp_gradest._util.registry import Configurable, Registry
 
@@ -149,11 +149,14 @@ class GradientEstimator(Configurable, abc.ABC):
         importance_sample_size=1,
         discrepancy_fn=None,
         target_log_prob_fn=_NOT_GIVEN,
+        noise="iid",
     ):
         """Raises a `ValueError`/`TypeError` naming the argument for calls this estimator cannot
         serve.
 
-        `target_log_prob_fn` is checked when given (`None` is refused).
+        `target_log_prob_fn` is checked when given (`None` is refused). `noise="rqmc"` is
+        refused for an estimator with a score term (`requires_reparameterization` false)
+        and for a surrogate that is not a transform of standard normals.
 
         Returns:
           `(sample_size, importance_sample_size)` as Python ints.
@@ -206,6 +209,16 @@ class GradientEstimator(Configurable, abc.ABC):
                     "importance_sample_size), as tfp.vi does. "
                     f"Received: discrepancy_fn={discrepancy_fn!r}"
                 )
+        if quasi_random.check_noise(noise) == "rqmc":
+            if not self.requires_reparameterization:
+                raise ValueError(
+                    f"The {type(self).__name__} estimator has a score-function term, whose "
+                    "samples must be independent draws of `surrogate_posterior`; "
+                    "noise='rqmc' (quasi-random base normals) is for the pathwise "
+                    "estimators (e.g. 'reparameterization', 'stl', 'iwae', 'iwae_dreg'). "
+                    "Use noise='iid'. Received: noise='rqmc'"
+                )
+            quasi_random.check_surrogate(surrogate_posterior)
         self._validate_options(discrepancy_fn)
         self._validate_substrate(_substrate.name_of(surrogate_posterior))
         return sample_size, importance_sample_size
@@ -236,6 +249,7 @@ class GradientEstimator(Configurable, abc.ABC):
         seed=None,
         discrepancy_fn=None,
         name=None,
+        noise="iid",
     ):
         """Monte Carlo loss whose value is the negative objective and whose gradient is this
         estimator's.
@@ -266,6 +280,14 @@ class GradientEstimator(Configurable, abc.ABC):
             `None` means `tfp.vi.kl_reverse` (the negative ELBO).
             Default value: `None`.
           name: Python `str` name scope. Default value: the estimator's name.
+          noise: how the samples' base standard normals are drawn: `"iid"` (TFP's
+            own sampling, the samples of `tfp.vi`) or `"rqmc"`: randomised
+            quasi-Monte Carlo (Buchholz et al., 2018), one digitally shifted Sobol
+            point per objective pushed through the inverse normal CDF, for the
+            pathwise estimators and surrogates that transform standard normals
+            (`tfp_gradest._util.quasi_random`). Unbiased; its variance falls faster
+            than `1/S` for smooth targets: take `sample_size` a power of two.
+            Default value: `"iid"`.
 
         Returns:
           loss: Tensor of shape `surrogate_posterior.batch_shape` (a scalar in
@@ -277,6 +299,7 @@ class GradientEstimator(Configurable, abc.ABC):
             importance_sample_size,
             discrepancy_fn,
             target_log_prob_fn,
+            noise,
         )
         ops = _substrate.of(surrogate_posterior)
         if _substrate.is_kl_reverse(discrepancy_fn):
@@ -294,6 +317,7 @@ class GradientEstimator(Configurable, abc.ABC):
                 sample_seed=sample_seed,
                 target_seed=target_seed,
                 substrate=ops,
+                noise=quasi_random.check_noise(noise),
             )
             value, surrogate = self._objective(inputs)
             # The path-weighted surrogate's value is exactly 0: nothing infinite to mask.

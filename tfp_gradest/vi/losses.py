@@ -196,6 +196,7 @@ def monte_carlo_variational_loss(
     *,
     gradient_estimator=None,
     stopped_surrogate_posterior=None,
+    noise="iid",
 ):
     """Monte Carlo variational loss: `tfp.vi`'s contract plus a gradient estimator.
 
@@ -240,6 +241,9 @@ def monte_carlo_variational_loss(
         with stopped parameters, while `"iwae_dreg"` stops the gradient itself
         (at the samples, so the target's own variables are unaffected).
         Default value: `None`.
+      noise: `"iid"` (TFP's own sampling) or `"rqmc"` (randomised quasi-Monte
+        Carlo base normals, for the pathwise estimators; see
+        `tge.estimators.GradientEstimator.loss`). Default value: `"iid"`.
 
     Returns:
       loss: Tensor (or JAX array) of shape `surrogate_posterior.batch_shape`.
@@ -287,4 +291,5 @@ def monte_carlo_variational_loss(
         seed=seed,
         discrepancy_fn=discrepancy_fn,
         name=name,
+        noise=noise,
     )

@@ -35,6 +35,7 @@ def fit_surrogate_posterior(
     name="fit_surrogate_posterior",
     *,
     gradient_estimator=None,
+    noise="iid",
     **deprecated_kwargs,
 ):
     """Fits a surrogate posterior, as `tfp.vi.fit_surrogate_posterior`, with any estimator.
@@ -70,6 +71,8 @@ def fit_surrogate_posterior(
         `tfp.vi.GradientEstimators` value (see `tge.vi.losses.resolve_estimator`).
         Default value: `None` (`"reparameterization"`, or `"iwae"` for
         `importance_sample_size > 1`: what `tfp.vi` does).
+      noise: `"iid"` or `"rqmc"` (randomised quasi-Monte Carlo base normals, see
+        `tge.estimators.GradientEstimator.loss`). Default value: `"iid"`.
       **deprecated_kwargs: `gradient_reuse` and `num_batches`, deprecated: they
         change the target's signature, so minibatched VI with gradient re-use
         has its own entry point, `tge.reuse.fit` (a `DeprecationWarning` shows
@@ -94,6 +97,11 @@ def fit_surrogate_posterior(
         raise TypeError(
             "fit_surrogate_posterior() got an unexpected keyword argument "
             f"{sorted(deprecated_kwargs)[0]!r}"
+        )
+    if (gradient_reuse is not None or num_batches is not None) and noise != "iid":
+        raise ValueError(
+            "`noise` is not an option of gradient re-use (tge.reuse.fit). "
+            f"Received: noise={noise!r}"
         )
     if gradient_reuse is not None or num_batches is not None:
         return _deprecated_reuse_fit(
@@ -122,7 +130,12 @@ def fit_surrogate_posterior(
     # The estimator and its arguments are checked before anything is traced.
     estimator = resolve_estimator(gradient_estimator, importance_sample_size)
     sample_size, importance_sample_size = estimator.validate(
-        surrogate_posterior, sample_size, importance_sample_size, discrepancy_fn, target_log_prob_fn
+        surrogate_posterior,
+        sample_size,
+        importance_sample_size,
+        discrepancy_fn,
+        target_log_prob_fn,
+        noise,
     )
     loss = functools.partial(
         estimator.loss,
@@ -131,6 +144,7 @@ def fit_surrogate_posterior(
         sample_size=sample_size,
         importance_sample_size=importance_sample_size,
         discrepancy_fn=discrepancy_fn,
+        noise=noise,
     )
 
     def loss_fn(seed=None):

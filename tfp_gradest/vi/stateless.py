@@ -41,6 +41,8 @@ def fit_surrogate_posterior_stateless(
     jit_compile=False,
     seed=None,
     name="fit_surrogate_posterior",
+    *,
+    noise="iid",
 ):
     """Fits a surrogate posterior on JAX, as TFP-JAX's `fit_surrogate_posterior_stateless`,
     with any estimator.
@@ -101,6 +103,8 @@ def fit_surrogate_posterior_stateless(
         `None` is a `TypeError` (TFP-JAX fails deep inside with it).
         Default value: `None`.
       name: Python `str`. Default value: `"fit_surrogate_posterior"`.
+      noise: `"iid"` or `"rqmc"` (randomised quasi-Monte Carlo base normals, see
+        `tge.estimators.GradientEstimator.loss`). Default value: `"iid"`.
 
     Returns:
       optimized_parameters: the final parameters, structured as `initial_parameters`.
@@ -134,6 +138,7 @@ def fit_surrogate_posterior_stateless(
         gradient_estimator,
         jit_compile,
         seed,
+        noise,
     )
 
     def variational_loss_fn(*parameters, seed=None):
@@ -144,6 +149,7 @@ def fit_surrogate_posterior_stateless(
             importance_sample_size=importance_sample_size,
             seed=seed,
             discrepancy_fn=discrepancy_fn,
+            noise=noise,
         )
 
     return tfp.math.minimize_stateless(
@@ -172,6 +178,7 @@ def _check_arguments(
     gradient_estimator,
     jit_compile,
     seed,
+    noise="iid",
 ):
     """Everything `fit_surrogate_posterior_stateless` can check before tracing.
 
@@ -250,7 +257,7 @@ def _check_arguments(
     importance_sample_size = static_importance_sample_size(importance_sample_size)
     estimator = resolve_estimator(gradient_estimator, importance_sample_size)
     sample_size, importance_sample_size = estimator.validate(
-        surrogate, sample_size, importance_sample_size, discrepancy_fn, target_log_prob_fn
+        surrogate, sample_size, importance_sample_size, discrepancy_fn, target_log_prob_fn, noise
     )
     return estimator, discrepancy_fn, sample_size, importance_sample_size, _sanitize_seed(seed)
 
