@@ -246,6 +246,12 @@ def test_same_key_gives_tfp_jax_samples_and_loss():
     assert float(tge.estimators.get("iwae").loss(target, q, 3, 4, seed=7)) == float(
         tge.estimators.get("iwae").loss(target, q, 3, 4, seed=key)
     )
+    # A pair of ints (as TFP-JAX's examples and TensorFlow's stateless seeds write it) is
+    # that key, for the estimators as for `tge.vi`'s stateless fit.
+    pair = jnp.asarray([3, 5], jnp.uint32)
+    assert float(tge.estimators.get("iwae").loss(target, q, 3, 4, seed=(3, 5))) == float(
+        tge.estimators.get("iwae").loss(target, q, 3, 4, seed=pair)
+    )
 
 
 def test_mismatched_substrates_raise_naming_the_argument():

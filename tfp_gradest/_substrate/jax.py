@@ -56,19 +56,27 @@ def name_scope(name):
 # Seeds.
 _ACCEPTED = (
     "On JAX, `seed` must be a Python int (taken as `jax.random.PRNGKey(seed)`) or a JAX "
-    "PRNG key (`jax.random.PRNGKey(...)`, `jax.random.key(...)`, or one half of "
-    "`jax.random.split`)."
+    "PRNG key (`jax.random.PRNGKey(...)`, `jax.random.key(...)`, one half of "
+    "`jax.random.split`, or a pair of ints as TFP-JAX's examples write it)."
 )
 
 
-def sanitize_seed(seed):
-    """A JAX PRNG key for `seed` (an int or a key); anything else is a `TypeError` naming it.
+def _is_int(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
 
-    JAX has no global random state, so `None` is refused rather than drawn
-    statefully as TensorFlow does.
+
+def sanitize_seed(seed):
+    """A JAX PRNG key for `seed`; anything else is a `TypeError` naming it.
+
+    An int maps to the same key every time (`jax.random.PRNGKey(seed)`); a key, or a
+    pair of ints (`(0, 1)`, as TFP-JAX's examples and TensorFlow's stateless seeds
+    write it), is kept as that key. JAX has no global random state, so `None` is
+    refused rather than drawn statefully as TensorFlow does.
     """
-    if isinstance(seed, numbers.Integral) and not isinstance(seed, (bool, np.bool_)):
+    if _is_int(seed):
         return jax.random.PRNGKey(int(seed) % (1 << 32))
+    if isinstance(seed, (list, tuple)) and len(seed) == 2 and all(map(_is_int, seed)):
+        seed = np.asarray([int(s) % (1 << 32) for s in seed], np.uint32)
     if seed is None:
         raise TypeError(f"{_ACCEPTED} JAX has no global random state. Received: seed=None")
     if isinstance(seed, jax.Array) or isinstance(seed, np.ndarray):
@@ -363,3 +371,28 @@ def path_weighted_vjp(surrogate_posterior, target_lp_fn, samples, split, coeffic
         tuple(flat_samples), tuple(target_consts), tuple(surrogate_consts)
     )
     return jax.lax.stop_gradient(log_weights), surrogate
+
+
+def custom_backward(value, primals, residuals, backward):
+    """`value` (gradient stopped), whose cotangent goes to `primals` as `backward(residuals,
+    upstream)` (one cotangent per primal) instead of through whatever computed `value`.
+
+    `residuals` are stopped arrays the backward pass reads (`backward` closes over nothing
+    traced: a `jax.custom_vjp` must not). For `tfp_gradest.estimators.control_variate`.
+    """
+
+    @jax.custom_vjp
+    def fn(primals, residuals, value):
+        return value
+
+    def forward(primals, residuals, value):
+        return value, (residuals, value)
+
+    def backward_fn(saved, upstream):
+        residuals, value = saved
+        zeros = _tree.tree_map(jnp.zeros_like, residuals)
+        return tuple(backward(residuals, upstream)), zeros, jnp.zeros_like(value)
+
+    fn.defvjp(forward, backward_fn)
+    residuals = _tree.tree_map(jax.lax.stop_gradient, tuple(residuals))
+    return fn(tuple(primals), residuals, jax.lax.stop_gradient(value))

@@ -134,11 +134,22 @@ class Problem(Configurable):
         raise NotImplementedError
 
     def target_log_prob_fn(self, substrate="tensorflow"):
-        """`target_log_prob` on `substrate` (`"tensorflow"` or `"jax"`), `z -> log p(z)`."""
+        """`target_log_prob` on `substrate` (`"tensorflow"` or `"jax"`), `z -> log p(z)`.
+
+        On TensorFlow, `target_log_prob` itself; on JAX, `_jax_target_log_prob_fn()`,
+        the one hook a problem that lists `"jax"` in `substrates` implements.
+        """
         self.check_substrate(substrate)
         if substrate == "tensorflow":
             return self.target_log_prob
-        raise NotImplementedError
+        return self._jax_target_log_prob_fn()
+
+    def _jax_target_log_prob_fn(self):
+        """`z -> log p(z)` on JAX arrays (TFP's JAX substrate); see `target_log_prob_fn`."""
+        raise NotImplementedError(
+            f"Problem {self.name!r} lists 'jax' in `substrates` but does not implement "
+            "`_jax_target_log_prob_fn`."
+        )
 
     def exact_objective_fn(self, substrate="tensorflow"):
         """`parameters -> ELBO` in closed form on `substrate`, or `None` where not known."""

@@ -74,13 +74,10 @@ class BayesianNeuralNetworkDigits(DiagonalNormalSurrogate, Problem):
         likelihood = tfd.Categorical(logits=logits).log_prob(self.y)
         return prior + tf.reduce_sum(likelihood, axis=-1)
 
-    def target_log_prob_fn(self, substrate="tensorflow"):
-        self.check_substrate(substrate)
-        if substrate == "tensorflow":
-            return self.target_log_prob
+    def _jax_target_log_prob_fn(self):
         import jax.numpy as jnp
 
-        tfd = tfp_module(substrate).distributions
+        tfd = tfp_module("jax").distributions
 
         def target_log_prob(w):
             parts = jnp.split(w, np.cumsum(self.sizes)[:-1], axis=-1)

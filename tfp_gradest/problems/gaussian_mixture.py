@@ -95,14 +95,11 @@ class GaussianMixture(DiagonalNormalSurrogate, Problem):
         batch = tf.gather(self.batches, batch_index)
         return self.log_prior(theta) / self.num_batches + self.log_likelihood(batch, theta)
 
-    def target_log_prob_fn(self, substrate="tensorflow"):
-        self.check_substrate(substrate)
-        if substrate == "tensorflow":
-            return self.target_log_prob
+    def _jax_target_log_prob_fn(self):
         import jax
         import jax.numpy as jnp
 
-        tfd = tfp_module(substrate).distributions
+        tfd = tfp_module("jax").distributions
         points = self._x
 
         def target_log_prob(theta):

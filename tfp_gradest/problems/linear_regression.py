@@ -73,13 +73,10 @@ class BayesianLinearRegression(Problem):
             parameters["loc"], bijector(parameters["scale_tril"])
         )
 
-    def target_log_prob_fn(self, substrate="tensorflow"):
-        self.check_substrate(substrate)
-        if substrate == "tensorflow":
-            return self.target_log_prob
+    def _jax_target_log_prob_fn(self):
         import jax.numpy as jnp
 
-        tfd = tfp_module(substrate).distributions
+        tfd = tfp_module("jax").distributions
 
         def target_log_prob(w):
             prior = tfd.Normal(jnp.zeros([], w.dtype), self.prior_precision**-0.5).log_prob(w)

@@ -84,11 +84,8 @@ class ToyGaussian(Problem):
             tfp.distributions.Normal(loc, self._np_dtype(scale)), reinterpreted_batch_ndims=1
         )
 
-    def target_log_prob_fn(self, substrate="tensorflow"):
-        self.check_substrate(substrate)
-        if substrate == "tensorflow":
-            return self.target_log_prob
-        tfp, mu = tfp_module(substrate), self.mu.numpy()
+    def _jax_target_log_prob_fn(self):
+        tfp, mu = tfp_module("jax"), self.mu.numpy()
         return lambda z: (
             self._normal(tfp, mu, 1.0).log_prob(z) + self._normal(tfp, z, 1.0).log_prob(self.x)
         )

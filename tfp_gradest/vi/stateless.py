@@ -5,7 +5,6 @@ JAX, never TensorFlow. `tge.vi` imports it on first use.
 """
 
 import jax
-import numpy as np
 from tensorflow_probability.substrates import jax as tfp
 
 from tfp_gradest import _substrate
@@ -259,13 +258,10 @@ def _check_arguments(
     sample_size, importance_sample_size = estimator.validate(
         surrogate, sample_size, importance_sample_size, discrepancy_fn, target_log_prob_fn, noise
     )
-    return estimator, discrepancy_fn, sample_size, importance_sample_size, _sanitize_seed(seed)
-
-
-def _sanitize_seed(seed):
-    """`seed` as the JAX PRNG key TFP-JAX's loop takes: an int maps to the same key every
-    time; a key (or a pair of ints, as TFP-JAX's examples write it) is kept. `None` and
-    anything else are a `TypeError` naming `seed`: JAX has no global random state."""
-    if isinstance(seed, (list, tuple)) and len(seed) == 2 and all(map(arguments.is_integer, seed)):
-        seed = np.asarray(seed, np.uint32)
-    return _substrate.get("jax").sanitize_seed(seed)
+    return (
+        estimator,
+        discrepancy_fn,
+        sample_size,
+        importance_sample_size,
+        _substrate.get("jax").sanitize_seed(seed),
+    )
