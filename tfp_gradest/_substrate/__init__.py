@@ -23,15 +23,16 @@ Every substrate module (`tensorflow.py`, `jax.py`) provides:
   `equal`, `is_inf`, `is_finite`, `is_nan`, `exp`, `log`, `square`, `softmax`,
   `reduce_logsumexp`, `reduce_sum`, `reduce_mean`, `reduce_max`, `reduce_all`,
   `reduce_any`, `add_n`, `stack`, `squeeze`, `argmax`, `one_hot`, `divide_no_nan`,
-  `axis_size` (`tf.shape(x)[axis]`), `reshape_leading` (`[S * K] + rest -> [S, K] +
+  `concat`, `axis_size` (`tf.shape(x)[axis]`), `reshape_leading` (`[S * K] + rest -> [S, K] +
   rest`), `reduce_event`, `zero_where` (zero the gradients of zero-weight samples),
   `fusion_barrier` (XLA computes a tensor once; the identity on JAX);
 * the estimator-specific pieces: `surrogate_objective(value, surrogate)`,
   `check_target_log_prob(target_lp, surrogate_lp, num_samples)` (dtype, shape, and
   an array of the other substrate refused), `path_derivative(log_weights_fn,
   stopped, with_path)` (the inner gradient of `Σ log w` at stopped samples, for
-  `log_weight_terms`: a `tf.GradientTape`; `jax.vjp`) and `path_weighted_vjp(...)`
-  (the one-backward-pass weighted surrogate of `path_weighted_surrogate`:
+  `log_weight_terms`: a `tf.GradientTape`; `jax.vjp`), `vjp(fn, *primals)` (`jax.vjp`'s
+  contract: live outputs and a pullback, for `tfp_gradest._util.flow_path`) and
+  `path_weighted_vjp(...)` (the one-backward-pass weighted surrogate of `path_weighted_surrogate`:
   `tf.custom_gradient`; a `jax.custom_vjp` over the closure-converted target, so
   parameters the target closes over get their gradient from `jax.grad`).
 
