@@ -246,3 +246,45 @@ def test_power_dropping_the_conditional_scores_is_detected(exact):
 def test_power_a_wrong_prior_identity_is_detected(exact):
     z = _z_scores(_draws(TwoLevel(), _PriorAtK1Identity(), 2, NUM_DRAWS, SAMPLE_SIZE, SEED), exact)
     assert abs(z[5]) > Z_THRESHOLD, f"a's z-score: {z[5]:.2f}"
+
+
+# --- the same unbiasedness test on TFP's JAX substrate -----------------------------------
+
+_NAMES = ["m2", "r2", "b", "m1", "r1", "a", "c"]
+
+
+def _jax_two_level(estimator, k, sample_size):
+    """`(params, key) -> loss` of `TwoLevel` on JAX (the same model, numbers and factor)."""
+    jnp = pytest.importorskip("jax.numpy")
+    jtfd = pytest.importorskip("tensorflow_probability.substrates.jax").distributions
+
+    def loss(params, key):
+        m2, r2, b, m1, r1, a, c = (params[n] for n in _NAMES)
+        surrogate = jtfd.JointDistributionSequential(
+            [jtfd.Normal(m2, jnp.exp(r2)), lambda z2: jtfd.Normal(b * z2 + m1, jnp.exp(r1))]
+        )
+
+        def target(z2, z1):
+            return (
+                jtfd.Normal(0.0, 1.0).log_prob(z2)
+                + jtfd.Normal(a * z2, 1.0).log_prob(z1)
+                + jtfd.Normal(c * z1, 1.0).log_prob(X)
+            )
+
+        target.latent_distributions = lambda z2, z1: {1: jtfd.Normal(a * z2, 1.0)}
+        return estimator.loss(target, surrogate, sample_size, k, seed=key)
+
+    return loss
+
+
+def test_unbiased_for_every_parameter_at_k2_on_jax(exact):
+    jax = pytest.importorskip("jax")
+    from . import jax_estimator_utils as ju
+
+    with ju.precision("float64") as dtype:
+        values = [v.numpy() for v in TwoLevel().variables]
+        params = {n: jax.numpy.asarray(v, dtype) for n, v in zip(_NAMES, values)}
+        loss = _jax_two_level(tge.estimators.get("gdreg"), 2, SAMPLE_SIZE)
+        draws = ju.gradient_draws(loss, params, NUM_DRAWS, SEED)
+    z = _z_scores([draws[n] for n in _NAMES], exact)
+    assert np.max(np.abs(z)) < Z_THRESHOLD, f"z-scores (m2 r2 b m1 r1 a c): {np.round(z, 2)}"
