@@ -253,3 +253,22 @@ def test_jax_vi_small_run_times_every_arm_and_writes_meta(tmp_path):
     with open(tmp_path / "jax_vi_small.meta.json") as f:
         meta = json.load(f)
     assert meta["note"].startswith("small smoke test") and "numpyro" in meta["versions"]
+
+
+def test_gdreg_variance_small_run_writes_every_estimator_and_group(tmp_path):
+    import gdreg_variance
+
+    gdreg_variance.main(["--small", "--output-dir", str(tmp_path)])
+    with open(tmp_path / "gdreg_variance_small.csv") as f:
+        written = list(csv.DictReader(f))
+    assert list(written[0]) == gdreg_variance.HEADER
+    cells = {(r["estimator"], r["group"]): r for r in written}
+    assert set(cells) == {
+        (e, g) for e in gdreg_variance.ESTIMATORS for g in ("encoder", "prior", "likelihood")
+    }
+    assert all(float(r["variance sum"]) > 0 for r in written)
+    # Same seeds, same samples: the likelihood's decoder gets IWAE's gradient from all four,
+    # and IWAE-DReG gives the prior's decoder IWAE's gradient too.
+    for e in gdreg_variance.ESTIMATORS:
+        assert float(cells[(e, "likelihood")]["ratio to iwae"]) == 1.0
+    assert float(cells[("iwae_dreg", "prior")]["ratio to iwae"]) == 1.0

@@ -335,7 +335,8 @@ class HierarchicalVAE(_data.BernoulliDataChecks, keras.Model):
 
     def target_log_prob_fn(self, x):
         """`z_1, …, z_L ↦ log p(x, z_{1:L})`, the generative model, vectorised over leading
-        sample axes (`[N, B, d_l]` latents give `[N, B]`)."""
+        sample axes (`[N, B, d_l]` latents give `[N, B]`). Its `latent_distributions(*z)`
+        gives the prior conditionals `{l - 1: p(z_l | z_{l+1})}` (for `"gdreg"`)."""
         return self._target(self._density_input(x), self.decoder_link_gradient)
 
     def _target(self, x, decoder_link_gradient):
@@ -357,6 +358,18 @@ class HierarchicalVAE(_data.BernoulliDataChecks, keras.Model):
                     log_p += tfd.Independent(tfd.Normal(*self._gaussian(params)), 1).log_prob(below)
             return log_p
 
+        def latent_distributions(*latents):
+            # The prior conditionals p(z_l | z_{l+1}), l ≥ 1, as `{index of z_l: distribution}`:
+            # the factors of log p whose decoder parameters GDReG treats (its docstring).
+            dists = {}
+            for level in range(1, len(latents)):
+                below = latents[level - 1]
+                link = self.decoder_input(level, latents[level], below, "reparameterization")
+                params = _apply(self.decoders[level], ops.tanh(link))
+                dists[level - 1] = tfd.Independent(tfd.Normal(*self._gaussian(params)), 1)
+            return dists
+
+        target_log_prob.latent_distributions = latent_distributions
         return target_log_prob
 
     def decoder_input(self, level, latent, below, decoder_link_gradient=None):
