@@ -15,6 +15,10 @@ the estimators and every option that differs from its default (for example
 `toy_gaussian-iwae+iwae_dreg-K16`). So a run never overwrites another run's
 files; running the same command again replaces its own, and says so.
 
+`--noise rqmc` draws the estimators' base normals by randomised quasi-Monte Carlo (one
+digitally shifted Sobol point per objective; pathwise estimators on the surrogate
+problems only): run it beside the default `--noise iid` to see the variance it removes.
+
 `--backend jax` draws the gradients on TFP's JAX substrate (one jitted `jax.lax.map`
 of `jax.grad` per estimator) and prints the same tables; the default is the active
 Keras backend (`KERAS_BACKEND`), and `--backend` sets `KERAS_BACKEND` for the Keras

@@ -31,6 +31,7 @@ class Case(NamedTuple):
     importance_sample_size: int = 1
     at: str = "init"  # "init" or "fitted"
     draws: int = 1000
+    noise: str = "iid"  # the estimators' base noise: "iid" or "rqmc"
 
 
 SHOWCASE = (
@@ -47,7 +48,7 @@ SHOWCASE = (
 )
 FIT_STEPS = 300
 DEFAULT_DRAWS = 1000
-DEFAULT_PROBLEM = "gaussian"  # with --estimators, -S, -K or --at but no --problem
+DEFAULT_PROBLEM = "gaussian"  # with --estimators, -S, -K, --at or --noise but no --problem
 
 BACKENDS = problems.base.SUBSTRATES  # TFP's substrates: --backend tensorflow or jax
 
@@ -75,7 +76,7 @@ def build_parser(prog=PROG, description=None):
         "--problem",
         default=None,
         help=f"one of: {', '.join(problems.names())}; none: the showcase (three cases), or "
-        f"{DEFAULT_PROBLEM!r} when --estimators, -S, -K or --at is given",
+        f"{DEFAULT_PROBLEM!r} when --estimators, -S, -K, --at or --noise is given",
     )
     compare_parser.add_argument(
         "--estimators",
@@ -109,6 +110,14 @@ def build_parser(prog=PROG, description=None):
     )
     compare_parser.add_argument(
         "--fit-steps", type=int, default=FIT_STEPS, help="steps of fitting for --at fitted"
+    )
+    compare_parser.add_argument(
+        "--noise",
+        choices=("iid", "rqmc"),
+        default="iid",
+        help="the estimators' base normals: independent draws, or randomised quasi-Monte "
+        "Carlo (one shifted Sobol point per objective: pathwise estimators only; a "
+        "problem's default set then keeps its pathwise estimators, saying so)",
     )
     compare_parser.add_argument(
         "--reference-draws",
@@ -204,10 +213,11 @@ def cases(args):
             raise ValueError(f"--estimators is empty. Received: {args.estimators!r}")
     problem = args.problem
     if problem is None:
-        single = (estimators, args.sample_size, args.importance_sample_size, args.at)
-        if single == (None, 1, 1, "init"):
+        noise = getattr(args, "noise", "iid")
+        single = (estimators, args.sample_size, args.importance_sample_size, args.at, noise)
+        if single == (None, 1, 1, "init", "iid"):
             return [c._replace(draws=args.draws or c.draws) for c in SHOWCASE]
-        # --estimators, -S, -K or --at ask for one comparison: on the default problem.
+        # --estimators, -S, -K, --at or --noise ask for one comparison: on the default problem.
         problem = DEFAULT_PROBLEM
         sys.stderr.write(f"no --problem given: comparing on {DEFAULT_PROBLEM!r}\n")
     problems.check_name(problem)
@@ -219,5 +229,6 @@ def cases(args):
             args.importance_sample_size,
             args.at,
             args.draws or DEFAULT_DRAWS,
+            getattr(args, "noise", "iid"),
         )
     ]

@@ -27,14 +27,16 @@ COLUMNS = (
     "sample_size",
     "importance_sample_size",
     "at",
+    "noise",
 )
 
 
 def run_name(args):
     """The run's file name: `showcase`, or the problem, estimators and non-default options."""
     problem = args.problem
-    single = (args.estimators, args.sample_size, args.importance_sample_size, args.at)
-    if problem is None and single == (None, 1, 1, "init"):
+    noise = getattr(args, "noise", "iid")
+    single = (args.estimators, args.sample_size, args.importance_sample_size, args.at, noise)
+    if problem is None and single == (None, 1, 1, "init", "iid"):
         parts = ["showcase"]
     else:
         parts = [problem or DEFAULT_PROBLEM]
@@ -50,6 +52,7 @@ def run_name(args):
         ("repeats", args.repeats, 5),
         ("seed", args.seed, 0),
         ("", getattr(args, "backend", None) or "tensorflow", "tensorflow"),
+        ("", noise, "iid"),
     ]
     parts += [f"{tag}{value}" for tag, value, default in options if value != default]
     return "-".join(parts)
@@ -95,6 +98,7 @@ def write(results, args):
                     "sample_size": case.sample_size,
                     "importance_sample_size": case.importance_sample_size,
                     "at": case.at,
+                    "noise": case.noise,
                 }
             )
     paths = {ext: os.path.join(args.output_dir, f"{name}.{ext}") for ext in ("csv", "json", "png")}

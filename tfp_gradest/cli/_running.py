@@ -46,10 +46,37 @@ def prepare(case, backend="tensorflow"):
         problem.check_substrate(backend)
     except ValueError as error:
         raise ValueError(f"--backend {backend}: {error}") from None
-    case = case._replace(estimators=case.estimators or tuple(problem.default_estimators))
+    estimators = case.estimators
+    if estimators is None and case.noise != "iid":
+        estimators = _accepting_noise(problem, case)
+    case = case._replace(estimators=estimators or tuple(problem.default_estimators))
+    options = {} if case.noise == "iid" else {"noise": case.noise}
     for name in case.estimators:
-        problem.validate_estimator(name, case.sample_size, case.importance_sample_size)
+        problem.validate_estimator(name, case.sample_size, case.importance_sample_size, **options)
     return case, problem
+
+
+def _accepting_noise(problem, case):
+    """The problem's default estimators that take `--noise` (the pathwise ones), saying on
+    stderr which are left out; the defaults unchanged if none is (its own refusal follows)."""
+    kept, dropped = [], []
+    for name in problem.default_estimators:
+        try:
+            problem.validate_estimator(
+                name, case.sample_size, case.importance_sample_size, noise=case.noise
+            )
+        except (TypeError, ValueError):
+            dropped.append(name)
+        else:
+            kept.append(name)
+    if dropped and kept:
+        sys.stderr.write(
+            f"--noise {case.noise}: comparing {', '.join(kept)} ({', '.join(dropped)} left "
+            f"out: they do not take --noise {case.noise}, e.g. a score-function estimator "
+            "needs independent samples)\n"
+        )
+        return tuple(kept)
+    return None
 
 
 def run_case(case, problem, args):
@@ -81,6 +108,7 @@ def run_case(case, problem, args):
         timing_repeats=args.repeats,
         reference_draws=args.reference_draws,
         backend=backend,
+        **({} if case.noise == "iid" else {"noise": case.noise}),
     )
     if reports.reference is not None:
         described = (

@@ -92,7 +92,8 @@ def print_case(result):
     case = result.case
     print(
         f"\n== {case.problem}: S={case.sample_size}, K={case.importance_sample_size}, "
-        f"{case.draws} draws per estimator, baseline {case.estimators[0]} =="
+        + ("" if case.noise == "iid" else f"{case.noise} noise, ")
+        + f"{case.draws} draws per estimator, baseline {case.estimators[0]} =="
     )
     print(f"gradients drawn {result.location}")
     print(f"bias z measured against: {result.reference}")

@@ -195,6 +195,7 @@ def compare_estimators(
     timing_repeats=7,
     reference_draws=None,
     backend="tensorflow",
+    noise="iid",
 ):
     """Measures each estimator's gradient on `problem` at its current parameters.
 
@@ -224,6 +225,9 @@ def compare_estimators(
         `reference="auto"`. Default value: `None`, meaning `10 * num_draws`.
       backend: the TFP substrate the gradients are drawn on, `"tensorflow"` or `"jax"`
         (one of `problem.substrates`, else `ValueError`). Default value: `"tensorflow"`.
+      noise: the compared estimators' base noise, `"iid"` or `"rqmc"` (as
+        `GradientEstimator.loss` takes it; the reference gradient is drawn with `"iid"`
+        unless the reference estimator is compared). Default value: `"iid"`.
 
     Returns:
       A `Comparison`: a list of `EstimatorReport`, in the order given, whose
@@ -239,7 +243,7 @@ def compare_estimators(
         if progress is not None:
             progress(index, len(estimators), label)
         samplers[label] = _sampler(
-            problem, identifier, sample_size, importance_sample_size, backend
+            problem, identifier, sample_size, importance_sample_size, backend, noise
         )
         moments = [gradient_moments(d) for d in samplers[label](seeds)]
         variance = float(np.mean(np.concatenate([m.variance.ravel() for m in moments])))
@@ -286,20 +290,24 @@ def _draw_seeds(seed, num_draws, backend):
     return draws.draw_seeds(seed, num_draws)
 
 
-def _sampler(problem, estimator, sample_size, importance_sample_size, backend):
+def _sampler(problem, estimator, sample_size, importance_sample_size, backend, noise="iid"):
     """The compiled draw loop of `estimator` on `problem`: `seeds -> [gradient draws]`, one
     array per variable (leading axis: draws)."""
+    # `noise` only when asked for: a problem of one's own may not take it.
+    options = {} if noise == "iid" else {"noise": noise}
     if backend == "jax":
         if problem.state_variables_for(estimator) is not None:
-            return _jax_model_sampler(problem, estimator, sample_size, importance_sample_size)
-        return _jax_sampler(problem, estimator, sample_size, importance_sample_size)
+            return _jax_model_sampler(
+                problem, estimator, sample_size, importance_sample_size, **options
+            )
+        return _jax_sampler(problem, estimator, sample_size, importance_sample_size, noise)
     return draws.gradient_sampler(
-        problem.loss_fn(estimator, sample_size, importance_sample_size),
+        problem.loss_fn(estimator, sample_size, importance_sample_size, **options),
         problem.variables_for(estimator),
     )
 
 
-def _jax_sampler(problem, estimator, sample_size, importance_sample_size):
+def _jax_sampler(problem, estimator, sample_size, importance_sample_size, noise="iid"):
     import jax
 
     from tfp_gradest import estimators
@@ -311,14 +319,16 @@ def _jax_sampler(problem, estimator, sample_size, importance_sample_size):
 
     def loss(parameters, key):
         surrogate = problem.build_surrogate(parameters, tfp)
-        return estimator.loss(target, surrogate, sample_size, importance_sample_size, seed=key)
+        return estimator.loss(
+            target, surrogate, sample_size, importance_sample_size, seed=key, noise=noise
+        )
 
     gradient = jax.grad(loss)
     run = jax.jit(lambda parameters, keys: jax.lax.map(lambda k: gradient(parameters, k), keys))
     return lambda keys: jax.tree_util.tree_leaves(run(parameters, keys))
 
 
-def _jax_model_sampler(problem, estimator, sample_size, importance_sample_size):
+def _jax_model_sampler(problem, estimator, sample_size, importance_sample_size, **options):
     """The draws of a Keras model's loss on Keras's JAX backend: one jitted `lax.scan` over the
     keys (one draw each) carrying the model's `SeedGenerator` states, as
     `model_gradient_draws` draws them; the states are written back after each call."""
@@ -326,7 +336,7 @@ def _jax_model_sampler(problem, estimator, sample_size, importance_sample_size):
 
     from tfp_gradest._backend import stateless
 
-    loss = problem.loss_fn(estimator, sample_size, importance_sample_size)
+    loss = problem.loss_fn(estimator, sample_size, importance_sample_size, **options)
     variables = list(problem.variables_for(estimator))
     differentiated = {id(v) for v in variables}
     state = [v for v in problem.state_variables_for(estimator) if id(v) not in differentiated]

@@ -176,7 +176,7 @@ class Problem(Configurable):
 
         return estimators.names()
 
-    def validate_estimator(self, estimator, sample_size=1, importance_sample_size=1):
+    def validate_estimator(self, estimator, sample_size=1, importance_sample_size=1, noise="iid"):
         """Raises `ValueError`/`TypeError` (naming the argument) if `estimator` cannot run here."""
         from tfp_gradest import estimators
 
@@ -185,10 +185,12 @@ class Problem(Configurable):
             sample_size,
             importance_sample_size,
             target_log_prob_fn=self.target_log_prob,
+            noise=noise,
         )
 
-    def loss_fn(self, estimator, sample_size=1, importance_sample_size=1):
-        """`seed -> scalar loss` whose gradient w.r.t. `variables` is `estimator`'s."""
+    def loss_fn(self, estimator, sample_size=1, importance_sample_size=1, noise="iid"):
+        """`seed -> scalar loss` whose gradient w.r.t. `variables` is `estimator`'s (its base
+        noise `noise`, as `GradientEstimator.loss` takes it)."""
         from tfp_gradest import estimators
 
         estimator = estimators.get(estimator)
@@ -200,6 +202,7 @@ class Problem(Configurable):
                 sample_size,
                 importance_sample_size,
                 seed=seed,
+                noise=noise,
             )
 
         return loss

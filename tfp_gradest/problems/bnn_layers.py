@@ -111,7 +111,13 @@ class BayesianNeuralNetworkLayers(Problem):
 
         return sorted(layers.GRADIENT_ESTIMATORS)
 
-    def validate_estimator(self, estimator, sample_size=1, importance_sample_size=1):
+    def validate_estimator(self, estimator, sample_size=1, importance_sample_size=1, noise="iid"):
+        if noise != "iid":
+            raise ValueError(
+                f"Problem {self.name!r} draws its noise in the Bayesian layers (their seed "
+                "generators); `noise` is an option of the surrogate problems' estimators. "
+                f"Received: noise={noise!r}"
+            )
         if estimator not in self.estimator_names():
             raise ValueError(
                 f"Problem {self.name!r} compares the Bayesian layers' estimators: "
@@ -124,8 +130,8 @@ class BayesianNeuralNetworkLayers(Problem):
                 f"importance_sample_size={importance_sample_size}"
             )
 
-    def loss_fn(self, estimator, sample_size=1, importance_sample_size=1):
-        self.validate_estimator(estimator, sample_size, importance_sample_size)
+    def loss_fn(self, estimator, sample_size=1, importance_sample_size=1, noise="iid"):
+        self.validate_estimator(estimator, sample_size, importance_sample_size, noise)
         model = self.model_for(estimator)
         ops = keras.ops
         x, y = ops.convert_to_tensor(self.x), ops.convert_to_tensor(self.y)
