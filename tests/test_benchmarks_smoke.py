@@ -272,3 +272,18 @@ def test_gdreg_variance_small_run_writes_every_estimator_and_group(tmp_path):
     for e in gdreg_variance.ESTIMATORS:
         assert float(cells[(e, "likelihood")]["ratio to iwae"]) == 1.0
     assert float(cells[("iwae_dreg", "prior")]["ratio to iwae"]) == 1.0
+
+
+def test_rqmc_small_run_writes_variances_and_slopes(tmp_path):
+    import rqmc
+
+    rows, slopes = rqmc.main(["--small", "--output-dir", str(tmp_path)])
+    assert len(rows) == 2 * len(rqmc.SMALL["sizes"]) and len(slopes) == 2
+    with open(tmp_path / "rqmc_small.csv") as f:
+        written = list(csv.DictReader(f))
+    assert list(written[0]) == rqmc.HEADER and all(float(r["variance"]) > 0 for r in written)
+    with open(tmp_path / "rqmc_small_slopes.csv") as f:
+        fitted = {r["noise"]: float(r["slope (S >= 8)"]) for r in csv.DictReader(f)}
+    assert -1.5 < fitted["iid"] < -0.5  # v_1 / S, from 50 draws at S = 2 and 16
+    with open(tmp_path / "rqmc_small.meta.json") as f:
+        assert json.load(f)["title"].startswith("Gradient variance")
