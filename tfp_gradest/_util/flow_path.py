@@ -8,7 +8,7 @@ the flow's INVERSE pass: for a `tfd.TransformedDistribution` built from coupling
 layers that is a second evaluation of every conditioner network, layer after
 layer from the output back to the noise.
 
-Vaitl, Winkler, Richter & Kessel (ICLR 2024, section 3) compute the same score
+Vaitl, Winkler, Richter & Kessel (ICLR 2024) compute the same score recursively,
 alongside the forward pass. For `z = T_L ∘ ... ∘ T_1(ε)`, with `x_0 = ε`,
 `x_l = T_l(x_{l-1})` and `g_l = ∇ log q_l(x_l)` the score of the density of `x_l`
 (every parameter stopped):
@@ -54,7 +54,13 @@ with `D` sequential steps, as expensive as the inverse pass it would replace.
 
 The samples are those of `q.sample` (the base's `sample` with the same seed, then
 each layer's forward computed with the same operations), and the gradient equals
-the inverse route's up to float rounding (tests/test_flow_path_gradient.py).
+the inverse route's up to float rounding (tests/test_flow_path_gradient.py): the
+substrate's `path_weighted_vjp` reads the surrogate only through `log_prob(z)` at
+these samples, for its value (the stopped log-weights) and its gradient in `z`
+(`FlowRoute.surrogate_posterior` supplies both; `q`'s parameters get no direct
+gradient there on either route). The coupling's split and conditioner are read from
+`RealNVP`'s own attributes (`_bijector_fn`, `_masked_size`, `_reverse_mask`); a TFP
+without them takes the inverse route.
 
 #### References
 
