@@ -355,7 +355,7 @@ def conditional_path_terms(inputs, with_crossing_paths=True):
 
     def log_weights_fn(copies):
         z_p, z_q, z_fixed, z_a = copies
-        surrogate_lp = q.log_prob(z_q)
+        surrogate_lp = q.log_prob(value=z_q)  # by keyword: no name resolution (a JDS)
         target_lp = _target_log_prob(inputs, z_p, surrogate_lp)
         fixed, flat_a = ops.flatten(z_fixed), ops.flatten(z_a)
         # One scalar: each sample's terms depend on its own copies only, so the gradient of
