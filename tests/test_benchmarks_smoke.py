@@ -287,3 +287,23 @@ def test_rqmc_small_run_writes_variances_and_slopes(tmp_path):
     assert -1.5 < fitted["iid"] < -0.5  # v_1 / S, from 50 draws at S = 2 and 16
     with open(tmp_path / "rqmc_small.meta.json") as f:
         assert json.load(f)["title"].startswith("Gradient variance")
+
+
+def test_control_variate_small_run_writes_variances_and_step_times(tmp_path):
+    import control_variate
+
+    rows = control_variate.main(["--small", "--output-dir", str(tmp_path)])
+    with open(tmp_path / "control_variate_small.csv") as f:
+        written = list(csv.DictReader(f))
+    assert list(written[0]) == control_variate.HEADER and len(written) == len(rows) == 6
+    assert {(r["point"], r["estimator"]) for r in written} == {
+        (p, e) for p in ("init", "fitted") for e in control_variate.ESTIMATORS
+    }
+    assert all(float(r["variance sum"]) > 0 and float(r["us/step"]) > 0 for r in written)
+    for r in written:  # each ratio's own denominator
+        if r["estimator"] == "reparameterization":
+            assert float(r["ratio to reparam."]) == 1.0
+        if r["estimator"] == "stl":
+            assert float(r["ratio to stl"]) == 1.0
+    with open(tmp_path / "control_variate_small.meta.json") as f:
+        assert json.load(f)["title"].startswith("Linear-response control variate")

@@ -439,6 +439,7 @@ VARIANTS = {
     "jvi_dreg": [{"order": 1}],
     "vimco": [{}],
     "vargrad": [{}],
+    "linear_response_cv": [{}],
 }
 
 
@@ -594,6 +595,14 @@ def test_every_estimator_trains_the_hierarchical_vae(name, kwargs):
         # Not applicable: the levels depend on each other, so there is no closed-form entropy.
         with pytest.raises(ValueError, match="analytic_entropy=True needs.*closed-form entropy"):
             tge.models.HierarchicalVAE(3, latent_dims=(4, 3), gradient_estimator=estimator)
+        return
+    if name == "linear_response_cv":
+        # Not applicable: its control variate needs one diagonal Gaussian, not a joint surrogate.
+        model = tge.models.HierarchicalVAE(
+            3, latent_dims=(4, 3), gradient_estimator=estimator, sample_size=2
+        )
+        with pytest.raises(ValueError, match="diagonal Gaussian.*Received: surrogate_posterior"):
+            model.compute_loss(tf.constant(_tiny_binary_data()))
         return
     s, k = _hvae_sizes(estimator)
     link = "r2g2" if estimator.requires_reparameterization and k == 1 else "reparameterization"

@@ -156,6 +156,8 @@ def test_every_estimator_runs_on_jax_finite_under_jit(dtype, names):
     with enable_x64(dtype == "float64"):
         build, target, params, theta = _jax_problem(dtype)
         for name in names or tge.estimators.names():
+            if name == "linear_response_cv":
+                continue  # diagonal Gaussians only, not this joint (tests/test_control_variate.py)
             estimator = tge.estimators.get(name)
             k = 1 if estimator.max_importance_sample_size == 1 else 3
 

@@ -351,3 +351,22 @@ def path_weighted_vjp(surrogate_posterior, target_lp_fn, samples, split, coeffic
 
     surrogate, log_weights = surrogate_fn(*flat_samples)
     return tf.stop_gradient(log_weights), surrogate
+
+
+def custom_backward(value, primals, residuals, backward):
+    """`value` (gradient stopped), whose cotangent goes to `primals` as `backward(residuals,
+    upstream)` (one cotangent per primal) instead of through whatever computed `value`.
+
+    `residuals` are stopped arrays the backward pass reads (`backward` closes over nothing
+    traced: on JAX it must not). For `tfp_gradest.estimators.control_variate`.
+    """
+    residuals = [tf.stop_gradient(r) for r in residuals]
+
+    @tf.custom_gradient
+    def fn(*primals):
+        def grad_fn(upstream):
+            return list(backward(residuals, upstream))
+
+        return tf.identity(tf.stop_gradient(value)), grad_fn
+
+    return fn(*primals)

@@ -35,6 +35,7 @@ from tfp_gradest.estimators.base import (
     serialize,
     surrogate_objective,
 )
+from tfp_gradest.estimators.control_variate import LinearResponseCV
 from tfp_gradest.estimators.elbo import STL, Reparameterization
 from tfp_gradest.estimators.gdreg import GDReG
 from tfp_gradest.estimators.jackknife import JVI, JVIDReG
@@ -61,6 +62,7 @@ __all__ = [
     "ImportanceWeightedEstimator",
     "JVI",
     "JVIDReG",
+    "LinearResponseCV",
     "RWS",
     "RWSDReG",
     "Reparameterization",
