@@ -193,21 +193,25 @@ def test_unsupported_surrogates_keep_the_inverse_route():
     spline_like = tfb.RealNVP(num_masked=2, bijector_fn=lambda x0, units: tfb.Sigmoid())
     coupling = tfd.TransformedDistribution(normal, spline_like)
     assert flow_path.flow_route(ops, coupling, 3, SEED) is None
-    # ...while Shift/Scale from a `bijector_fn` take the route.
+    # ...while Shift/Scale from a `bijector_fn` take the route, as does a fraction_masked split.
     affine = tfb.RealNVP(
         num_masked=2,
         bijector_fn=lambda x0, units: tfb.Chain([tfb.Shift(x0), tfb.Scale(tf.exp(x0))]),
     )
-    route = flow_path.flow_route(ops, tfd.TransformedDistribution(normal, affine), 3, SEED)
-    z = tf.identity(route.samples)
-    with tf.GradientTape(persistent=True) as tape:
-        tape.watch(z)
-        ours = route.surrogate_posterior.log_prob(z)
-        theirs = tfd.TransformedDistribution(normal, affine).log_prob(z)
-    np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-5)
-    np.testing.assert_allclose(
-        tape.gradient(ours, z).numpy(), tape.gradient(theirs, z).numpy(), rtol=1e-4, atol=1e-5
+    reversed_fraction = tfb.RealNVP(
+        fraction_masked=-0.25, shift_and_log_scale_fn=lambda x0, units: (x0**2, tf.sin(x0))
     )
+    for bijector in (affine, reversed_fraction):
+        route = flow_path.flow_route(ops, tfd.TransformedDistribution(normal, bijector), 3, SEED)
+        z = tf.identity(route.samples)
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch(z)
+            ours = route.surrogate_posterior.log_prob(z)
+            theirs = tfd.TransformedDistribution(normal, bijector).log_prob(z)
+        np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-5)
+        np.testing.assert_allclose(
+            tape.gradient(ours, z).numpy(), tape.gradient(theirs, z).numpy(), rtol=1e-4, atol=1e-5
+        )
 
 
 def test_jax_gradient_equals_the_inverse_route():

@@ -59,8 +59,7 @@ substrate's `path_weighted_vjp` reads the surrogate only through `log_prob(z)` a
 these samples, for its value (the stopped log-weights) and its gradient in `z`
 (`FlowRoute.surrogate_posterior` supplies both; `q`'s parameters get no direct
 gradient there on either route). The coupling's split and conditioner are read from
-`RealNVP`'s own attributes (`_bijector_fn`, `_masked_size`, `_reverse_mask`); a TFP
-without them takes the inverse route.
+`RealNVP`'s public `parameters` (its constructor's arguments).
 
 #### References
 
@@ -71,6 +70,8 @@ without them takes the inverse route.
 import contextlib
 import threading
 from typing import Any, NamedTuple
+
+import numpy as np
 
 __all__ = ["FlowRoute", "flow_route", "inverse_route"]
 
@@ -145,10 +146,7 @@ def _layers(tfb, bijector):
         axis = bijector.parameters.get("axis", -1)
         return [bijector] if isinstance(axis, int) and axis == -1 else None
     if isinstance(bijector, _classes(tfb, "RealNVP")):
-        # The coupling split and the conditioner are RealNVP's own (private) attributes;
-        # a TFP without them takes the inverse route.
-        needed = ("_bijector_fn", "_masked_size", "_reverse_mask", "_cache_input_depth")
-        return [bijector] if all(hasattr(bijector, n) for n in needed) else None
+        return [bijector]
     if isinstance(bijector, _classes(tfb, "Shift") + _classes(tfb, "Scale")):
         return [bijector]
     return None
@@ -185,6 +183,35 @@ class _Unsupported(Exception):
     """A coupling's inner bijector has no rule here: the inverse route is taken."""
 
 
+def _coupling(tfb, layer, depth):
+    """`(masked size, inner bijector function)` of a `RealNVP`, from its constructor's arguments.
+
+    Read from the bijector's public `parameters`, as `RealNVP` itself uses them: the
+    first `masked` coordinates condition the rest (the last `-masked` ones when
+    negative), and `shift_and_log_scale_fn` becomes `Chain([Shift, Scale(log_scale)])`.
+    `None` if the split is not one `RealNVP` accepts (its own `forward` then raises).
+    """
+    parameters = layer.parameters
+    if parameters.get("num_masked") is not None:
+        masked = int(parameters["num_masked"])
+    elif parameters.get("fraction_masked") is not None:
+        masked = int(np.round(depth * parameters["fraction_masked"]))
+    else:
+        return None
+    if not 0 < abs(masked) < depth:
+        return None
+    shift_and_log_scale_fn = parameters.get("shift_and_log_scale_fn")
+    if shift_and_log_scale_fn is None:
+        return masked, parameters["bijector_fn"]
+
+    def bijector_fn(x0, units):
+        shift, log_scale = shift_and_log_scale_fn(x0, units)
+        parts = [] if shift is None else [tfb.Shift(shift)]
+        return tfb.Chain(parts + ([] if log_scale is None else [tfb.Scale(log_scale=log_scale)]))
+
+    return masked, bijector_fn
+
+
 def _coupling_step(ops, tfb, layer, x, score):
     """`(y, log|det J|, J^{-T} score)` of a `RealNVP` layer.
 
@@ -197,18 +224,21 @@ def _coupling_step(ops, tfb, layer, x, score):
 
     (the `x_A` part of the bracket's first term is the recursion's `∇ log|det J|`).
     ONE vector-Jacobian product through the conditioner, at the activations of the
-    forward pass that computes `y`, which is assembled as `RealNVP._forward` does.
+    forward pass that computes `y`, which is assembled as `RealNVP`'s forward does.
     """
-    layer._cache_input_depth(x)
-    masked = layer._masked_size
-    units = layer._bijector_input_units()
+    depth = x.shape[-1]
+    coupling = None if depth is None else _coupling(tfb, layer, depth)
+    if coupling is None:
+        raise _Unsupported
+    masked, bijector_fn = coupling
+    units = depth - abs(masked)
     x0, x1 = x[..., :masked], x[..., masked:]
     s0, s1 = score[..., :masked], score[..., masked:]
-    if layer._reverse_mask:
+    if masked < 0:
         x0, x1, s0, s1 = x1, x0, s1, s0
 
     def conditioned(x0):
-        inner = _elementwise_layers(tfb, layer._bijector_fn(x0, units))
+        inner = _elementwise_layers(tfb, bijector_fn(x0, units))
         if inner is None:
             raise _Unsupported
         y1, fldj = _elementwise_forward(inner, x1)
@@ -219,7 +249,7 @@ def _coupling_step(ops, tfb, layer, x, score):
     (y1, fldj, u1), pullback = ops.vjp(conditioned, x0)
     (pulled,) = pullback((u1, ops.ones_like(fldj), ops.zeros_like(u1)))
     u0 = s0 - pulled
-    if layer._reverse_mask:
+    if masked < 0:
         y1, x0, u1, u0 = x0, y1, u0, u1
     return ops.concat([x0, y1], -1), fldj, ops.concat([u0, u1], -1)
 
