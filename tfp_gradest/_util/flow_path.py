@@ -273,7 +273,7 @@ def flow_route(ops, surrogate_posterior, num_samples, seed):
         return None
     base = q.distribution
     if (
-        q.event_shape.rank != 1
+        getattr(q.event_shape, "rank", None) != 1  # a joint (structured) event: no rank
         or base.event_shape.rank != 1
         or q.batch_shape.rank is None
         or q.batch_shape != base.batch_shape
