@@ -23,8 +23,9 @@ fails on this model today (`HierarchicalVAE`'s encoder lambdas share the argumen
 `below`, so its `JointDistributionSequential` refuses the positional `log_prob(z)` that
 the path-weighted data path calls), while GDReG runs.
 
-Full run (the lead's): `python benchmarks/gdreg_variance.py` (about 20-30 minutes on 2 cores);
-`--small` is the smoke run (seconds).
+Full run (the lead's): `python benchmarks/gdreg_variance.py` (K = 4, 16, 64; about 30
+minutes on a quiet 2-core machine, an hour under load); `--small` is the smoke run (about
+a minute).
 """
 
 import argparse
@@ -89,7 +90,7 @@ def main(argv=None):
     parser.add_argument("--hidden-units", type=int, default=64)
     parser.add_argument("--train-epochs", type=int, default=30)
     parser.add_argument("--batch", type=int, default=32, help="examples in the measured batch")
-    parser.add_argument("--draws", type=int, default=500)
+    parser.add_argument("--draws", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--small", action="store_true", help="smoke run: tiny model, few draws")
     parser.add_argument(
