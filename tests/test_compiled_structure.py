@@ -87,3 +87,28 @@ def test_zero_density_contract_kept():
         out = tge.estimators.surrogate_objective(tf.constant([1.5, -np.inf]), surrogate)
     np.testing.assert_array_equal(out, [1.5, -np.inf])
     np.testing.assert_array_equal(tape.gradient(out, loc), [3.0, 0.0])
+
+
+def test_a_deferred_surrogate_is_built_once_per_traced_loss():
+    # A DeferredModule (build_factored_surrogate_posterior's surrogate) runs its build
+    # function at every attribute access. Was: 4 builds per traced loss (validate's checks
+    # and the sampling), each a copy of the surrogate for tracing to pay for.
+    builds = []
+    loc, scale = tf.Variable([0.0, 1.0]), tf.Variable([1.0, 2.0])
+
+    def build(loc, scale):
+        builds.append(1)
+        return tfd.JointDistributionSequential(
+            [tfd.Normal(loc[0], scale[0]), tfd.Normal(loc[1], scale[1])]
+        )
+
+    q = tfp.experimental.util.DeferredModule(build, loc, scale)
+    for estimator in ("reparameterization", "stl"):
+        builds.clear()
+        with tf.GradientTape() as tape:
+            loss = tge.vi.monte_carlo_variational_loss(
+                lambda a, b: -(a**2) - b**2, q, sample_size=4, gradient_estimator=estimator, seed=1
+            )
+        assert len(builds) == 1, (estimator, len(builds))
+        grads = tape.gradient(loss, [loc, scale])
+        assert all(g is not None and np.all(g != 0) for g in grads)
