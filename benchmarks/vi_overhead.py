@@ -20,6 +20,14 @@ is `tge`'s (TFP gives a target's own variables a `w̃²` weight; `tge` the unbia
 The last row runs the same IWAE-DReG step as one call per step (a compiled loop of one
 step, called from Python, as Keras's `fit` calls its train step), so a cost per call
 (rather than per step) shows. Written to `benchmarks/results/vi_overhead.{csv,meta.json}`.
+
+The last two columns are the process's voluntary context switches per call of each
+arm (Linux; a count, so load hardly moves it). At one call per step, XLA:CPU runs
+the step's thunks on the calling thread and hands a matrix product to a worker
+thread when other work is queued beside it: each hand-off is a thread wake-up and a
+wait (tens of microseconds on a shared 2-core machine), which the compiled loop of
+many steps does not show. A difference in this count is a difference in how the
+compiled program is scheduled, not in its arithmetic.
 """
 
 import argparse
@@ -89,6 +97,33 @@ def tfp_loss(problem, estimator, sample_size=SAMPLE_SIZE, importance_sample_size
     return loss_fn
 
 
+def voluntary_context_switches():
+    """Voluntary context switches of this process so far, over all its threads (Linux), or
+    `None` where `/proc` does not tell."""
+    import glob
+
+    total = 0
+    for path in glob.glob("/proc/self/task/*/status"):
+        try:
+            with open(path) as status:
+                for line in status:
+                    if line.startswith("voluntary_ctxt_switches"):
+                        total += int(line.split()[1])
+        except OSError:  # a thread that ended meanwhile
+            continue
+    return total if total else None
+
+
+def switches_per_call(loop, calls, seed):
+    """Voluntary context switches per call of `loop` over `calls` calls (`"n/a"` off Linux)."""
+    before = voluntary_context_switches()
+    _run(loop, calls, seed)
+    after = voluntary_context_switches()
+    if before is None or after is None:
+        return "n/a"
+    return f"{(after - before) / calls:.2f}"
+
+
 def _run(loop, calls, seed):
     """`calls` calls of a compiled loop; the last result copied to the host."""
     for _ in range(calls):
@@ -118,6 +153,7 @@ def main():
             [functools.partial(_run, f, args.steps // per_call, seed) for f in loops],
             args.repeats,
         )
+        switches = [switches_per_call(f, max(args.steps // per_call, 20), seed) for f in loops]
         rows.append(
             (
                 problem_name,
@@ -128,6 +164,7 @@ def main():
                 f"{1e6 * np.median(ours) / args.steps:.0f}",
                 f"{1e6 * np.median(theirs) / args.steps:.0f}",
                 _common.ratio_with_spread(ours, theirs),
+                *switches,
             )
         )
         print(" | ".join(str(c) for c in rows[-1]), flush=True)  # progress
@@ -145,6 +182,8 @@ def main():
             "tge us/step",
             "tfp.vi us/step",
             "ratio tge/tfp median [IQR] (target <= 1.05)",
+            "tge context switches per call",
+            "tfp.vi context switches per call",
         ],
         name="vi_overhead",
     )
