@@ -189,6 +189,10 @@ def test_unsupported_surrogates_keep_the_inverse_route():
     assert flow_path.flow_route(ops, exp, 3, SEED) is None
     scalar = tfd.TransformedDistribution(tfd.Normal(0.0, 1.0), tfb.Shift(1.0))
     assert flow_path.flow_route(ops, scalar, 3, SEED) is None
+    joint = tfd.TransformedDistribution(
+        tfd.JointDistributionSequential([normal, normal]), tfb.JointMap([tfb.Shift(1.0)] * 2)
+    )
+    assert flow_path.flow_route(ops, joint, 3, SEED) is None
     # A coupling whose inner bijector is not Shift/Scale: found only when it is built.
     spline_like = tfb.RealNVP(num_masked=2, bijector_fn=lambda x0, units: tfb.Sigmoid())
     coupling = tfd.TransformedDistribution(normal, spline_like)
