@@ -210,6 +210,20 @@ def test_keep_has_iwae_dreg_phi_gradient_on_a_hierarchical_surrogate():
     assert np.abs(np.array(transform[:2]) - np.array(dreg[:2])).max() > 1e-6
 
 
+def test_a_declared_factor_of_the_wrong_shape_is_refused():
+    q = tfd.MultivariateNormalDiag(tf.zeros(2), tf.ones(2))
+
+    def target(z):
+        return tf.reduce_sum(tfd.Normal(0.0, 1.0).log_prob(z), axis=-1)
+
+    target.latent_distributions = lambda z: {0: tfd.Normal(tf.zeros(2), 1.0)}  # not Independent
+    with pytest.raises(ValueError, match=r"latent_distributions.*Independent.*shape \(6, 2\)"):
+        tge.estimators.get("gdreg").loss(target, q, 2, 3, seed=1)
+    target.latent_distributions = lambda z: [tfd.Normal(0.0, 1.0)]
+    with pytest.raises(TypeError, match="must return a dict"):
+        tge.estimators.get("gdreg").loss(target, q, 2, 3, seed=1)
+
+
 def test_conditional_scores_is_validated():
     with pytest.raises(ValueError, match="Received: conditional_scores='drop'"):
         tge.estimators.GDReG("drop")

@@ -391,7 +391,16 @@ def conditional_path_terms(inputs, with_crossing_paths=True):
     prior_paths = [(a, implicit_path(ops, d, flat_bar[a])) for a, d in target_dists]
     direct = target_lp
     for a, d in target_dists:
-        direct = direct - d.log_prob(flat_bar[a])
+        factor = d.log_prob(flat_bar[a])
+        if not _same_static_shape(factor.shape, target_lp.shape):
+            raise ValueError(
+                "`target_log_prob_fn.latent_distributions` must give, for each part, the "
+                "factor of the target's log density: one value per sample, of the target's "
+                f"shape {tuple(target_lp.shape)} (wrap a factorised distribution in "
+                f"`tfd.Independent`). Received for part {a}: log_prob of shape "
+                f"{tuple(factor.shape)} from {d!r}"
+            )
+        direct = direct - factor
     return ConditionalPathTerms(
         log_weights=inputs.split(log_weights),
         direct_target_log_prob=inputs.split(direct),
@@ -405,6 +414,15 @@ def conditional_path_terms(inputs, with_crossing_paths=True):
             dot((g_w[a], path, flat_bar[a]) for a, path in prior_paths)
         ),
     )
+
+
+def _same_static_shape(a, b):
+    """False only where both shapes are known well enough to differ (ranks or a dimension)."""
+    try:
+        a, b = tuple(a), tuple(b)
+    except (TypeError, ValueError):  # an unknown rank
+        return True
+    return len(a) == len(b) and all(x is None or y is None or x == y for x, y in zip(a, b))
 
 
 def _latent_distributions(inputs, stopped, num_parts):
