@@ -15,8 +15,9 @@ and after `--fit-steps` Adam steps (`problem.fit`), for each `S` in `--sample-si
   `step ratio to reparam.` the median [IQR] of the per-round ratios. Trust it on a quiet
   machine only.
 
-Full run (the lead's, on a quiet machine): `python benchmarks/control_variate.py` (about
-10 minutes on 2 cores); `--small` is the smoke run (seconds, `control_variate_small.csv`).
+Full run (the lead's, on a quiet machine): `python benchmarks/control_variate.py` (estimated
+10-20 minutes on 2 cores, not yet run in full); `--small` is the smoke run (about a minute,
+`control_variate_small.csv`).
 """
 
 import argparse
