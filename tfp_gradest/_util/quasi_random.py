@@ -367,8 +367,11 @@ def _draw_joint(joint, sample_shape, noise, part):
         drawn = []
         for key in keys:
             d, x = _component(distributions, key), _component(values, key)
-            rank = len(d.batch_shape) + len(d.event_shape)
-            own = list(sample_shape) if len(x.shape) > rank else []  # a root part, or not
+            if noise.ops.is_nested(x):  # a joint distribution as a part: drawn as a root
+                own = list(sample_shape)
+            else:  # a root part has the sample axes; a part built from values, its batch
+                rank = len(d.batch_shape) + len(d.event_shape)
+                own = list(sample_shape) if len(x.shape) > rank else []
             drawn.append(_draw(d, own, noise, None, _join(part, key), 0))
         values = _pack_like(values, drawn)
         if round_index < len(keys) - 1:
