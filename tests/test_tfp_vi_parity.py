@@ -50,10 +50,12 @@ def test_fit_surrogate_posterior_takes_tfp_vi_arguments_plus_gradient_estimator(
         ]
 
     ours = inspect.signature(tge.vi.fit_surrogate_posterior).parameters
-    assert list(ours)[-2:] == ["gradient_estimator", "deprecated_kwargs"]
+    assert list(ours)[-3:] == ["gradient_estimator", "noise", "deprecated_kwargs"]
     assert ours["gradient_estimator"].kind is inspect.Parameter.KEYWORD_ONLY
+    assert ours["noise"].kind is inspect.Parameter.KEYWORD_ONLY  # and "iid": tfp.vi's sampling
+    assert ours["noise"].default == "iid"
     assert spelled(
-        tge.vi.fit_surrogate_posterior, skip=("gradient_estimator", "deprecated_kwargs")
+        tge.vi.fit_surrogate_posterior, skip=("gradient_estimator", "noise", "deprecated_kwargs")
     ) == spelled(tfp.vi.fit_surrogate_posterior)
 
 

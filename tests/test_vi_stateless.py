@@ -67,10 +67,13 @@ def test_signature_is_tfp_jax_plus_the_estimator_choice():
         return [
             (p.name, p.kind, p.default if p.name not in ("trace_fn", "gradient_estimator") else 0)
             for p in inspect.signature(function).parameters.values()
+            if p.name != "noise"  # ours only: keyword-only, "iid" (TFP's sampling) by default
         ]
 
     ours = tge.vi.fit_surrogate_posterior_stateless
     assert spelled(ours) == spelled(tfpj.vi.fit_surrogate_posterior_stateless)
+    noise = inspect.signature(ours).parameters["noise"]
+    assert (noise.kind, noise.default) == (inspect.Parameter.KEYWORD_ONLY, "iid")
     assert inspect.signature(ours).parameters["gradient_estimator"].default is None
     assert "fit_surrogate_posterior_stateless" in tge.vi.__all__
 
