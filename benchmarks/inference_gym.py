@@ -82,17 +82,17 @@ parts (e.g. `--surrogates mean_field --output-dir A`, then `--surrogates full_ra
 which writes the same outputs from the union of the rows (and keeps each part's
 metadata).
 
-Cost of the full run (the defaults: 7 targets, 2 surrogates, 10 arms, 5 seeds,
-3,000 steps), estimated from timed reduced runs (1 seed, reads at 0, 100 and 300
-steps, some arms) on the 2-core development machine, and extrapolated: about 80
-minutes on an otherwise idle machine, 8 GB or more of memory at its peak. XLA
-compilation is most of it (each arm compiles once per target and surrogate):
-per arm about 30 s on the 30-part targets (BrownianMotion..., ConvectionLorenzBridge)
-with a mean-field surrogate and 90-140 s with a full-rank one (TFP's
-block-lower-triangular scale over 30+ parts), 1-5 s on the others; then about 12
-minutes of ConvectionLorenzBridge full-rank training (4.7 ms a step), and a few
-minutes for everything else. `--surrogates mean_field` alone takes about a
-fifth of that; on a loaded machine, wall time grows with the load.
+Cost, measured on the 2-core, 24 GB development machine (2026-12-04; the runs'
+`.meta.json` keep their costs): `--surrogates mean_field` took 63 minutes of wall
+time (31 of CPU; the machine was shared) and peaked at 9.8 GB. The full-rank half
+did **not** fit in memory for the two 30-part targets (ConvectionLorenzBridge,
+BrownianMotion...): compiling the ten arms' programs for TFP's block-lower-triangular
+scale over 30+ parts drove the process past 23 GB, and the kernel killed it. The other
+five targets' full-rank runs take a few minutes each (IllConditionedGaussian's arms
+that go NaN run about 15x slower per step). XLA compilation is most of the time: per
+arm about 30 s on the 30-part targets with a mean-field surrogate, 1-10 s on the
+others. To run the 30-part full-rank cases, run them one target at a time on a
+machine with more memory (`--targets ... --surrogates full_rank`), then `--merge`.
 """
 
 import argparse

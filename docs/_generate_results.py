@@ -287,7 +287,82 @@ def _estimate(row, metric, digits):
     mean, se = _float(row.get(f"{metric}_mean")), _float(row.get(f"{metric}_se"))
     if math.isnan(mean):
         return "—"
+    if abs(mean) >= 1e5:  # a collapsed run's ELBO: magnitude, not decimals
+        return f"{mean:.3g}" + ("" if math.isnan(se) else f" ± {se:.2g}")
     return f"{mean:.{digits}f}" + ("" if math.isnan(se) else f" ± {se:.{digits}f}")
+
+
+BASELINE_ARM = "tfp.vi"
+
+
+def _inference_gym_wins(rows, steps):
+    """Per surrogate family and read: how often each arm is the best (or tied), and by how much.
+
+    An arm *ties the best* on a target when its mean error is within two combined standard
+    errors of the lowest mean error there (`|a - b| <= 2 sqrt(se_a² + se_b²)`); *vs the
+    baseline* is the geometric mean over targets of its mean error divided by the baseline
+    arm's (`tfp.vi`, the default users start from): below 1 is better.
+    """
+    reads = [("step", s) for s in steps] + [("equal_time", None)]
+    parts = []
+    for family in dict.fromkeys(r["surrogate"] for r in rows):
+        mine = [r for r in rows if r["surrogate"] == family]
+        targets = list(dict.fromkeys(r["target"] for r in mine))
+        arms = list(dict.fromkeys(r["arm"] for r in mine))
+        columns = []
+        for reading, step in reads:
+            cells = {}
+            for arm in arms:
+                ties, ratios, degenerate = 0, [], 0
+                for target in targets:
+                    at = {
+                        r["arm"]: r
+                        for r in mine
+                        if r["target"] == target
+                        and r["reading"] == reading
+                        and (step is None or int(r["step"]) == step)
+                    }
+                    if arm not in at:
+                        continue
+                    row = at[arm]
+                    degenerate += int(row["degenerate_seeds"]) > 0
+                    error = lambda r: _float(r["mean_error_mean"])  # noqa: E731
+                    se = lambda r: _float(r["mean_error_se"])  # noqa: E731
+                    finite = [r for r in at.values() if math.isfinite(error(r))]
+                    if finite and math.isfinite(error(row)):
+                        best = min(finite, key=error)
+                        margin = 2 * math.hypot(se(best) or 0.0, se(row) or 0.0)
+                        ties += error(row) - error(best) <= margin
+                        base = at.get(BASELINE_ARM)
+                        if base is not None and error(base) > 0 and math.isfinite(error(base)):
+                            ratios.append(error(row) / error(base))
+                ratio = (
+                    math.exp(statistics.fmean(math.log(r) for r in ratios if r > 0))
+                    if ratios
+                    else math.nan
+                )
+                cells[arm] = (ties, len(targets), ratio, degenerate)
+            label = f"step {step}" if reading == "step" else "equal time"
+            columns.append((label, cells))
+        header = ["arm"] + [f"{label}: best or tied · vs `{BASELINE_ARM}`" for label, _ in columns]
+        header.append("targets with a degenerate seed (last read)")
+        table = []
+        for arm in arms:
+            row = [f"`{arm}`"]
+            for _, cells in columns:
+                ties, n, ratio, _ = cells[arm]
+                row.append(f"{ties}/{n} · " + ("—" if math.isnan(ratio) else f"{ratio:.2f}×"))
+            row.append(str(columns[-2][1][arm][3] if len(columns) > 1 else columns[-1][1][arm][3]))
+            table.append(row)
+        parts.append(
+            f"### Who wins, {family.replace('_', '-')} surrogates\n\n"
+            "Per read: on how many targets the arm has the lowest mean error or is within two "
+            "combined standard errors of it, and the geometric mean over targets of its mean "
+            f"error divided by `{BASELINE_ARM}`'s (below 1: closer to the reference than the "
+            "default). The guide's advice ([Which estimator?](which_estimator.md)) is read from "
+            "this table.\n\n" + _table(header, table)
+        )
+    return parts
 
 
 def _inference_gym():
@@ -308,6 +383,7 @@ def _inference_gym():
         "arm's training time (per surrogate). *Degenerate*: seeds flagged by the rules of "
         "`benchmarks/inference_gym.py` (listed below the tables).\n",
     ]
+    parts += _inference_gym_wins(rows, steps)
     for target in dict.fromkeys(r["target"] for r in rows):
         mine = [r for r in rows if r["target"] == target]
         header = [

@@ -325,14 +325,15 @@ def path_weighted_vjp(surrogate_posterior, target_lp_fn, samples, split, coeffic
         return _tree.tree_unflatten(treedef, list(flat_z))
 
     surrogate_shape = jax.eval_shape(
-        lambda *fz: surrogate_posterior.log_prob(unflatten(fz)), *flat_samples
+        lambda *fz: surrogate_posterior.log_prob(value=unflatten(fz)), *flat_samples
     )
 
     def target_flat(*flat_z):
         return target_lp_fn(unflatten(flat_z), surrogate_shape)
 
     def surrogate_flat(*flat_z):
-        return surrogate_posterior.log_prob(unflatten(flat_z))
+        # By keyword: no name resolution (a JointDistributionSequential's can clash).
+        return surrogate_posterior.log_prob(value=unflatten(flat_z))
 
     target_fn, target_consts = jax.closure_convert(target_flat, *flat_samples)
     surrogate_fn, surrogate_consts = jax.closure_convert(surrogate_flat, *flat_samples)

@@ -311,7 +311,8 @@ def path_weighted_vjp(surrogate_posterior, target_lp_fn, samples, split, coeffic
         z = tf.nest.pack_sequence_as(samples, flat_z)
         with tf.GradientTape(persistent=True, watch_accessed_variables=True) as tape:
             tape.watch(flat_z)
-            surrogate_lp = surrogate_posterior.log_prob(z)
+            # By keyword: no name resolution (a JointDistributionSequential's can clash).
+            surrogate_lp = surrogate_posterior.log_prob(value=z)
             target_lp = target_lp_fn(z, surrogate_lp)
         log_w = tf.stop_gradient(split(target_lp - surrogate_lp))
         c, a = coefficients_fn(log_w)

@@ -120,9 +120,9 @@ class _ScoreAtSamples:
         self._log_prob = ops.stop_gradient(log_prob)
         self._score = ops.stop_gradient(score)
 
-    def log_prob(self, z):
+    def log_prob(self, value):
         ops = self._ops
-        return self._log_prob + ops.reduce_sum(self._score * (z - ops.stop_gradient(z)), -1)
+        return self._log_prob + ops.reduce_sum(self._score * (value - ops.stop_gradient(value)), -1)
 
 
 def _classes(module, name):

@@ -181,7 +181,7 @@ def pathwise_log_weights(inputs):
     """
     if inputs.noise == "rqmc":
         samples = _sample(inputs)
-        surrogate_lp = inputs.surrogate_posterior.log_prob(samples)
+        surrogate_lp = inputs.surrogate_posterior.log_prob(value=samples)
     else:
         samples, surrogate_lp = inputs.surrogate_posterior.experimental_sample_and_log_prob(
             [inputs.sample_size * inputs.importance_sample_size], seed=inputs.sample_seed
@@ -218,7 +218,9 @@ def log_weight_terms(inputs, with_path=True):
     stopped = ops.stop_gradient(samples)
 
     def log_weights_fn(z):
-        surrogate_lp = inputs.surrogate_posterior.log_prob(z)
+        # By keyword: a `JointDistributionSequential` resolves positional values by its
+        # parts' names, which clash when its functions share an argument name.
+        surrogate_lp = inputs.surrogate_posterior.log_prob(value=z)
         target_lp = _target_log_prob(inputs, z, surrogate_lp)
         return target_lp - surrogate_lp, target_lp, surrogate_lp
 

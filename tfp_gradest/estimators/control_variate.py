@@ -126,8 +126,8 @@ class _ControlledSampling:
     def __getattr__(self, name):  # dtype, batch_shape, event_shape, ...
         return getattr(self._q, name)
 
-    def log_prob(self, z):
-        return self._q.log_prob(z)
+    def log_prob(self, value):
+        return self._q.log_prob(value=value)
 
     def sample(self, sample_shape, seed):
         ops = self._ops

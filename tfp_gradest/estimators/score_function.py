@@ -162,9 +162,9 @@ class ScoreFunction(GradientEstimator):
         ops = _substrate.of(surrogate_posterior)
         if not ops.is_nested(surrogate_posterior.reparameterization_type):
             if structure.is_fully_reparameterized(surrogate_posterior):
-                return ops.zeros_like(surrogate_posterior.log_prob(samples))
-            return surrogate_posterior.log_prob(samples)
-        parts = ops.flatten(surrogate_posterior.log_prob_parts(samples))
+                return ops.zeros_like(surrogate_posterior.log_prob(value=samples))
+            return surrogate_posterior.log_prob(value=samples)
+        parts = ops.flatten(surrogate_posterior.log_prob_parts(value=samples))
         types = ops.flatten(surrogate_posterior.reparameterization_type)
         fully = ops.tfp.distributions.FULLY_REPARAMETERIZED
         chosen = [lp for lp, t in zip(parts, types) if t != fully]
