@@ -421,6 +421,7 @@ _PART_MODES = tge.estimators.score_function._PART_MODES
 CHOICES = {
     ("score_function", "baseline"): _BASELINES,
     ("score_function", "reparameterized_parts"): _PART_MODES,
+    ("gdreg", "conditional_scores"): tge.estimators.gdreg.CONDITIONAL_SCORES,
 }
 VARIANTS = {
     "reparameterization": [{}, {"analytic_entropy": True}],
@@ -440,6 +441,7 @@ VARIANTS = {
     "vimco": [{}],
     "vargrad": [{}],
     "linear_response_cv": [{}],
+    "gdreg": [{"conditional_scores": c} for c in tge.estimators.gdreg.CONDITIONAL_SCORES],
 }
 
 
