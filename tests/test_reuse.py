@@ -283,6 +283,7 @@ def test_reuse_fit_is_the_same_fit_as_the_deprecated_spelling():
         (dict(gradient_reuse=tge.reuse.ISAG(), num_batches=4, optimizer=None),
          TypeError, "optimizer"),
         (dict(gradient_reus=tge.reuse.ISAG()), TypeError, "unexpected keyword.*gradient_reus"),
+        (dict(num_batches=4, noise="rqmc"), ValueError, "re-use.*Received: noise='rqmc'"),
     ],
 )  # fmt: skip
 def test_the_deprecated_spelling_refuses_what_reuse_fit_cannot_do(kwargs, error, match):

@@ -98,12 +98,12 @@ def fit_surrogate_posterior(
             "fit_surrogate_posterior() got an unexpected keyword argument "
             f"{sorted(deprecated_kwargs)[0]!r}"
         )
-    if (gradient_reuse is not None or num_batches is not None) and noise != "iid":
-        raise ValueError(
-            "`noise` is not an option of gradient re-use (tge.reuse.fit). "
-            f"Received: noise={noise!r}"
-        )
     if gradient_reuse is not None or num_batches is not None:
+        if noise != "iid":
+            raise ValueError(
+                "`noise` is not an option of gradient re-use (tge.reuse.fit). "
+                f"Received: noise={noise!r}"
+            )
         return _deprecated_reuse_fit(
             target_log_prob_fn,
             surrogate_posterior,
