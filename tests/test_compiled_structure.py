@@ -9,6 +9,7 @@ mask computed once per step, not inside every parameter's gradient.
 import re
 
 import numpy as np
+import pytest
 import tensorflow as tf
 import tensorflow_probability as tfp
 
@@ -89,10 +90,12 @@ def test_zero_density_contract_kept():
     np.testing.assert_array_equal(tape.gradient(out, loc), [3.0, 0.0])
 
 
-def test_a_deferred_surrogate_is_built_once_per_traced_loss():
+@pytest.mark.parametrize("subclass", [False, True])
+def test_a_deferred_surrogate_is_built_once_per_traced_loss(subclass):
     # A DeferredModule (build_factored_surrogate_posterior's surrogate) runs its build
     # function at every attribute access. Was: 4 builds per traced loss (validate's checks
-    # and the sampling), each a copy of the surrogate for tracing to pay for.
+    # and the sampling), each a copy of the surrogate for tracing to pay for. A subclass
+    # too (the substrate's `is_deferred` is an isinstance check; was the class's name).
     builds = []
     loc, scale = tf.Variable([0.0, 1.0]), tf.Variable([1.0, 2.0])
 
@@ -102,7 +105,10 @@ def test_a_deferred_surrogate_is_built_once_per_traced_loss():
             [tfd.Normal(loc[0], scale[0]), tfd.Normal(loc[1], scale[1])]
         )
 
-    q = tfp.experimental.util.DeferredModule(build, loc, scale)
+    deferred = tfp.experimental.util.DeferredModule
+    if subclass:
+        deferred = type("MyDeferredModule", (deferred,), {})
+    q = deferred(build, loc, scale)
     for estimator in ("reparameterization", "stl"):
         builds.clear()
         with tf.GradientTape() as tape:

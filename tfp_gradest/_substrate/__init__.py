@@ -17,7 +17,7 @@ Every substrate module (`tensorflow.py`, `jax.py`) provides:
   as `jax.random.PRNGKey(seed)` or a key, `None` refused) and `split_seed(seed, n)`,
   TFP's split, as `tfp.vi.monte_carlo_variational_loss` splits its seed on that
   substrate; the other substrate's seed is a `TypeError` naming `seed`;
-* `name_scope(name)`, `is_array(x)`;
+* `name_scope(name)`, `is_array(x)`, `is_deferred(x)` (a `DeferredModule` of that substrate);
 * array operations with TensorFlow's names and semantics (`where` broadcasts):
   `where`, `zeros_like`, `ones_like`, `fill(like, value)`, `constant`, `cast`,
   `equal`, `is_inf`, `is_finite`, `is_nan`, `exp`, `log`, `square`, `softmax`,

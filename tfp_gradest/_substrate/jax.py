@@ -8,6 +8,7 @@ whatever the surrogate and the target were built from.
 
 import contextlib
 import numbers
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -46,6 +47,18 @@ def stop_gradient(structure):
 
 def is_array(x):
     return isinstance(x, jax.Array)
+
+
+def is_deferred(x):
+    """Whether `x` is a `DeferredModule` of TFP's JAX substrate (see the TensorFlow one).
+
+    TFP 0.25's JAX substrate ships none (its surrogate builders are stateless), so this is
+    `False` there; it reads `sys.modules` for the module should a later TFP ship one.
+    """
+    module = sys.modules.get(
+        "tensorflow_probability.substrates.jax.experimental.util.deferred_module"
+    )
+    return module is not None and isinstance(x, module.DeferredModule)
 
 
 def name_scope(name):

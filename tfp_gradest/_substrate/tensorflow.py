@@ -5,6 +5,7 @@ substrate layer existed, so TensorFlow results are unchanged bit for bit.
 """
 
 import numbers
+import sys
 
 import numpy as np
 import tensorflow as tf
@@ -29,6 +30,16 @@ def stop_gradient(structure):
 
 def is_array(x):
     return tf.is_tensor(x)
+
+
+def is_deferred(x):
+    """Whether `x` is a `tfp.experimental.util.DeferredModule` (built at every attribute access).
+
+    Reads `sys.modules`, importing nothing: `tfp.experimental` takes seconds to import, and
+    a `DeferredModule` can only exist once its module is imported.
+    """
+    module = sys.modules.get("tensorflow_probability.python.experimental.util.deferred_module")
+    return module is not None and isinstance(x, module.DeferredModule)
 
 
 def name_scope(name):

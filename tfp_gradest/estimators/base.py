@@ -161,6 +161,28 @@ class GradientEstimator(Configurable, abc.ABC):
         Returns:
           `(sample_size, importance_sample_size)` as Python ints.
         """
+        return self._validated(
+            surrogate_posterior,
+            sample_size,
+            importance_sample_size,
+            discrepancy_fn,
+            target_log_prob_fn,
+            noise,
+        )[:2]
+
+    def _validated(
+        self,
+        surrogate_posterior,
+        sample_size,
+        importance_sample_size,
+        discrepancy_fn,
+        target_log_prob_fn,
+        noise,
+    ):
+        """`validate`'s checks; returns `(sample_size, importance_sample_size, noise)`, checked.
+
+        `loss` takes the checked (lower-case) `noise` from here, so it is checked once.
+        """
         if target_log_prob_fn is not _NOT_GIVEN:
             check_target_log_prob_fn(target_log_prob_fn)
         if not (
@@ -209,7 +231,8 @@ class GradientEstimator(Configurable, abc.ABC):
                     "importance_sample_size), as tfp.vi does. "
                     f"Received: discrepancy_fn={discrepancy_fn!r}"
                 )
-        if quasi_random.check_noise(noise) == "rqmc":
+        noise = quasi_random.check_noise(noise)
+        if noise == "rqmc":
             if not self.requires_reparameterization:
                 raise ValueError(
                     f"The {type(self).__name__} estimator has a score-function term, whose "
@@ -221,7 +244,7 @@ class GradientEstimator(Configurable, abc.ABC):
             quasi_random.check_surrogate(surrogate_posterior)
         self._validate_options(discrepancy_fn)
         self._validate_substrate(_substrate.name_of(surrogate_posterior))
-        return sample_size, importance_sample_size
+        return sample_size, importance_sample_size, noise
 
     def _validate_substrate(self, substrate):
         """Hook: raises for an option the substrate (`"tensorflow"`, `"jax"`) cannot serve.
@@ -294,7 +317,7 @@ class GradientEstimator(Configurable, abc.ABC):
             the common case).
         """
         surrogate_posterior = _built_once(surrogate_posterior)
-        sample_size, importance_sample_size = self.validate(
+        sample_size, importance_sample_size, noise = self._validated(
             surrogate_posterior,
             sample_size,
             importance_sample_size,
@@ -318,7 +341,7 @@ class GradientEstimator(Configurable, abc.ABC):
                 sample_seed=sample_seed,
                 target_seed=target_seed,
                 substrate=ops,
-                noise=quasi_random.check_noise(noise),
+                noise=noise,
             )
             value, surrogate = self._objective(inputs)
             # The path-weighted surrogate's value is exactly 0: nothing infinite to mask.
@@ -346,7 +369,7 @@ def _built_once(surrogate_posterior):
     same parameter tensors, so values and gradients are those of the deferred surrogate.
     Any other surrogate is returned unchanged.
     """
-    if type(surrogate_posterior).__name__ == "DeferredModule":
+    if _substrate.of(surrogate_posterior).is_deferred(surrogate_posterior):
         return surrogate_posterior.copy()
     return surrogate_posterior
 
