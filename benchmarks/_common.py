@@ -63,11 +63,12 @@ def ratio_with_spread(numerator, denominator):
     return f"{mid:.3f} [{low:.3f}, {high:.3f}]"
 
 
-def print_table(title, rows, header, name=None):
-    """Prints a Markdown table; with `name`, also records it as `results/<name>.csv`.
+def print_table(title, rows, header, name=None, output_dir=None):
+    """Prints a Markdown table; with `name`, also records it as `<output_dir>/<name>.csv`.
 
     A recorded table (with its `.meta.json`: command, date, commit, machine, `title`)
-    appears on the documentation's generated Results page.
+    in `benchmarks/results` (the default `output_dir`) appears on the documentation's
+    generated Results page.
     """
     print(f"\n{title}")
     print("| " + " | ".join(header) + " |")
@@ -75,7 +76,8 @@ def print_table(title, rows, header, name=None):
     for row in rows:
         print("| " + " | ".join(str(x) for x in row) + " |")
     if name is not None:
-        path = os.path.join(_REPOSITORY, "benchmarks", "results", f"{name}.csv")
+        output_dir = output_dir or os.path.join(_REPOSITORY, "benchmarks", "results")
+        path = os.path.join(output_dir, f"{name}.csv")
         write_results(path, [list(row) for row in rows], fieldnames=list(header), title=title)
 
 

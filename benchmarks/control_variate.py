@@ -137,10 +137,7 @@ def main(argv=None):
         f"{args.fit_steps} Adam steps"
     )
     name = "control_variate_small" if args.small else "control_variate"
-    _common.print_table(title, rows, HEADER)
-    _common.write_results(
-        os.path.join(args.output_dir, f"{name}.csv"), rows, fieldnames=HEADER, title=title
-    )
+    _common.print_table(title, rows, HEADER, name=name, output_dir=args.output_dir)
     return rows
 
 

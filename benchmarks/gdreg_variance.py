@@ -135,10 +135,7 @@ def main(argv=None):
         f"{args.train_epochs} epochs of IWAE training, batch {args.batch})"
     )
     name = "gdreg_variance_small" if args.small else "gdreg_variance"
-    _common.print_table(title, rows, HEADER)
-    _common.write_results(
-        os.path.join(args.output_dir, f"{name}.csv"), rows, fieldnames=HEADER, title=title
-    )
+    _common.print_table(title, rows, HEADER, name=name, output_dir=args.output_dir)
     return rows
 
 
