@@ -64,10 +64,11 @@ def build_surrogate(target, family="mean_field", seed=(0, 1)):
     """A trainable surrogate over `target`'s event-space bijector.
 
     `"mean_field"`: `tfp.experimental.vi.build_factored_surrogate_posterior` (an
-    independent Normal per coordinate, pushed through the bijector); `"full_rank"`:
-    `build_affine_surrogate_posterior` with `operators="tril"` (one Gaussian with a
-    lower-triangular scale over all coordinates, block-structured by part). `seed`
-    draws the initial locations.
+    independent Normal per coordinate, pushed through the bijector); `"full_rank"`: one
+    Gaussian with a lower-triangular scale over all the unconstrained coordinates
+    (`dense_full_rank`: `build_affine_surrogate_posterior(operators="tril")`'s
+    distribution, parameters and initial values, with its scale as one dense matrix).
+    `seed` draws the initial values.
     """
     import tensorflow_probability as tfp
 
@@ -79,5 +80,56 @@ def build_surrogate(target, family="mean_field", seed=(0, 1)):
     if family == "mean_field":
         return tfp.experimental.vi.build_factored_surrogate_posterior(**arguments)
     if family == "full_rank":
-        return tfp.experimental.vi.build_affine_surrogate_posterior(operators="tril", **arguments)
+        return dense_full_rank(
+            tfp.experimental.vi.build_affine_surrogate_posterior(operators="tril", **arguments)
+        )
     raise ValueError(f"`family` must be one of {SURROGATE_FAMILIES}. Received: family={family!r}")
+
+
+def dense_full_rank(block_surrogate):
+    """`block_surrogate` (from `build_affine_surrogate_posterior(operators="tril")`) with one
+    dense lower-triangular scale in place of its block-lower-triangular one.
+
+    TFP's builder gives a structured event of P parts a `LinearOperatorBlockLowerTriangular`
+    of P (P + 1) / 2 blocks, each its own variable and its own matrix product: 528 for
+    BrownianMotionUnknownScalesMissingMiddleObservations' 32 scalar parts, 465 for
+    ConvectionLorenzBridge's 30 parts of 3. The training programs of those targets grow
+    with the blocks (the module docstring of `inference_gym.py` says how far). Here the
+    parts' standard-normal draws are the builder's own (the same base distribution, so
+    the same draws for a seed), concatenated into one vector, multiplied by one dense
+    lower-triangular scale, shifted by one location vector and split back into the parts:
+    the same distribution, the same initial values, and the same parameters up to their
+    order (the entries below the diagonal unconstrained, the diagonal kept positive by the
+    builder's own `|x| + eps`; the builder may start a diagonal entry's x negative where
+    this starts it at -x, the same scale), so Adam, which works entry by entry and whose
+    steps from -x mirror those from x, takes the same steps (up to float rounding).
+    """
+    import tensorflow as tf
+    import tensorflow_probability as tfp
+    from tensorflow_probability.python.experimental.vi.util import trainable_linear_operators
+
+    tfb = tfp.bijectors
+    *outer, unflatten, shifts, scale = block_surrogate.bijector.bijectors
+    locs = [b.shift for b in tf.nest.flatten(shifts.bijectors)]
+    sizes = [int(loc.shape[-1]) for loc in locs]
+    loc_dtype = locs[0].dtype
+    # The builder's own constraint of its diagonal blocks (`FillScaleTriL`, the diagonal as
+    # `|x| + eps`), so the unconstrained parameters are the builder's own (TFP has no
+    # public name for that diagonal bijector).
+    fill = tfb.FillScaleTriL(
+        trainable_linear_operators._DefaultScaleDiagonal(), diag_shift=tf.zeros([], loc_dtype)
+    )
+    loc = tf.Variable(tf.concat([tf.convert_to_tensor(v) for v in locs], -1), name="loc")
+    scale_tril = tfp.util.TransformedVariable(scale.scale.to_dense(), fill, name="scale_tril")
+    split = tfb.Split(sizes, axis=-1)
+    bijector = tfb.Chain(
+        [
+            *outer,
+            unflatten,
+            split,
+            tfb.Shift(loc),
+            tfb.ScaleMatvecTriL(scale_tril),
+            tfb.Invert(split),
+        ]
+    )
+    return tfp.distributions.TransformedDistribution(block_surrogate.distribution, bijector)

@@ -12,7 +12,17 @@ name can be passed with `--targets`.
 
 Surrogates, over the target's event-space bijector (`_gym.build_surrogate`):
 `mean_field` (`tfp.experimental.vi.build_factored_surrogate_posterior`) and
-`full_rank` (`build_affine_surrogate_posterior`, `operators="tril"`).
+`full_rank` (a Gaussian with a lower-triangular scale over all the unconstrained
+coordinates: `build_affine_surrogate_posterior(operators="tril")`'s base draws,
+parameters and initial values, with its block-lower-triangular scale, one variable
+and one matrix product per pair of parts, replaced by one dense matrix:
+`_gym.dense_full_rank`). The block form's training programs grow with the square of
+the number of parts: on the two 30-part targets, compiling the ten arms' programs
+(all compiled before training, see "Training") did not fit in 24 GB. The full-rank
+rows of EightSchools, Banana, IllConditionedGaussian, NealsFunnel and
+NonIdentifiableQuarticMeasurementModel in `benchmarks/results/` were run with the
+block form (the runs' `.meta.json` under `runs` give their commits): the same
+distributions, initial values and base draws, the same steps up to float rounding.
 
 Arms, all at the same number of target evaluations per step (`--budget`, B = 8):
 `tfp.vi` (`tfp.vi.monte_carlo_variational_loss`'s default, the baseline), and `tge`'s
@@ -82,17 +92,12 @@ parts (e.g. `--surrogates mean_field --output-dir A`, then `--surrogates full_ra
 which writes the same outputs from the union of the rows (and keeps each part's
 metadata).
 
-Cost, measured on the 2-core, 24 GB development machine (2026-12-04; the runs'
-`.meta.json` keep their costs): `--surrogates mean_field` took 63 minutes of wall
-time (31 of CPU; the machine was shared) and peaked at 9.8 GB. The full-rank half
-did **not** fit in memory for the two 30-part targets (ConvectionLorenzBridge,
-BrownianMotion...): compiling the ten arms' programs for TFP's block-lower-triangular
-scale over 30+ parts drove the process past 23 GB, and the kernel killed it. The other
-five targets' full-rank runs take a few minutes each (IllConditionedGaussian's arms
-that go NaN run about 15x slower per step). XLA compilation is most of the time: per
-arm about 30 s on the 30-part targets with a mean-field surrogate, 1-10 s on the
-others. To run the 30-part full-rank cases, run them one target at a time on a
-machine with more memory (`--targets ... --surrogates full_rank`), then `--merge`.
+Cost: each run's `.meta.json` records its wall and CPU seconds, the machine's load
+before and after, and its peak memory (`cost`); a merged `.meta.json` keeps every
+part's under `runs` (`benchmarks/results/inference_gym.meta.json`). The compile times
+are in the CSVs (`compile_seconds`, per arm). Memory grows with the number of arms,
+since every arm's program is compiled before training starts; time grows with the
+targets' sizes, the arms and the seeds, and XLA compilation is a large share of it.
 """
 
 import argparse

@@ -190,6 +190,42 @@ def test_inference_gym_small_run_writes_rows_summary_figure_and_meta(tmp_path, m
     assert "| mean-field | `stl` | 1 × 8 |" in pages["full"]
 
 
+def test_inference_gym_full_rank_is_tfps_surrogate_with_one_dense_scale():
+    # Issue 26: TFP's block-lower-triangular scale (a variable and a matrix product per pair
+    # of parts: 528 on a 32-part target) made the 30-part targets' programs too big to
+    # compile in 24 GB. The dense surrogate is TFP's: the same draws, log q and initial
+    # values for a seed, and the same parameters in another order (the same gradients, up
+    # to the sign of a diagonal entry's: the scale there is |x| + eps, from x or -x).
+    import _gym
+    import tensorflow_probability as tfp
+
+    target = _gym.load("EightSchools")  # 3 parts: 1 + 1 + 8 coordinates
+    block = tfp.experimental.vi.build_affine_surrogate_posterior(
+        event_shape=target.event_shape,
+        bijector=target.default_event_space_bijector,
+        operators="tril",
+        seed=(3, 0),
+    )
+    dense = _gym.build_surrogate(target, "full_rank", seed=(3, 0))
+    assert [tuple(v.shape) for v in dense.trainable_variables] in ([(10,), (55,)], [(55,), (10,)])
+    log_prob = _gym.target_log_prob_fn(target)
+
+    def loss_and_gradients(surrogate):
+        with tf.GradientTape() as tape:
+            loss = tfp.vi.monte_carlo_variational_loss(
+                log_prob, surrogate, sample_size=4, seed=(5, 6)
+            )
+        grads = tape.gradient(loss, surrogate.trainable_variables)
+        return loss, np.sort(np.abs(np.concatenate([np.ravel(g) for g in grads])))
+
+    for a, b in zip(*(s.experimental_sample_and_log_prob(6, seed=(7, 8)) for s in (block, dense))):
+        for x, y in zip(tf.nest.flatten(a), tf.nest.flatten(b)):
+            np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-5)
+    (block_loss, block_grads), (dense_loss, dense_grads) = map(loss_and_gradients, (block, dense))
+    np.testing.assert_allclose(dense_loss, block_loss, rtol=1e-5)
+    np.testing.assert_allclose(dense_grads, block_grads, rtol=1e-4, atol=1e-5)
+
+
 def _read(step, elbo, loss=None, sd_ratio_max=1.0, finite=True, spread=(0.0, 0.0)):
     return {
         "step": step,
