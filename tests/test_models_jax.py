@@ -94,8 +94,9 @@ def test_the_vae_trains_with_every_estimator_under_xla(binary_digits, name):
 
 
 # One per data path of `tfp_gradest._util.log_weights` (path-weighted, pathwise,
-# separate terms), pathwise and score-function, both decoder links (R2-G2 for `stl`).
-HVAE_ESTIMATORS = ["stl", "iwae_dreg", "jvi_dreg", "vimco"]
+# separate terms, conditional path terms: GDReG with the model's `latent_distributions`),
+# pathwise and score-function, both decoder links (R2-G2 for `stl`).
+HVAE_ESTIMATORS = ["stl", "iwae_dreg", "jvi_dreg", "vimco", "gdreg"]
 
 
 @pytest.mark.parametrize("name", HVAE_ESTIMATORS)
