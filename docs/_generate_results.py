@@ -32,7 +32,6 @@ PRINTED_ONLY = {
     "vi_overhead": "python benchmarks/vi_overhead.py --repeats 21 --steps 100",
     "leave_one_out_memory": "python benchmarks/leave_one_out_memory.py",
     "noise_path": "python benchmarks/noise_path.py",
-    "flow_path_gradient": "python benchmarks/flow_path_gradient.py",
     "end_to_end --hvae-step-ratio": "python benchmarks/end_to_end.py --hvae-step-ratio",
 }
 
