@@ -90,7 +90,9 @@ against training seconds, one panel per target and surrogate) and their
 parts (e.g. `--surrogates mean_field --output-dir A`, then `--surrogates full_rank
 --output-dir B`) is put together by `--merge A/inference_gym.csv B/inference_gym.csv`,
 which writes the same outputs from the union of the rows (and keeps each part's
-metadata).
+metadata). A merged CSV can be merged again with a new part (e.g. `--merge
+benchmarks/results/inference_gym.csv C/inference_gym.csv`): its parts' metadata are
+carried over, and a read present in two inputs is refused.
 
 Cost: each run's `.meta.json` records its wall and CPU seconds, the machine's load
 before and after, and its peak memory (`cost`); a merged `.meta.json` keeps every
@@ -692,21 +694,33 @@ def merge(paths, output_dir):
     """Writes the outputs of the union of several runs' long CSVs (e.g. one per surrogate).
 
     The runs' `.meta.json` files are kept under `runs`, so each run's command and cost stay
-    on record.
+    on record; a CSV that is itself a merge contributes its own `runs`. A read (target,
+    surrogate, arm, seed, step) found in two of the CSVs is a ValueError.
     """
+    import collections
     import json
 
     runs = []
     for path in paths:
         with open(os.path.splitext(path)[0] + ".meta.json") as f:
-            runs.append({"csv": os.path.basename(path), **json.load(f)})
+            meta = json.load(f)
+        runs += meta["runs"] if "runs" in meta else [{"csv": os.path.basename(path), **meta}]
+    rows = read_rows(paths)
+    key = ("target", "surrogate", "arm", "seed", "step")
+    counts = collections.Counter(tuple(r[k] for k in key) for r in rows)
+    twice = [k for k, n in counts.items() if n > 1]
+    if twice:
+        raise ValueError(
+            f"{len(twice)} reads ({', '.join(key)}) are in more than one of the CSVs, e.g. "
+            f"{twice[0]}: merge each run once. Received: {paths}"
+        )
     extra = {
         "note": "merged from the runs listed under `runs` ("
         + "; ".join(r.get("note", "") for r in runs)
         + ")",
         "runs": runs,
     }
-    return write_outputs(read_rows(paths), output_dir, "", extra)
+    return write_outputs(rows, output_dir, "", extra)
 
 
 def main(argv=None):

@@ -166,6 +166,17 @@ def test_inference_gym_small_run_writes_rows_summary_figure_and_meta(tmp_path, m
     ]
     with open(merged / "inference_gym.meta.json") as f:
         assert json.load(f)["runs"][0]["csv"] == "inference_gym_small.csv"
+    # A merge merges again with new parts (its runs carried over, not nested); a read in
+    # two of the inputs is refused.
+    remerged = tmp_path / "remerged"
+    benchmark.main(["--merge", str(merged / "inference_gym.csv"), "--output-dir", str(remerged)])
+    with open(remerged / "inference_gym.meta.json") as f:
+        assert [r["csv"] for r in json.load(f)["runs"]] == ["inference_gym_small.csv"]
+    with pytest.raises(ValueError, match="more than one of the CSVs"):
+        benchmark.merge(
+            [str(tmp_path / "inference_gym_small.csv"), str(merged / "inference_gym.csv")],
+            str(remerged),
+        )
     with open(tmp_path / "inference_gym_small.meta.json") as f:
         meta = json.load(f)
     assert meta["note"].startswith("small smoke test") and meta["cost"]["wall_seconds"] > 0
