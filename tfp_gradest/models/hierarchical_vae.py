@@ -44,6 +44,7 @@ same held-out bound and R2-G2 cost more per step (docs: results,
 
 import functools
 import math
+import numbers
 import warnings
 
 import keras
@@ -52,8 +53,9 @@ from keras import ops
 
 from tfp_gradest import _backend, r2g2
 from tfp_gradest._util import arguments
+from tfp_gradest.layers import settings
 from tfp_gradest.models import _bound, _data, _estimator, _tfp
-from tfp_gradest.models._loss import estimator_training_loss
+from tfp_gradest.models._loss import mean_training_loss, step_seed
 
 __all__ = ["HierarchicalVAE"]
 
@@ -159,7 +161,7 @@ class HierarchicalVAE(_data.BernoulliDataChecks, keras.Model):
         self,
         num_pixels,
         latent_dims=(32, 32),
-        hidden_units=16,
+        hidden_units=64,
         latent_gradient=None,
         importance_sample_size=1,
         cg_iterations=None,
@@ -168,6 +170,7 @@ class HierarchicalVAE(_data.BernoulliDataChecks, keras.Model):
         gradient_estimator="iwae",
         decoder_link_gradient="reparameterization",
         sample_size=1,
+        kl_weight=1.0,
         **kwargs,
     ):
         tfd = _tfp.tfd(type(self).__name__)
@@ -196,6 +199,7 @@ class HierarchicalVAE(_data.BernoulliDataChecks, keras.Model):
             "importance_sample_size", importance_sample_size
         )
         self.sample_size = arguments.check_positive_integer("sample_size", sample_size)
+        self.kl_weight = kl_weight
         self.cg_iterations = (
             None
             if cg_iterations is None
@@ -253,6 +257,53 @@ class HierarchicalVAE(_data.BernoulliDataChecks, keras.Model):
             )
             out = dims[0] if level == 0 else 2 * dims[level]
             self.decoders.append(self._mlp(out, f"decoder_{level}", num_hidden=1))
+
+    # --- the KL weight (warm-up), a live setting as the Bayesian layers' ----------------
+
+    def __setattr__(self, name, value):
+        if name == "kl_weight":
+            # Straight to the property: Keras would otherwise track a Variable passed as
+            # `kl_weight` as a weight of the model.
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
+
+    @property
+    def kl_weight(self):
+        """`β` of the training loss (class docstring); assigning a number takes effect in
+        compiled functions (`tge.callbacks.KLAnnealing(schedule, layers=[model])` is one
+        assignment per epoch). Reads as a Python float; inside a compiled function, as a
+        Tensor read when the function runs."""
+        if _backend.in_traced_function():
+            return self._kl_weight.read(self._density_dtype)
+        return self._kl_weight.value()
+
+    @kl_weight.setter
+    def kl_weight(self, value):
+        if isinstance(value, numbers.Real) and not isinstance(value, bool) and not value > 0:
+            # (A Variable is checked by `KLWeight`: finite and non-negative.)
+            raise ValueError(
+                "HierarchicalVAE's `kl_weight` must be positive: it tempers the likelihood "
+                "by 1 / kl_weight (class docstring). Start a warm-up above zero, e.g. "
+                "`KLAnnealing(lambda epoch: min(1.0, (epoch + 1) / 50), layers=[model])`. "
+                f"Received: kl_weight={value!r}"
+            )
+        if "_kl_weight" in self.__dict__:
+            self._kl_weight.set(value, built=self.built)
+        else:
+            self._kl_weight = settings.KLWeight(value)
+
+    @property
+    def variables(self):
+        """The model's state: its weights, its `SeedGenerator`'s state and the `kl_weight`
+        variable (not a weight: saved weight files keep their layout; listed here so that
+        JAX's stateless training step reads it, not a constant frozen at tracing)."""
+        variables = super().variables
+        setting = self.__dict__.get("_kl_weight")
+        state = None if setting is None else setting.state()
+        if state is not None and all(v is not state for v in variables):
+            variables.append(state)
+        return variables
 
     def __getattr__(self, name):
         # The deprecated attribute, outside `dir()` so that walking the model's attributes
@@ -339,7 +390,7 @@ class HierarchicalVAE(_data.BernoulliDataChecks, keras.Model):
         gives the prior conditionals `{l - 1: p(z_l | z_{l+1})}` (for `"gdreg"`)."""
         return self._target(self._density_input(x), self.decoder_link_gradient)
 
-    def _target(self, x, decoder_link_gradient):
+    def _target(self, x, decoder_link_gradient, likelihood_weight=None):
         self._ensure_built()
         tfd = _tfp.tfd(type(self).__name__)
 
@@ -353,7 +404,10 @@ class HierarchicalVAE(_data.BernoulliDataChecks, keras.Model):
                 params = _apply(self.decoders[level], ops.tanh(link))
                 if level == 0:
                     likelihood = tfd.Bernoulli(logits=ops.cast(params, x.dtype), dtype=x.dtype)
-                    log_p += tfd.Independent(likelihood, 1).log_prob(x)
+                    log_likelihood = tfd.Independent(likelihood, 1).log_prob(x)
+                    if likelihood_weight is not None:
+                        log_likelihood = log_likelihood * ops.cast(likelihood_weight, x.dtype)
+                    log_p += log_likelihood
                 else:
                     log_p += tfd.Independent(tfd.Normal(*self._gaussian(params)), 1).log_prob(below)
             return log_p
@@ -544,7 +598,20 @@ class HierarchicalVAE(_data.BernoulliDataChecks, keras.Model):
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         del y, y_pred  # unsupervised: the loss is the negative bound on log p(x)
-        return estimator_training_loss(self, x, sample_weight)
+        # `β · loss(tempered target)` (class docstring); β = 1 is the plain estimator loss.
+        x = ops.convert_to_tensor(x)
+        surrogate_posterior = self.surrogate_posterior(x)
+        _tfp.check_surrogate(surrogate_posterior, type(self).__name__)
+        beta = self._kl_weight.read(self._density_dtype)
+        target = self._target(self._density_input(x), self.decoder_link_gradient, 1.0 / beta)
+        per_example = self.estimator.loss(
+            target,
+            surrogate_posterior,
+            self.sample_size,
+            self.importance_sample_size,
+            seed=step_seed(self.seed_generator),
+        )
+        return mean_training_loss(beta * per_example, sample_weight, self.losses)
 
     def get_config(self):
         config = {
@@ -557,6 +624,7 @@ class HierarchicalVAE(_data.BernoulliDataChecks, keras.Model):
             "gradient_estimator": _estimator.config_value(self.gradient_estimator),
             "decoder_link_gradient": self.decoder_link_gradient,
             "sample_size": self.sample_size,
+            "kl_weight": self.kl_weight,
         }
         return {**super().get_config(), **config}
 
