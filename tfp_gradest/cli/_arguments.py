@@ -1,8 +1,10 @@
 """The command's arguments: the parser, the `Case`s they ask for, checked before TensorFlow."""
 
 import argparse
+import ast
 import json
 import os
+import re
 import sys
 from typing import NamedTuple
 
@@ -19,6 +21,8 @@ __all__ = [
     "backend",
     "build_parser",
     "cases",
+    "estimator_config",
+    "split_estimators",
 ]
 
 
@@ -27,8 +31,8 @@ class Case(NamedTuple):
 
     problem: str
     estimators: tuple
-    sample_size: int = 1
-    importance_sample_size: int = 1
+    sample_size: int | None = 1  # None: the problem's default_sample_size
+    importance_sample_size: int | None = 1  # None: its default_importance_sample_size
     at: str = "init"  # "init" or "fitted"
     draws: int = 1000
     noise: str = "iid"  # the estimators' base noise: "iid" or "rqmc"
@@ -81,18 +85,25 @@ def build_parser(prog=PROG, description=None):
     compare_parser.add_argument(
         "--estimators",
         default=None,
-        help="comma-separated estimator names, the first one the baseline; default: the "
+        help="comma-separated estimator names, the first one the baseline, each with options "
+        "as a call if it takes any, e.g. 'score_function(baseline=leave_one_out)'; default: the "
         f"problem's own set (`{prog} list` prints the names)",
     )
     compare_parser.add_argument(
-        "-S", "--sample-size", type=int, default=1, help="objectives averaged"
+        "-S",
+        "--sample-size",
+        type=int,
+        default=None,
+        help="objectives averaged; default: the problem's own (1, or 8 for the leave-one-out "
+        "estimators of latent_bits)",
     )
     compare_parser.add_argument(
         "-K",
         "--importance-sample-size",
         type=int,
-        default=1,
-        help="samples per objective (multi-sample estimators: iwae, iwae_dreg, ...)",
+        default=None,
+        help="samples per objective (multi-sample estimators: iwae, iwae_dreg, ...); default: "
+        "the problem's own (1, or 16 for hierarchical_gaussian)",
     )
     compare_parser.add_argument(
         "--draws",
@@ -196,7 +207,7 @@ def _keras_json_backend():
 def cases(args):
     """The `Case`s `args` ask for; raises `ValueError` for anything checkable without TensorFlow."""
     for flag in ("sample_size", "importance_sample_size", "fit_steps", "repeats"):
-        if getattr(args, flag) < 1:
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
             raise ValueError(
                 f"--{flag.replace('_', '-')} must be at least 1. Received: {getattr(args, flag)}"
             )
@@ -208,14 +219,16 @@ def cases(args):
         raise ValueError(f"--reference-draws must be 0 or more. Received: {args.reference_draws}")
     estimators = None
     if args.estimators is not None:
-        estimators = tuple(n.strip() for n in args.estimators.split(",") if n.strip())
+        estimators = split_estimators(args.estimators)
         if not estimators:
             raise ValueError(f"--estimators is empty. Received: {args.estimators!r}")
+        for spec in estimators:
+            estimator_config(spec)  # its syntax, checked before TensorFlow is imported
     problem = args.problem
     if problem is None:
         noise = getattr(args, "noise", "iid")
         single = (estimators, args.sample_size, args.importance_sample_size, args.at, noise)
-        if single == (None, 1, 1, "init", "iid"):
+        if single == (None, None, None, "init", "iid"):
             return [c._replace(draws=args.draws or c.draws) for c in SHOWCASE]
         # --estimators, -S, -K, --at or --noise ask for one comparison: on the default problem.
         problem = DEFAULT_PROBLEM
@@ -232,3 +245,49 @@ def cases(args):
             getattr(args, "noise", "iid"),
         )
     ]
+
+
+def split_estimators(text):
+    """`--estimators`'s entries: split at the commas outside parentheses, stripped."""
+    entries, depth, start = [], 0, 0
+    for index, char in enumerate(text):
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            entries.append(text[start:index].strip())
+            start = index + 1
+    entries.append(text[start:].strip())  # the last (an unclosed call too: refused later)
+    return tuple(e for e in entries if e)
+
+
+_CALL = re.compile(r"^([A-Za-z_][\w-]*)\((.*)\)$", re.DOTALL)
+
+
+def estimator_config(spec):
+    """An estimator's name as it is, or `{"class_name", "config"}` for `name(key=value, ...)`.
+
+    Values are Python literals (`None`, numbers, quoted strings) or else bare words taken as
+    strings, so `score_function(baseline=leave_one_out)` and the table's own label
+    `ScoreFunction(baseline='leave_one_out')` name the same estimator. `ValueError` for
+    anything else.
+    """
+    if "(" not in spec and ")" not in spec:
+        return spec
+    match = _CALL.match(spec.strip())
+    if match is None:
+        raise ValueError(
+            "--estimators takes names, or a name with its options as a call such as "
+            f"'score_function(baseline=leave_one_out)'. Received: {spec!r}"
+        )
+    config = {}
+    for item in split_estimators(match.group(2)):
+        key, equals, value = item.partition("=")
+        if not equals or not key.strip().isidentifier():
+            raise ValueError(
+                f"--estimators: options are key=value, e.g. baseline=leave_one_out. "
+                f"Received: {item!r} in {spec!r}"
+            )
+        try:
+            config[key.strip()] = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            config[key.strip()] = value.strip()
+    return {"class_name": match.group(1), "config": config}

@@ -3,10 +3,11 @@
 import csv
 import json
 import os
+import re
 import tempfile
 
 import tfp_gradest
-from tfp_gradest.cli._arguments import DEFAULT_PROBLEM, FIT_STEPS
+from tfp_gradest.cli._arguments import DEFAULT_PROBLEM, FIT_STEPS, split_estimators
 
 __all__ = ["COLUMNS", "check_output_dir", "run_name", "write"]
 
@@ -36,15 +37,17 @@ def run_name(args):
     problem = args.problem
     noise = getattr(args, "noise", "iid")
     single = (args.estimators, args.sample_size, args.importance_sample_size, args.at, noise)
-    if problem is None and single == (None, 1, 1, "init", "iid"):
+    if problem is None and single == (None, None, None, "init", "iid"):
         parts = ["showcase"]
     else:
         parts = [problem or DEFAULT_PROBLEM]
         if args.estimators is not None:
-            parts.append("+".join(n.strip() for n in args.estimators.split(",") if n.strip()))
+            names = split_estimators(args.estimators)  # options as `name_key=value`
+            unquoted = (re.sub(r"['\"\s]", "", n) for n in names)
+            parts.append("+".join(re.sub(r"[^\w.=+-]+", "_", n).strip("_") for n in unquoted))
     options = [
-        ("S", args.sample_size, 1),
-        ("K", args.importance_sample_size, 1),
+        ("S", args.sample_size, None),  # None: the problem's own size
+        ("K", args.importance_sample_size, None),
         ("", args.at, "init"),
         ("fit", args.fit_steps, FIT_STEPS) if args.at == "fitted" else ("", None, None),
         ("draws", args.draws, None),
@@ -111,7 +114,12 @@ def write(results, args):
                 "version": tfp_gradest.__version__,
                 "arguments": vars(args),
                 "cases": [
-                    {**r.case._asdict(), "location": r.location, "reference": r.reference}
+                    {
+                        **r.case._asdict(),
+                        "estimators": [report.estimator for report in r.reports],  # labels
+                        "location": r.location,
+                        "reference": r.reference,
+                    }
                     for r in results
                 ],
                 "results": rows,

@@ -4,7 +4,7 @@ import sys
 from typing import NamedTuple
 
 from tfp_gradest import problems
-from tfp_gradest.cli._arguments import Case
+from tfp_gradest.cli._arguments import Case, estimator_config
 
 __all__ = ["CaseResult", "end_progress_line", "list_names", "prepare", "progress", "run_case"]
 
@@ -46,14 +46,31 @@ def prepare(case, backend="tensorflow"):
         problem.check_substrate(backend)
     except ValueError as error:
         raise ValueError(f"--backend {backend}: {error}") from None
+    sizes = case.sample_size, case.importance_sample_size  # None: the problem's own
+    case = case._replace(
+        sample_size=sizes[0] or problem.default_sample_size,
+        importance_sample_size=sizes[1] or problem.default_importance_sample_size,
+    )
     estimators = case.estimators
     if estimators is None and case.noise != "iid":
         estimators = _accepting_noise(problem, case)
-    case = case._replace(estimators=estimators or tuple(problem.default_estimators))
+    estimators = tuple(_estimator(spec) for spec in estimators or problem.default_estimators)
+    case = case._replace(estimators=estimators)
     options = {} if case.noise == "iid" else {"noise": case.noise}
     for name in case.estimators:
         problem.validate_estimator(name, case.sample_size, case.importance_sample_size, **options)
     return case, problem
+
+
+def _estimator(spec):
+    """`spec`'s estimator: a name as it is, `name(key=value, ...)` as that estimator object
+    (its table label is then its `repr`)."""
+    config = estimator_config(spec)
+    if isinstance(config, str):
+        return config
+    from tfp_gradest import estimators
+
+    return estimators.get(config)  # its errors name the option and what the estimator takes
 
 
 def _accepting_noise(problem, case):
@@ -63,7 +80,7 @@ def _accepting_noise(problem, case):
     for name in problem.default_estimators:
         try:
             problem.validate_estimator(
-                name, case.sample_size, case.importance_sample_size, noise=case.noise
+                _estimator(name), case.sample_size, case.importance_sample_size, noise=case.noise
             )
         except (TypeError, ValueError):
             dropped.append(name)

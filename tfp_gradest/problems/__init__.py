@@ -39,6 +39,8 @@ __all__ = [
     "BayesianNeuralNetworkLayers",
     "CorrelatedGaussian",
     "GaussianMixture",
+    "HierarchicalGaussian",
+    "LatentBits",
     "ToyGaussian",
     *base.__all__,
 ]

@@ -64,6 +64,8 @@ class Problem(Configurable):
         no closed-form gradient is known (`None`: no reference).
       fit_estimator, fit_learning_rate: what `fit` trains with.
       default_estimators: what `python -m tfp_gradest compare --problem <name>` compares.
+      default_sample_size, default_importance_sample_size: its `S` and `K` where `-S`/`-K`
+        are not given (e.g. 8 draws for the leave-one-out estimators of a discrete problem).
       substrates: the TFP substrates its gradients can be drawn on (`SUBSTRATES`).
 
     On JAX (`"jax"` in `substrates`), a problem is a function of a parameter pytree:
@@ -76,6 +78,8 @@ class Problem(Configurable):
 
     name: ClassVar[str] = ""
     default_estimators: ClassVar[tuple] = ("reparameterization", "stl", "score_function")
+    default_sample_size: ClassVar[int] = 1
+    default_importance_sample_size: ClassVar[int] = 1
     reference_estimator: ClassVar[str | None] = "stl"
     fit_estimator: ClassVar[str] = "reparameterization"
     fit_learning_rate: ClassVar[float] = 0.01
