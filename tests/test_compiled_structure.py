@@ -118,3 +118,44 @@ def test_a_deferred_surrogate_is_built_once_per_traced_loss(subclass):
         assert len(builds) == 1, (estimator, len(builds))
         grads = tape.gradient(loss, [loc, scale])
         assert all(g is not None and np.all(g != 0) for g in grads)
+
+
+def _jax_gradient_hlo_size(name, importance_sample_size):
+    """Instructions of the optimised HLO of `jax.grad` of `name`'s loss on a 4-part surrogate
+    whose target couples the parts (every part's gradient reads every sample)."""
+    jax = pytest.importorskip("jax")
+    jnp = jax.numpy
+    jtfd = pytest.importorskip("tensorflow_probability.substrates.jax").distributions
+
+    def loss(params):
+        locs, raw = params
+        q = jtfd.JointDistributionSequential(
+            [jtfd.Independent(jtfd.Normal(locs[i], jax.nn.softplus(raw[i])), 1) for i in range(4)]
+        )
+
+        def target(*z):
+            return jnp.sum(jtfd.Normal(0.0, 1.0).log_prob(sum(z)), -1)
+
+        estimator = tge.estimators.get(name)
+        return estimator.loss(target, q, 4, importance_sample_size, seed=jax.random.PRNGKey(0))
+
+    params = (jnp.zeros((4, 3)), jnp.ones((4, 3)))
+    text = jax.jit(jax.grad(loss)).lower(params).compile().as_text()
+    return sum(1 for line in text.splitlines() if " = " in line)
+
+
+@pytest.mark.parametrize("name,importance_sample_size", [("stl", 1), ("iwae_dreg", 4)])
+def test_the_zero_weight_mask_does_not_copy_each_parts_gradient_on_jax(
+    monkeypatch, name, importance_sample_size
+):
+    # The path-weighted backward pass zeroes the samples of zero weight. A `select` of the
+    # finished path gradient made XLA compute each part's whole backward pass (its samples,
+    # the target) once per reader of that gradient (a Normal's loc and scale): +46% HLO for
+    # 4 parts (STL), +59% for 8. Masked before they are combined, the two vector-Jacobian
+    # products cost what no mask costs (same values and gradients bit for bit).
+    from tfp_gradest._substrate import jax as substrate
+
+    masked = _jax_gradient_hlo_size(name, importance_sample_size)
+    monkeypatch.setattr(substrate, "zero_where", lambda zero_weight, gradient: gradient)
+    unmasked = _jax_gradient_hlo_size(name, importance_sample_size)
+    assert masked < 1.05 * unmasked, (masked, unmasked)

@@ -373,8 +373,11 @@ def path_weighted_vjp(surrogate_posterior, target_lp_fn, samples, split, coeffic
         from_p = target_vjp(merge(c * upstream[:, None]))
         from_q = surrogate_vjp(merge(a * upstream[:, None]))
         ratio = merge(divide_no_nan(a, c))
+        # Masked before they are combined: a `select` of the combination makes XLA compute
+        # each part's whole backward pass once per reader of its gradient (a Normal's loc
+        # and scale). Same values (`ratio` is 0 where `c = a = 0`, the zero weights).
         z_grads = tuple(
-            zero_where(zero_weight, _expand_to(ratio, p) * p - q)
+            _expand_to(ratio, p) * zero_where(zero_weight, p) - zero_where(zero_weight, q)
             for p, q in zip(from_p[:num_parts], from_q)
         )
         q_grads = tuple(jnp.zeros_like(x) for x in q_consts)
