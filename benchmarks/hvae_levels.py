@@ -214,6 +214,11 @@ def main(argv=None):
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--estimator-levels", type=int, default=2)
     parser.add_argument("--studies", nargs="+", default=["levels", "estimators"])
+    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument(
+        "--level-estimators", nargs="+", default=["iwae"], help="estimators of the levels study"
+    )
+    parser.add_argument("--tag", default="", help="appended to the output files' names")
     parser.add_argument("--small", action="store_true", help="smoke run: 2 epochs, 2 seeds")
     parser.add_argument(
         "--output-dir", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
@@ -233,18 +238,24 @@ def main(argv=None):
 
     plan = []
     if "levels" in args.studies:
-        plan += [("levels", c, "iwae", lv) for c in CONFIGS for lv in args.levels]
+        plan += [
+            ("levels", c, e, lv)
+            for c in args.configs
+            for e in args.level_estimators
+            for lv in args.levels
+        ]
     if "estimators" in args.studies:
         plan += [("estimators", "recommended", e, args.estimator_levels) for e in ESTIMATORS]
     rows = []
     for study, config, estimator, levels in plan:
         kwargs = dict(CONFIGS[config], gradient_estimator=estimator)
-        if study == "estimators" and estimator == "iwae" and "levels" in args.studies:
+        if study == "estimators" and ("levels", config, estimator, levels) in plan:
             # The same runs as the levels study's (same model, seeds and data): not repeated.
             rows += [
                 dict(r, study="estimators")
                 for r in rows
-                if (r["study"], r["config"], r["levels"]) == ("levels", config, levels)
+                if (r["study"], r["config"], r["estimator"], r["levels"])
+                == ("levels", config, estimator, levels)
             ]
             continue
         runs = Runs(levels, kwargs, seeds, x_train.shape[1], len(x_train) // BATCH)
@@ -275,10 +286,10 @@ def main(argv=None):
         "wall_seconds": round(time.perf_counter() - start_wall, 1),
         "cpu_seconds": round(time.process_time() - start_cpu, 1),
     }
-    name = "hvae_levels" + (
-        "" if args.studies == ["levels", "estimators"] else "_" + "_".join(args.studies)
-    )
-    name += "_small" if args.small else ""
+    # The levels study (alone or with the estimators) writes `hvae_levels*`, the estimators
+    # study alone `hvae_levels_estimators*`, so the two can run as separate processes.
+    name = "hvae_levels" if "levels" in args.studies else "hvae_levels_estimators"
+    name += (f"_{args.tag}" if args.tag else "") + ("_small" if args.small else "")
     title = (
         f"Hierarchical VAE: levels, configurations and estimators ({data}, {args.seeds} seeds, "
         f"{steps} Adam steps each)"
