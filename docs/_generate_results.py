@@ -487,6 +487,150 @@ def _jax_vi():
     )
 
 
+def _hvae_levels_names():
+    """`benchmarks/hvae_levels.py`'s tables (each run's `--tag`), without its smoke runs."""
+    return sorted(
+        os.path.splitext(f)[0]
+        for f in os.listdir(RESULTS)
+        if f.startswith("hvae_levels") and f.endswith(".csv") and "_small" not in f
+    )
+
+
+def _hvae_levels():
+    """`benchmarks/hvae_levels.py`: the hierarchical VAE's levels, configurations, estimators."""
+    names = [n for n in _hvae_levels_names() if n.endswith("_summary")]
+    rows = [r for n in names for r in _read(n)]
+
+    def estimate(r, key):
+        mean, se = _float(r.get(f"{key}_mean")), _float(r.get(f"{key}_se"))
+        return "—" if math.isnan(mean) else f"{mean:+.3f} ± {se:.3f}"
+
+    def bound(r):
+        return f"{_float(r['test_bound_mean']):.3f} ± {_float(r['test_bound_se']):.3f}"
+
+    parts = [
+        "(results-hvae-levels)=\n## Hierarchical VAE: does it use its levels?\n",
+        *(_header(n) for n in names),
+        "Binarised digits, 32 latents per level, Adam (1e-3), every run the same number of "
+        "steps. Test IWAE bound (K = 64, nats), mean ± standard error over seeds; *− 1 level*: "
+        "each seed's bound minus the 1-level model's of the same seed and configuration "
+        "(paired), then mean ± standard error, and per seed. *Active units* (Burda et al. "
+        "2016: `Cov_x(E_q[u | x]) > 0.01`) and *KL* (nats, `E_q[log q(z_l | z_{l-1}) − log "
+        "p(z_l | z_{l+1})]`) per level, bottom to top, mean over seeds. `before`: the "
+        "end-to-end benchmark's setting (16 hidden units, ELBO); `recommended`: "
+        "`HierarchicalVAE`'s docstring (the default 64 hidden units, K = 8, a KL warm-up by "
+        "`tge.callbacks.KLAnnealing` over the first warm-up epochs), with the estimator of "
+        "the `estimator` column. Where steps differ between rows, compare rows of equal "
+        "steps only.\n",
+    ]
+    for name in names:
+        meta = _meta(name) or {}
+        if meta.get("cost"):
+            cost = meta["cost"]
+            parts.append(
+                f"Cost of the run writing `{name[: -len('_summary')]}*`: "
+                f"{cost['cpu_seconds'] / 60:.1f} CPU-minutes, "
+                f"{cost['wall_seconds'] / 60:.1f} minutes of wall-clock.\n"
+            )
+    levels = sorted(
+        (r for r in rows if r["study"] == "levels"),
+        key=lambda r: (
+            r["config"] != "before",
+            r["estimator"] != "iwae",
+            r["estimator"],
+            r["levels"],
+        ),
+    )
+    if levels:
+        header = [
+            "configuration",
+            "estimator",
+            "levels",
+            "hidden units",
+            "K",
+            "warm-up epochs",
+            "steps",
+            "test bound",
+            "− 1 level",
+            "− 1 level, per seed",
+            "active units",
+            "KL",
+        ]
+        table = [
+            [
+                f"`{r['config']}`",
+                f"`{r['estimator']}`",
+                r["levels"],
+                r["hidden_units"],
+                r["K"],
+                r["warmup_epochs"],
+                r["steps"],
+                bound(r),
+                estimate(r, "minus_1_level"),
+                r.get("minus_1_level_per_seed") or "—",
+                r["active_units"],
+                r["kl_nats"],
+            ]
+            for r in levels
+        ]
+        parts.append("### Levels\n\n" + _table(header, table))
+    estimators = [r for r in rows if r["study"] == "estimators"]
+    runs = [
+        r
+        for n in names
+        if os.path.exists(os.path.join(RESULTS, f"{n[: -len('_summary')]}.csv"))
+        for r in _read(n[: -len("_summary")])
+        if r["study"] == "estimators"
+    ]
+
+    def minus_dreg(r):
+        """Mean ± s.e. over seeds of this estimator's bound minus IWAE-DReG's (paired)."""
+        bounds = {
+            (e["estimator"], e["seed"]): _float(e["test_bound"])
+            for e in runs
+            if (e["config"], e["levels"]) == (r["config"], r["levels"])
+        }
+        seeds = sorted({s for (e, s) in bounds if e == r["estimator"]})
+        diffs = [bounds[(r["estimator"], s)] - bounds[("iwae_dreg", s)] for s in seeds]
+        if r["estimator"] == "iwae_dreg" or len(diffs) < 2 or any(map(math.isnan, diffs)):
+            return "—"
+        se = statistics.stdev(diffs) / math.sqrt(len(diffs))
+        return f"{statistics.fmean(diffs):+.3f} ± {se:.3f}"
+
+    if estimators:
+        header = [
+            "estimator",
+            "levels",
+            "steps",
+            "test bound",
+            "− IWAE",
+            "− IWAE, per seed",
+            "− IWAE-DReG",
+            "active units",
+            "KL",
+        ]
+        table = [
+            [
+                f"`{r['estimator']}`",
+                r["levels"],
+                r["steps"],
+                bound(r),
+                estimate(r, "minus_iwae"),
+                r.get("minus_iwae_per_seed") or "—",
+                minus_dreg(r),
+                r["active_units"],
+                r["kl_nats"],
+            ]
+            for r in estimators
+        ]
+        parts.append(
+            "(results-hvae-levels-estimators)=\n### Estimators (recommended configuration)\n\n"
+            "*− IWAE*, *− IWAE-DReG*: each seed's bound minus that estimator's (same seed, data "
+            "and initialisation), mean ± standard error over seeds.\n\n" + _table(header, table)
+        )
+    return "\n".join(parts)
+
+
 def _generic(name, max_rows=60):
     """Any other recorded table (`benchmarks/_common.print_table(..., name=...)`), as written."""
     rows = _read(name)
@@ -536,6 +680,7 @@ def generate(docs=DOCS):
         "isag_gmm": _isag,
         "inference_gym_summary": _inference_gym,
         "jax_vi": _jax_vi,
+        "hvae_levels_summary": _hvae_levels,
     }
     for name, make in generators.items():
         if os.path.exists(os.path.join(RESULTS, f"{name}.csv")):
@@ -543,6 +688,8 @@ def generate(docs=DOCS):
     # Tables read by the sections above, and every other recorded table as it is written.
     # (inference_gym_small*, jax_vi_small: the CI smoke tests' output, not results.)
     used = {*generators, "end_to_end", "inference_gym", *INFERENCE_GYM_SMALL, "jax_vi_small"}
+    # (hvae_levels*: the section above, its per-run rows and smoke runs.)
+    used |= {os.path.splitext(f)[0] for f in os.listdir(RESULTS) if f.startswith("hvae_levels")}
     for file in sorted(os.listdir(RESULTS)):
         name, extension = os.path.splitext(file)
         if extension == ".csv" and name not in used:
