@@ -317,9 +317,14 @@ def path_derivative(log_weights_fn, stopped, with_path):
     return log_weights, target_lp, surrogate_lp, flatten(grads)
 
 
-def path_weighted_vjp(surrogate_posterior, target_lp_fn, samples, split, coefficients_fn):
+def path_weighted_vjp(
+    surrogate_posterior, target_lp_fn, samples, split, coefficients_fn, sample_log_prob=None
+):
     """`(log_weights, surrogate)` of `path_weighted_surrogate`: one forward and one backward
     pass through the target.
+
+    `sample_log_prob`: `log q(samples)` as the sampler computed it, for the log-weights'
+    value (`None`: `log q` evaluated at the samples), as on TensorFlow.
 
     The target (with whatever model parameters it closes over) and `log q` are
     closure-converted (`jax.closure_convert`), so that their traced parameters become
@@ -354,21 +359,24 @@ def path_weighted_vjp(surrogate_posterior, target_lp_fn, samples, split, coeffic
     def merge(t):
         return jnp.reshape(t, (-1,) + tuple(t.shape[2:]))
 
-    def forward(flat_z, p_consts, q_consts):
+    def forward(flat_z, p_consts, q_consts, lp_value):
         target_lp, target_vjp = jax.vjp(target_fn, *flat_z, *p_consts)
         surrogate_lp, surrogate_vjp = jax.vjp(lambda *fz: surrogate_fn(*fz, *q_consts), *flat_z)
+        if lp_value is not None:
+            surrogate_lp = lp_value
         log_w = jax.lax.stop_gradient(split(target_lp - surrogate_lp))
         c, a = coefficients_fn(log_w)
         zero_weight = merge(log_w) == -jnp.inf
         outputs = (jnp.zeros_like(log_w[:, 0]), log_w)
-        return outputs, (target_vjp, surrogate_vjp, c, a, zero_weight, q_consts)
+        residuals = (target_vjp, surrogate_vjp, c, a, zero_weight, q_consts, lp_value)
+        return outputs, residuals
 
     @jax.custom_vjp
-    def weighted(flat_z, p_consts, q_consts):
-        return forward(flat_z, p_consts, q_consts)[0]
+    def weighted(flat_z, p_consts, q_consts, lp_value):
+        return forward(flat_z, p_consts, q_consts, lp_value)[0]
 
     def backward(residuals, cotangents):
-        target_vjp, surrogate_vjp, c, a, zero_weight, q_consts = residuals
+        target_vjp, surrogate_vjp, c, a, zero_weight, q_consts, lp_value = residuals
         upstream, _ = cotangents  # the log-weights are returned stopped
         from_p = target_vjp(merge(c * upstream[:, None]))
         from_q = surrogate_vjp(merge(a * upstream[:, None]))
@@ -381,11 +389,13 @@ def path_weighted_vjp(surrogate_posterior, target_lp_fn, samples, split, coeffic
             for p, q in zip(from_p[:num_parts], from_q)
         )
         q_grads = tuple(jnp.zeros_like(x) for x in q_consts)
-        return z_grads, tuple(from_p[num_parts:]), q_grads
+        lp_grad = None if lp_value is None else jnp.zeros_like(lp_value)
+        return z_grads, tuple(from_p[num_parts:]), q_grads, lp_grad
 
     weighted.defvjp(forward, backward)
+    lp_value = None if sample_log_prob is None else jax.lax.stop_gradient(sample_log_prob)
     surrogate, log_weights = weighted(
-        tuple(flat_samples), tuple(target_consts), tuple(surrogate_consts)
+        tuple(flat_samples), tuple(target_consts), tuple(surrogate_consts), lp_value
     )
     return jax.lax.stop_gradient(log_weights), surrogate
 

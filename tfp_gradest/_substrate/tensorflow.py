@@ -301,10 +301,14 @@ def path_derivative(log_weights_fn, stopped, with_path):
     return log_weights, target_lp, surrogate_lp, grads
 
 
-def path_weighted_vjp(surrogate_posterior, target_lp_fn, samples, split, coefficients_fn):
+def path_weighted_vjp(
+    surrogate_posterior, target_lp_fn, samples, split, coefficients_fn, sample_log_prob=None
+):
     """`(log_weights, surrogate)` of `path_weighted_surrogate`, with `tf.custom_gradient`.
 
-    `target_lp_fn(z, surrogate_lp)` calls and checks the target. See
+    `target_lp_fn(z, surrogate_lp)` calls and checks the target. `sample_log_prob`:
+    `log q(samples)` as the sampler computed it (`experimental_sample_and_log_prob`),
+    for the log-weights' value; `None`: `surrogate_posterior.log_prob(samples)`. See
     `tfp_gradest._util.log_weights.path_weighted_surrogate` for the mathematics.
     """
     flat_samples = tf.nest.flatten(samples)
@@ -323,15 +327,32 @@ def path_weighted_vjp(surrogate_posterior, target_lp_fn, samples, split, coeffic
         with tf.GradientTape(persistent=True, watch_accessed_variables=True) as tape:
             tape.watch(flat_z)
             # By keyword: no name resolution (a JointDistributionSequential's can clash).
+            # Only its gradient in `z` is used when `sample_log_prob` gives the value.
             surrogate_lp = surrogate_posterior.log_prob(value=z)
-            target_lp = target_lp_fn(z, surrogate_lp)
-        log_w = tf.stop_gradient(split(target_lp - surrogate_lp))
+            if sample_log_prob is not None:
+                surrogate_lp_value = tf.stop_gradient(sample_log_prob)
+            else:
+                surrogate_lp_value = surrogate_lp
+            target_lp = target_lp_fn(z, surrogate_lp_value)
+        log_w = tf.stop_gradient(split(target_lp - surrogate_lp_value))
         c, a = coefficients_fn(log_w)
-        zero_weight = tf.equal(merge(log_w), -float("inf"))
+        # 1, or 0 for a sample of zero weight, out of an `exp` (see
+        # `_zero_with_finite_gradient`): a per-sample compare read by the backward pass
+        # would be a separate unit of work beside the target's first matrix product,
+        # which XLA:CPU then hands to another thread (benchmarks/vi_overhead.py's
+        # context switches per call).
+        merged = merge(log_w)
+        keep = tf.exp(
+            tf.where(
+                tf.equal(merged, -float("inf")),
+                tf.constant(-np.inf, merged.dtype),
+                tf.zeros_like(merged),
+            )
+        )
         if num_parts > 1:
             # Read by every part's backward pass: computed once under XLA (see
             # fusion_barrier); with one part there is nothing to recompute.
-            c, a, zero_weight = fusion_barrier([c, a, zero_weight], log_w)
+            c, a, keep = fusion_barrier([c, a, keep], log_w)
 
         def grad_fn(upstream, unused_log_w_upstream, variables=None):
             # The log-weights output is returned stopped, so its upstream is ignored.
@@ -350,6 +371,7 @@ def path_weighted_vjp(surrogate_posterior, target_lp_fn, samples, split, coeffic
                 unconnected_gradients=tf.UnconnectedGradients.ZERO,
             )
             ratio = merge(tf.math.divide_no_nan(a, c))
+            zero_weight = tf.equal(keep, 0.0)
             z_grads = []
             for from_p, q_part in zip(grads[:num_parts], from_q):
                 event_rank = from_p.shape.rank - ratio.shape.rank

@@ -275,25 +275,28 @@ def path_weighted_surrogate(inputs, coefficients_fn):
       log_weights: `[S, K] + batch`, no gradient.
       surrogate: `[S] + batch`, all zeros.
     """
-    surrogate, samples = inputs.surrogate_posterior, None
-    # A normalising flow's score at its samples, computed alongside the forward pass
-    # instead of by the inverse pass `log_prob(z)` costs (see `flow_path`): with
-    # TFP's own (iid) sampling only.
-    if getattr(inputs, "noise", "iid") == "iid":
-        route = flow_path.flow_route(
-            inputs.ops,
-            surrogate,
-            inputs.sample_size * inputs.importance_sample_size,
-            inputs.sample_seed,
-        )
+    surrogate, samples, sample_log_prob = inputs.surrogate_posterior, None, None
+    num_samples = inputs.sample_size * inputs.importance_sample_size
+    # With TFP's own (iid) sampling: a normalising flow's score at its samples, computed
+    # alongside the forward pass instead of by the inverse pass `log_prob(z)` costs (see
+    # `flow_path`); any other surrogate's `log q` for the log-weights' value as the
+    # sampler computes it (as `tfp.vi` and `pathwise_log_weights` take it), so that the
+    # value, like `tfp.vi`'s, never goes through the inverse pass (only `∇z log q` does).
+    if inputs.noise == "iid":
+        route = flow_path.flow_route(inputs.ops, surrogate, num_samples, inputs.sample_seed)
         if route is not None:
             samples, surrogate = route
+        else:
+            samples, sample_log_prob = surrogate.experimental_sample_and_log_prob(
+                [num_samples], seed=inputs.sample_seed
+            )
     return inputs.ops.path_weighted_vjp(
         surrogate,
         lambda z, surrogate_lp: _target_log_prob(inputs, z, surrogate_lp),
         _sample(inputs) if samples is None else samples,
         inputs.split,
         coefficients_fn,
+        sample_log_prob=sample_log_prob,
     )
 
 
