@@ -24,10 +24,15 @@ Two studies:
 
 Writes `benchmarks/results/hvae_levels.csv` (one row per run) and `hvae_levels_summary.csv`
 (mean ± standard error over seeds, the paired differences), each with its `.meta.json`
-(command, date, commit, machine, and the run's cost in CPU and wall seconds).
+(command, date, commit, machine, and the run's cost in CPU and wall seconds); the
+estimators study run alone writes `hvae_levels_estimators*`, and `--tag T` appends `_T`.
+The recorded results are three runs (their costs: in the `.meta.json` files):
 
-    python benchmarks/hvae_levels.py           # the full run (cost: in the .meta.json)
-    python benchmarks/hvae_levels.py --small   # smoke run (seconds of training)
+    python benchmarks/hvae_levels.py --studies levels       # before/recommended, IWAE
+    python benchmarks/hvae_levels.py --studies estimators   # IWAE, IWAE-DReG, GDReG
+    python benchmarks/hvae_levels.py --studies levels --configs recommended \
+        --level-estimators iwae_dreg --epochs 150 --tag dreg
+    python benchmarks/hvae_levels.py --small                # smoke run (seconds of training)
 """
 
 import argparse

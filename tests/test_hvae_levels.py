@@ -196,3 +196,23 @@ def test_the_default_width_with_importance_weights_uses_the_upper_level(binary_d
 def test_power_the_old_width_and_the_elbo_leave_both_levels_unused(binary_digits):
     active, kls = _trained_level_diagnostics(binary_digits, hidden_units=16)
     assert not _uses_both_levels(active), (active, kls)
+
+
+def test_the_benchmark_smoke_run_writes_rows_summary_and_cost(tmp_path):
+    # benchmarks/hvae_levels.py --small, cut to two small models: per-run rows, the paired
+    # difference to 1 level per seed, and the run's cost in the metadata.
+    import json
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "benchmarks"))
+    import hvae_levels
+
+    argv = ["--small", "--studies", "levels", "--configs", "before", "--levels", "1", "2"]
+    rows, summary = hvae_levels.main([*argv, "--output-dir", str(tmp_path)])
+    assert len(rows) == 4 and all(np.isfinite(r["test_bound"]) for r in rows)
+    two = next(r for r in summary if r["levels"] == 2)
+    assert len(two["minus_1_level_per_seed"].split()) == 2 and two["active_units"].count("/") == 1
+    meta = json.loads((tmp_path / "hvae_levels_small_summary.meta.json").read_text())
+    assert meta["note"].startswith("small smoke test") and meta["cost"]["cpu_seconds"] > 0
+    assert (tmp_path / "hvae_levels_small.csv").exists()
