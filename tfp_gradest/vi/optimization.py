@@ -3,6 +3,7 @@
 import functools
 import warnings
 
+import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfp_gradest._util.seeds import sanitize_seed
@@ -158,9 +159,26 @@ def fit_surrogate_posterior(
         trainable_variables=trainable_variables,
         trace_fn=trace_fn,
         jit_compile=jit_compile,
-        seed=None if seed is None else sanitize_seed(seed),
+        seed=_minimize_seed(seed),
         name=name,
     )
+
+
+def _minimize_seed(seed):
+    """`seed`, checked and made stateless, as `tfp.math.minimize` should receive it.
+
+    A static seed (an int, a pair, a constant) is passed as a NumPy pair, as `tfp.vi`
+    passes a user's seed on: `minimize` sanitises it inside its traced function,
+    where it is a constant, and XLA folds the seed arithmetic of the first step. An
+    eager Tensor would be captured as an input instead, and the compiled program
+    would keep that arithmetic (`benchmarks/vi_structured.py`'s compile times). The
+    seed's value, and so every sample, is the same either way. A seed with no static value is passed as the Tensor it is.
+    """
+    if seed is None:
+        return None
+    seed = sanitize_seed(seed)
+    static = tf.get_static_value(seed)
+    return seed if static is None else static
 
 
 def check_optimizer(optimizer):
