@@ -122,14 +122,24 @@ def dense_full_rank(block_surrogate):
     loc = tf.Variable(tf.concat([tf.convert_to_tensor(v) for v in locs], -1), name="loc")
     scale_tril = tfp.util.TransformedVariable(scale.scale.to_dense(), fill, name="scale_tril")
     split = tfb.Split(sizes, axis=-1)
-    bijector = tfb.Chain(
+    # The builder's base: its parts' standard normals (so the same draws for a seed), each
+    # flattened with its size stated (the builder's flattening leaves the sizes unknown,
+    # which `Split` cannot invert outside a graph), then concatenated.
+    joint = block_surrogate.distribution.distribution
+    part_shapes = [s.numpy().tolist() for s in tf.nest.flatten(joint.event_shape_tensor())]
+    flatten = tfb.Chain(
         [
-            *outer,
-            unflatten,
-            split,
-            tfb.Shift(loc),
-            tfb.ScaleMatvecTriL(scale_tril),
             tfb.Invert(split),
+            tfb.JointMap([tfb.Reshape([n], event_shape_in=s) for n, s in zip(sizes, part_shapes)]),
+            tfb.Restructure(
+                list(range(len(sizes))),
+                tf.nest.pack_sequence_as(joint.event_shape_tensor(), list(range(len(sizes)))),
+            ),
         ]
     )
-    return tfp.distributions.TransformedDistribution(block_surrogate.distribution, bijector)
+    bijector = tfb.Chain(
+        [*outer, unflatten, split, tfb.Shift(loc), tfb.ScaleMatvecTriL(scale_tril)]
+    )
+    return tfp.distributions.TransformedDistribution(
+        tfp.distributions.TransformedDistribution(joint, flatten), bijector
+    )
