@@ -12,15 +12,19 @@ def compiled_training_loop(loss_fn, variables, num_steps, learning_rate=1e-4):
 
     This is the body `tfp.math.minimize` runs (loss, gradient, update, next
     seed), without its per-call recompilation, so two losses can be timed
-    against each other without compile-time noise. (TensorFlow is imported here, so
-    that benchmarks on the JAX backend can use the rest of this module.)
+    against each other without compile-time noise. The loop returns the sum of the
+    steps' losses (float32): a fit records each step's loss (`minimize`'s trace), so
+    every arm computes its loss value, which XLA would otherwise drop from an arm whose
+    gradient does not need it (tfp.vi's) but not from one whose gradient reads it.
+    (TensorFlow is imported here, so that benchmarks on the JAX backend can use the
+    rest of this module.)
     """
     import tensorflow as tf
     import tensorflow_probability as tfp
 
     @tf.function(jit_compile=True, autograph=False)
     def loop(seed):
-        def body(i, seed):
+        def body(i, seed, total):
             step_seed, seed = tfp.random.split_seed(seed)
             with tf.GradientTape() as tape:
                 loss = loss_fn(step_seed)
@@ -28,9 +32,10 @@ def compiled_training_loop(loss_fn, variables, num_steps, learning_rate=1e-4):
             with tf.control_dependencies(
                 [v.assign_sub(learning_rate * g) for v, g in zip(variables, grads)]
             ):
-                return i + 1, tf.identity(seed)
+                return i + 1, tf.identity(seed), total + tf.cast(tf.reduce_sum(loss), tf.float32)
 
-        return tf.while_loop(lambda i, _: i < num_steps, body, (tf.constant(0), seed))[0]
+        initial = (tf.constant(0), seed, tf.constant(0.0, tf.float32))
+        return tf.while_loop(lambda i, *_: i < num_steps, body, initial)[2]
 
     return loop
 

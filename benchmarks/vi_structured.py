@@ -18,7 +18,7 @@ machine's slow spells hit both arms alike:
   jit_compile=True)` (tracing, XLA compilation and one step: a user's time to the
   first step), once per round; every call compiles afresh.
 * step: the median seconds per step of an XLA-compiled loop of SGD steps on the
-  same loss (`traced_training_loop`, compiled once), timed by
+  same loss (`_common.compiled_training_loop`, compiled once), timed by
   `tfp_gradest.diagnostics.interleaved_times`. The loop keeps each step's loss
   value, as `fit_surrogate_posterior`'s default trace does: a loop that discards it
   lets XLA drop `tfp.vi`'s whole value computation but not `tge`'s, whose
@@ -168,33 +168,6 @@ def loss_fn(library, estimator, target_log_prob_fn, surrogate):
     return loss
 
 
-def traced_training_loop(loss_fn, variables, num_steps, learning_rate):
-    """`_common.compiled_training_loop` that also keeps each step's loss (their sum).
-
-    As `fit_surrogate_posterior` traces the loss at every step, so both libraries
-    compute the loss value, as they do in a fit.
-    """
-    import tensorflow as tf
-    import tensorflow_probability as tfp
-
-    @tf.function(jit_compile=True, autograph=False)
-    def loop(seed):
-        def body(i, seed, total):
-            step_seed, seed = tfp.random.split_seed(seed)
-            with tf.GradientTape() as tape:
-                loss = loss_fn(step_seed)
-            grads = tape.gradient(loss, variables)
-            with tf.control_dependencies(
-                [v.assign_sub(learning_rate * g) for v, g in zip(variables, grads)]
-            ):
-                return i + 1, tf.identity(seed), total + tf.reduce_sum(loss)
-
-        initial = (tf.constant(0), seed, tf.constant(0.0, variables[0].dtype))
-        return tf.while_loop(lambda i, *_: i < num_steps, body, initial)[2]
-
-    return loop
-
-
 def alternated_first_calls(runs, repeats):
     """Seconds of each zero-argument call per round, the calls alternating: `[run, repeat]`.
 
@@ -228,7 +201,7 @@ def measure(name, estimator, compile_repeats, repeats, steps):
     )
     variables = list(surrogate.trainable_variables)
     loops = [
-        traced_training_loop(losses[lib], variables, steps, learning_rate=1e-4)
+        _common.compiled_training_loop(losses[lib], variables, steps, learning_rate=1e-4)
         for lib in ("tge", "tfp")
     ]
     step_times = _common.interleaved_times([lambda f=f: f(seed).numpy() for f in loops], repeats)
