@@ -17,8 +17,9 @@ coordinates: `build_affine_surrogate_posterior(operators="tril")`'s base draws,
 parameters and initial values, with its block-lower-triangular scale, one variable
 and one matrix product per pair of parts, replaced by one dense matrix:
 `_gym.dense_full_rank`). The block form's training programs grow with the square of
-the number of parts: on the two 30-part targets, compiling the ten arms' programs
-(all compiled before training, see "Training") did not fit in 24 GB. The full-rank
+the number of parts: on the two 30-part targets, the ten arms' programs (all compiled
+before training, see "Training") did not fit in the development machine's memory
+(issue 26). The full-rank
 rows of EightSchools, Banana, IllConditionedGaussian, NealsFunnel and
 NonIdentifiableQuarticMeasurementModel in `benchmarks/results/` were run with the
 block form (the runs' `.meta.json` under `runs` give their commits): the same
