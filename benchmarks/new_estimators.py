@@ -23,7 +23,9 @@ Variance is a property of the estimator at a fixed point: the machine's load doe
 change it, so no time is recorded (`python -m tfp_gradest compare` times them).
 
 Full run: `python benchmarks/new_estimators.py` (5 seeds, 1000 draws; about 10 minutes of
-one core). `--small` is the smoke run (one seed, one setting each, 50 draws).
+one core; three times that under load), writing
+`benchmarks/results/new_estimators_{gdreg,vargrad,control_variate}.csv`. `--small` is the
+smoke run (one seed, one setting each, 50 draws).
 """
 
 import argparse
@@ -51,7 +53,8 @@ HEADER = [
 NOTE = (
     "variance: the mean over a group's gradient elements of their variance over the draws; "
     "variance cut: the baseline's variance over the estimator's, per seed (above 1: less "
-    "variance). Seeds change the problem's starting point (and latent_bits' data) and the "
+    "variance). The three tables (new_estimators_*.csv) come from one run. Seeds change the "
+    "problem's starting point (and latent_bits' data) and the "
     "draws. VIMCO estimates the K-sample IWAE bound's gradient, not the ELBO's: its row "
     "compares noise at the same number of target evaluations, not the same gradient."
 )
@@ -60,8 +63,7 @@ HIERARCHICAL_GROUPS = {
     "q(z2)": ["m2", "r2"],
     "q(z1|z2)": ["w", "m1", "r1"],
     "prior θ (a, b, log s)": ["a", "b", "log_s"],
-    "likelihood c": ["c"],
-}
+}  # (the likelihood's c: every estimator here gives it IWAE's gradient, the same draws)
 HIERARCHICAL_NAMES = ["m2", "r2", "w", "m1", "r1", "a", "b", "log_s", "c"]
 
 
@@ -209,20 +211,35 @@ def main(argv=None):
         seeds, draws, fit_steps = list(range(args.seeds)), args.draws, args.fit_steps
         prior_scales, ks, sample_sizes = [1.0, 0.25], [4, 16], [4, 16]
         cv_problems = [("gaussian", {}), ("logistic_regression", {})]
-    rows = gdreg_rows(seeds, draws, prior_scales, ks)
-    rows += vargrad_rows(seeds, draws, sample_sizes, fit_steps)
-    rows += control_variate_rows(seeds, draws, sample_sizes, fit_steps, cv_problems)
+    parts = {
+        "gdreg": (
+            "GDReG against IWAE and IWAE-DReG on hierarchical_gaussian",
+            gdreg_rows(seeds, draws, prior_scales, ks),
+        ),
+        "vargrad": (
+            "VarGrad against the score function, its leave-one-out baseline and VIMCO on "
+            "latent_bits",
+            vargrad_rows(seeds, draws, sample_sizes, fit_steps),
+        ),
+        "control_variate": (
+            "LinearResponseCV against reparameterization and STL",
+            control_variate_rows(seeds, draws, sample_sizes, fit_steps, cv_problems),
+        ),
+    }
     sys.stderr.write("\n")
-    name = "new_estimators_small" if args.small else "new_estimators"
     output_dir = args.output_dir or os.path.join(_common._REPOSITORY, "benchmarks", "results")
+    rows = []
+    for part, (title, part_rows) in parts.items():
+        name = f"new_estimators_{part}" + ("_small" if args.small else "")
+        _write(output_dir, name, part_rows, f"{title}: gradient variance by parameter group "
+               f"({draws} draws per estimator, mean ± s.e. over {len(seeds)} seeds)")  # fmt: skip
+        rows += part_rows
+    return rows
+
+
+def _write(output_dir, name, rows, title):
     path = os.path.join(output_dir, f"{name}.csv")
-    _common.write_results(
-        path,
-        rows,
-        fieldnames=HEADER,
-        title="Where GDReG, VarGrad and LinearResponseCV win: gradient variance by parameter "
-        f"group ({draws} draws per estimator, mean ± s.e. over {len(seeds)} seeds)",
-    )
+    _common.write_results(path, rows, fieldnames=HEADER, title=title)
     meta_path = os.path.join(output_dir, f"{name}.meta.json")
     with open(meta_path) as f:
         meta = json.load(f)
@@ -231,7 +248,6 @@ def main(argv=None):
         json.dump(meta, f, indent=2)
         f.write("\n")
     _common.print_table(f"{name} ({path})", rows, HEADER)
-    return rows
 
 
 if __name__ == "__main__":
