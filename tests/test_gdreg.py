@@ -149,7 +149,8 @@ def test_equals_iwae_dreg_without_conditional_parts(structure):
     variables = [loc, log_scale, a]
     loss_dreg, dreg = _gradients("iwae_dreg", target, surrogate, variables)
     loss_gdreg, gdreg = _gradients("gdreg", target, surrogate, variables)
-    assert loss_gdreg == loss_dreg
+    # The values agree to rounding: IWAE-DReG takes log q from the sampler, GDReG evaluates it.
+    np.testing.assert_allclose(loss_gdreg, loss_dreg, rtol=1e-14)
     for g, d in zip(gdreg, dreg):
         np.testing.assert_allclose(g, d, rtol=1e-12, atol=1e-14)
 

@@ -80,7 +80,7 @@ class LinearResponseCV(GradientEstimator):
     reverse_kl_only_because = " (it is STL's path gradient, valid only there)"
 
     def _objective(self, inputs):
-        if getattr(inputs, "noise", "iid") != "iid":
+        if inputs.noise != "iid":
             # Quasi-random points are not independent: the fit on the others would depend
             # on draw s itself, and the control variate would no longer have mean zero.
             raise ValueError(
@@ -130,8 +130,17 @@ class _ControlledSampling:
         return self._q.log_prob(value=value)
 
     def sample(self, sample_shape, seed):
+        return self._controlled(self._q.sample(sample_shape, seed=seed))
+
+    def experimental_sample_and_log_prob(self, sample_shape, seed):
+        # The data path draws through this (the log-weights' value takes `log q` from the
+        # sampler): the draws must be the controlled ones here too.
+        z, log_prob = self._q.experimental_sample_and_log_prob(sample_shape, seed=seed)
+        return self._controlled(z), log_prob
+
+    def _controlled(self, z):
         ops = self._ops
-        z = ops.stop_gradient(self._q.sample(sample_shape, seed=seed))
+        z = ops.stop_gradient(z)
         like = ops.zeros_like(z[0])  # batch + event shape: μ and σ broadcast to it
         loc, scale = (t + like for t in self._loc_scale)
         noise = ops.stop_gradient((z - loc) / scale)
