@@ -116,10 +116,14 @@ def gdreg_rows(seeds, draws, prior_scales, ks):
     estimators = {
         "iwae": "iwae",
         "iwae_dreg": "iwae_dreg",
-        "gdreg": "gdreg",
-        "gdreg_keep": tge.estimators.GDReG("keep"),
+        "gdreg_transform": tge.estimators.GDReG("transform"),
+        "gdreg_keep": tge.estimators.GDReG("keep"),  # the default, "gdreg"
     }
-    labels = {**{k: k for k in estimators}, "gdreg_keep": 'GDReG("keep")'}
+    labels = {
+        **{k: k for k in estimators},
+        "gdreg_transform": 'GDReG("transform")',
+        "gdreg_keep": 'GDReG("keep")',
+    }
     rows = []
     for s in prior_scales:
         for k in ks:

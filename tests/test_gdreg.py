@@ -177,7 +177,7 @@ def test_keep_has_iwae_dreg_phi_gradient_on_a_hierarchical_surrogate():
     args = (problem.target(), problem.surrogate, problem.variables)
     loss_dreg, dreg = _gradients("iwae_dreg", *args)
     loss_keep, keep = _gradients(tge.estimators.GDReG("keep"), *args)
-    loss_transform, transform = _gradients("gdreg", *args)
+    loss_transform, transform = _gradients(tge.estimators.GDReG("transform"), *args)
     assert loss_keep == loss_dreg == loss_transform
     for i in [0, 1, 2, 3, 4, 8]:
         np.testing.assert_allclose(keep[i], dreg[i], rtol=1e-12, atol=1e-14)
@@ -185,6 +185,12 @@ def test_keep_has_iwae_dreg_phi_gradient_on_a_hierarchical_surrogate():
     assert np.abs(keep[5] - dreg[5]).max() > 1e-6
     # "transform" changes the gradient of q(z2)'s parameters, which reach q(z1 | z2).
     assert np.abs(np.array(transform[:2]) - np.array(dreg[:2])).max() > 1e-6
+
+
+def test_the_default_keeps_the_conditional_scores():
+    # The measured choice (module docstring of tfp_gradest.estimators.gdreg): "keep".
+    assert tge.estimators.get("gdreg").conditional_scores == "keep"
+    assert tge.estimators.GDReG().get_config() == {"conditional_scores": "keep"}
 
 
 def test_a_declared_factor_of_the_wrong_shape_is_refused():

@@ -58,13 +58,19 @@ def _gradients(problem, estimator):
 
 
 def test_gdreg_differs_from_iwae_dreg_where_the_problem_says_and_only_there():
-    # Same samples: the declared prior conditional (a, b, log s) and q(z2)'s parameters (which
-    # reach q(z1 | z2)) get other gradients; q(z1 | z2)'s and the likelihood's c do not.
+    # Same samples: the declared prior conditional (a, b, log s) gets other gradients, and
+    # with "transform" q(z2)'s parameters (which reach q(z1 | z2)) too; q(z1 | z2)'s and the
+    # likelihood's c do not. ("keep", the default, keeps IWAE-DReG's surrogate gradient.)
     problem = tge.problems.get("hierarchical_gaussian", dtype="float64")
-    dreg, gdreg = _gradients(problem, "iwae_dreg"), _gradients(problem, "gdreg")
+    dreg = _gradients(problem, "iwae_dreg")
     names = "m2 r2 w m1 r1 a b log_s c".split()
-    differs = {n for n, d, g in zip(names, dreg, gdreg) if not np.allclose(d, g, rtol=1e-10)}
-    assert differs == {"m2", "r2", "a", "b", "log_s"}
+    for estimator, expected in [
+        ("gdreg", {"a", "b", "log_s"}),
+        (tge.estimators.GDReG("transform"), {"m2", "r2", "a", "b", "log_s"}),
+    ]:
+        gdreg = _gradients(problem, estimator)
+        differs = {n for n, d, g in zip(names, dreg, gdreg) if not np.allclose(d, g, rtol=1e-10)}
+        assert differs == expected, estimator
     undeclared = tge.problems.get(
         "hierarchical_gaussian", declare_latent_distributions=False, dtype="float64"
     )
@@ -148,7 +154,7 @@ def test_hierarchical_gaussian_compares_at_k16_by_default(tmp_path):
                              "--output-dir", str(tmp_path)])  # fmt: skip
     assert result.case.importance_sample_size == 16
     assert [r.estimator for r in result.reports] == [
-        "iwae", "iwae_dreg", "gdreg", "GDReG(conditional_scores='keep')"
+        "iwae", "iwae_dreg", "gdreg", "GDReG(conditional_scores='transform')"
     ]  # fmt: skip
 
 

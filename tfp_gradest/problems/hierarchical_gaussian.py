@@ -69,7 +69,7 @@ class HierarchicalGaussian(Problem):
       seed: numpy seed of the perturbation. Default value: `0`.
     """
 
-    default_estimators = ("iwae", "iwae_dreg", "gdreg", "gdreg(conditional_scores=keep)")
+    default_estimators = ("iwae", "iwae_dreg", "gdreg", "gdreg(conditional_scores=transform)")
     default_importance_sample_size = 16
     fit_estimator = "iwae_dreg"
     substrates = ("tensorflow", "jax")

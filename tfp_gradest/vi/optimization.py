@@ -172,7 +172,8 @@ def _minimize_seed(seed):
     where it is a constant, and XLA folds the seed arithmetic of the first step. An
     eager Tensor would be captured as an input instead, and the compiled program
     would keep that arithmetic (`benchmarks/vi_structured.py`'s compile times). The
-    seed's value, and so every sample, is the same either way. A seed with no static value is passed as the Tensor it is.
+    seed's value, and so every sample, is the same either way. A seed with no static
+    value is passed as the Tensor it is.
     """
     if seed is None:
         return None
