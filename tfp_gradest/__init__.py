@@ -20,7 +20,7 @@ import importlib
 
 # The single source of the version and of the package's home: setup.py and the notebooks'
 # install cell (colabs/_build.py) read these lines without importing the package.
-__version__ = "0.5.0"
+__version__ = "0.6.0"
 __url__ = "https://github.com/tfp-gradest/tfp_gradest"
 
 __all__ = [
