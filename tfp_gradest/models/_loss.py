@@ -36,9 +36,13 @@ def step_seed(seed_generator):
     return seed
 
 
-def estimator_training_loss(model, x, sample_weight):
+def estimator_training_loss(model, x, sample_weight, target_log_prob_fn=None, loss_scale=None):
     """`model.estimator.loss` on the model's target and surrogate for the batch `x`, reduced
     by `mean_training_loss`: the `compute_loss` of every amortised model here.
+
+    `target_log_prob_fn` (default: `model.target_log_prob_fn(x)`) and `loss_scale` (a
+    factor of the per-example loss; default: none) let a model train on another target
+    built from the same batch, as `HierarchicalVAE`'s KL warm-up does.
 
     Reads the model's `estimator`, `target_log_prob_fn(x)`, `surrogate_posterior(x)`,
     `sample_size`, `importance_sample_size`, `seed_generator` (one seed per step) and
@@ -49,11 +53,15 @@ def estimator_training_loss(model, x, sample_weight):
     x = ops.convert_to_tensor(x)
     surrogate_posterior = model.surrogate_posterior(x)
     _tfp.check_surrogate(surrogate_posterior, type(model).__name__)
+    if target_log_prob_fn is None:
+        target_log_prob_fn = model.target_log_prob_fn(x)
     per_example = model.estimator.loss(
-        model.target_log_prob_fn(x),
+        target_log_prob_fn,
         surrogate_posterior,
         model.sample_size,
         model.importance_sample_size,
         seed=step_seed(model.seed_generator),
     )
+    if loss_scale is not None:
+        per_example = loss_scale * per_example
     return mean_training_loss(per_example, sample_weight, model.losses)

@@ -59,7 +59,7 @@ from tfp_gradest import _backend, r2g2
 from tfp_gradest._util import arguments
 from tfp_gradest.layers import settings
 from tfp_gradest.models import _bound, _data, _estimator, _tfp
-from tfp_gradest.models._loss import mean_training_loss, step_seed
+from tfp_gradest.models._loss import estimator_training_loss
 
 __all__ = ["HierarchicalVAE"]
 
@@ -643,19 +643,9 @@ class HierarchicalVAE(_data.BernoulliDataChecks, keras.Model):
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         del y, y_pred  # unsupervised: the loss is the negative bound on log p(x)
         # `β · loss(tempered target)` (class docstring); β = 1 is the plain estimator loss.
-        x = ops.convert_to_tensor(x)
-        surrogate_posterior = self.surrogate_posterior(x)
-        _tfp.check_surrogate(surrogate_posterior, type(self).__name__)
         beta = self._kl_weight.read(self._density_dtype)
         target = self._target(self._density_input(x), self.decoder_link_gradient, 1.0 / beta)
-        per_example = self.estimator.loss(
-            target,
-            surrogate_posterior,
-            self.sample_size,
-            self.importance_sample_size,
-            seed=step_seed(self.seed_generator),
-        )
-        return mean_training_loss(beta * per_example, sample_weight, self.losses)
+        return estimator_training_loss(self, x, sample_weight, target, loss_scale=beta)
 
     def get_config(self):
         config = {
